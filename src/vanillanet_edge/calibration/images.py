@@ -1,0 +1,139 @@
+"""Image folders and the preprocessing shared by training, calibration and evaluation.
+
+One `Preprocessing` describes how pixels become the network's input; it travels in every
+checkpoint we write and every artifact's manifest, so each runtime is fed exactly the same way.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize the shorter side to `resize`, centre-crop `crop`, scale to [0,1], normalise."""
+
+    resize: int = 256
+    crop: int = 224
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @classmethod
+    def imagenet(cls, input_size: int = 224, crop_pct: float = 0.875) -> "Preprocessing":
+        return cls(resize=int(round(input_size / crop_pct)), crop=input_size)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        return cls(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """PIL image -> float32 CHW array."""
+        image = image.convert("RGB")
+        w, h = image.size
+        scale = self.resize / min(w, h)
+        if (w, h) != (round(w * scale), round(h * scale)):
+            image = image.resize((round(w * scale), round(h * scale)), _RESAMPLE[self.interpolation])
+        w, h = image.size
+        left, top = (w - self.crop) // 2, (h - self.crop) // 2
+        image = image.crop((left, top, left + self.crop, top + self.crop))
+        x = np.asarray(image, dtype=np.float32) / 255.0
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: Path
+    label: int | None
+
+
+class ImageFolder:
+    """An ImageFolder (one sub-folder per class, sorted) or a flat folder of unlabelled images."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.exists():
+            raise DataError(f"image folder not found: {self.root}", hint="check the path")
+        if not self.root.is_dir():
+            raise DataError(f"{self.root} is a file; expected a folder of images")
+        class_dirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if class_dirs:
+            self.classes = [p.name for p in class_dirs]
+            self.records = [ImageRecord(f, i) for i, d in enumerate(class_dirs) for f in _images_in(d)]
+        else:
+            self.classes = []
+            self.records = [ImageRecord(f, None) for f in _images_in(self.root)]
+        if not self.records:
+            raise DataError(
+                f"no images found in {self.root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
+                f"files{' in ' + str(len(class_dirs)) + ' class folders' if class_dirs else ''})",
+                hint="point at an ImageFolder (one sub-folder per class) or a folder of images")
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sample(self, n: int | None, seed: int = 0) -> list[ImageRecord]:
+        """A deterministic subset: the same seed and folder always give the same images."""
+        if n is None or n >= len(self.records):
+            return list(self.records)
+        return sorted(random.Random(seed).sample(self.records, n), key=lambda r: str(r.path))
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+@dataclass
+class LoadedImages:
+    inputs: np.ndarray            # (N, 3, H, W) float32
+    labels: np.ndarray | None     # (N,) int64, or None for an unlabelled folder
+    paths: list[Path]
+    skipped: list[tuple[Path, str]]
+
+
+def load_images(records: list[ImageRecord], prep: Preprocessing, min_count: int = 1,
+                where: str | Path = "") -> LoadedImages:
+    """Decode and preprocess; unreadable files are skipped and reported, never fatal alone."""
+    arrays, labels, paths, skipped = [], [], [], []
+    for rec in records:
+        try:
+            with Image.open(rec.path) as im:
+                arrays.append(prep(im))
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            skipped.append((rec.path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+            continue
+        labels.append(rec.label)
+        paths.append(rec.path)
+    if len(arrays) < min_count:
+        raise DataError(
+            f"only {len(arrays)} usable images in {where or 'the given files'} "
+            f"({len(skipped)} unreadable), need at least {min_count}",
+            hint="add more images or lower the sample count")
+    inputs = np.stack(arrays) if arrays else np.zeros((0, 3, prep.crop, prep.crop), np.float32)
+    lab = None if not labels or labels[0] is None else np.asarray(labels, dtype=np.int64)
+    return LoadedImages(inputs, lab, paths, skipped)
+
+
+def load_folder(root: str | Path, prep: Preprocessing, limit: int | None = None, seed: int = 0,
+                min_count: int = 1) -> LoadedImages:
+    folder = ImageFolder(root)
+    return load_images(folder.sample(limit, seed), prep, min_count=min_count, where=root)

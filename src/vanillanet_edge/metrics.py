@@ -1,0 +1,36 @@
+"""How two sets of logits are compared, everywhere: fusion checks, artifact verification, INT8."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Agreement:
+    max_abs: float       # largest absolute difference of any logit
+    rel_err: float       # ||candidate - reference|| / ||reference|| over the whole batch
+    top1_agree: float    # fraction of samples whose argmax matches
+    samples: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (f"max abs {self.max_abs:.3g}, rel err {self.rel_err:.3g}, "
+                f"top-1 agreement {100 * self.top1_agree:.1f}% over {self.samples} inputs")
+
+
+def compare_logits(candidate, reference) -> Agreement:
+    cand = np.asarray(candidate, dtype=np.float64).reshape(len(reference), -1)
+    ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    if cand.shape != ref.shape:
+        raise ValueError(f"output shapes differ: {cand.shape} vs reference {ref.shape}")
+    diff = cand - ref
+    norm = np.linalg.norm(ref)
+    return Agreement(
+        max_abs=float(np.abs(diff).max()) if diff.size else 0.0,
+        rel_err=float(np.linalg.norm(diff) / norm) if norm > 0 else float(np.linalg.norm(diff)),
+        top1_agree=float((cand.argmax(1) == ref.argmax(1)).mean()),
+        samples=int(len(ref)),
+    )

@@ -1,0 +1,118 @@
+"""The deploy switch: fold every BatchNorm and merge stacked convs into a deploy-form VanillaNet.
+
+Pure tensor functions first (each tested on its own), then `fuse_model`, which builds a new
+deploy-form net and never mutates the training-form one, so fusing twice is a no-op and the
+unfused net stays available for verification.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import FusionError
+from ..metrics import Agreement, compare_logits
+from .vanillanet import VanillaNet
+
+Tensor = torch.Tensor
+
+
+def fold_bn(weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Conv (weight, bias) followed by BN in eval mode -> one conv.
+
+    w' = w * g / sqrt(v + eps);  b' = beta + (b - mu) * g / sqrt(v + eps)
+    """
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    b = bias if bias is not None else torch.zeros_like(bn.running_mean)
+    return weight * scale.reshape(-1, 1, 1, 1), bn.bias + (b - bn.running_mean) * scale
+
+
+def merge_1x1_after(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
+    """conv(w1, b1) of any kernel, then a 1x1 conv (w2, b2) -> one conv with w1's kernel.
+
+    W2 (W1 x + b1) + b2 = (W2 W1) x + (W2 b1 + b2). Exact only if nothing non-linear sits
+    between them, i.e. the leaky ReLU at slope 1.
+    """
+    if w2.shape[2:] != (1, 1):
+        raise ValueError(f"second conv must be 1x1, got kernel {tuple(w2.shape[2:])}")
+    m2 = w2[:, :, 0, 0]                                  # (out, mid)
+    w = torch.einsum("om,mikl->oikl", m2, w1)
+    return w, m2 @ b1 + b2
+
+
+def fold_activation_bn(act) -> tuple[Tensor, Tensor]:
+    """The activation's depthwise conv (no bias) + BN -> depthwise conv with a bias."""
+    return fold_bn(act.weight, None, act.bn)
+
+
+def _set_conv(conv: nn.Conv2d, weight: Tensor, bias: Tensor) -> None:
+    conv.weight.copy_(weight)
+    conv.bias.copy_(bias)
+
+
+def _set_act(act, weight: Tensor, bias: Tensor) -> None:
+    act.weight.copy_(weight)
+    act.bias.copy_(bias)
+
+
+def check_fusable(model: VanillaNet, allow_inexact: bool = False) -> None:
+    if model.deploy or model.act_learn == 1.0:
+        return
+    msg = (f"act_learn is {model.act_learn:g}, not 1: the leaky ReLU between the 1x1 convs is "
+           f"not the identity, so merging them changes the network's outputs")
+    if not allow_inexact:
+        raise FusionError(msg, hint="finish deep training (act_learn annealed to 1) first, or pass "
+                                    "--allow-inexact to fuse anyway and see the error it causes")
+
+
+@torch.no_grad()
+def fuse_model(model: VanillaNet, allow_inexact: bool = False) -> VanillaNet:
+    """Return the deploy-form equivalent of `model` (a deep copy if it is deploy form already)."""
+    if model.deploy:
+        return copy.deepcopy(model).eval()
+    check_fusable(model, allow_inexact)
+    model = model.eval()
+    fused = VanillaNet(model.config, deploy=True).eval()
+
+    # Stem: 4x4 conv + BN, (leaky), 1x1 conv + BN -> one 4x4 conv; then the activation.
+    w1, b1 = fold_bn(model.stem1[0].weight, model.stem1[0].bias, model.stem1[1])
+    w2, b2 = fold_bn(model.stem2[0].weight, model.stem2[0].bias, model.stem2[1])
+    _set_conv(fused.stem[0], *merge_1x1_after(w1, b1, w2, b2))
+    _set_act(fused.stem[1], *fold_activation_bn(model.stem2[2]))
+
+    for src, dst in zip(model.stages, fused.stages):
+        w1, b1 = fold_bn(src.conv1[0].weight, src.conv1[0].bias, src.conv1[1])
+        w2, b2 = fold_bn(src.conv2[0].weight, src.conv2[0].bias, src.conv2[1])
+        _set_conv(dst.conv, *merge_1x1_after(w1, b1, w2, b2))
+        _set_act(dst.act, *fold_activation_bn(src.act))
+
+    # Head: pool, dropout, 1x1 conv + BN, (leaky), 1x1 conv -> pool, dropout, one 1x1 conv.
+    w1, b1 = fold_bn(model.cls1[2].weight, model.cls1[2].bias, model.cls1[3])
+    _set_conv(fused.cls[2], *merge_1x1_after(w1, b1, model.cls2[0].weight, model.cls2[0].bias))
+    return fused
+
+
+@dataclass(frozen=True)
+class FusionCheck:
+    random: Agreement
+    real: Agreement | None
+
+    def as_dict(self) -> dict:
+        return {"random_inputs": self.random.as_dict(),
+                "real_inputs": self.real.as_dict() if self.real else None}
+
+
+@torch.no_grad()
+def verify_fusion(unfused: VanillaNet, fused: VanillaNet, input_size: int,
+                  real_inputs: Tensor | None = None, n_random: int = 8, seed: int = 0) -> FusionCheck:
+    """Run both nets on random inputs (and real images when given) and compare logits."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_random, unfused.config.in_chans, input_size, input_size, generator=gen)
+    unfused.eval(), fused.eval()
+    rand = compare_logits(fused(x).numpy(), unfused(x).numpy())
+    real = None
+    if real_inputs is not None and len(real_inputs):
+        real = compare_logits(fused(real_inputs).numpy(), unfused(real_inputs).numpy())
+    return FusionCheck(rand, real)

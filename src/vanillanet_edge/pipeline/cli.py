@@ -1,0 +1,163 @@
+"""The `vanillanet-edge` command line: a thin layer over vanillanet_edge.api."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .. import api
+from ..errors import VanillaNetEdgeError
+from ..model.train import TrainConfig
+from ..model.variants import VARIANTS
+
+VARIANT_CHOICE = click.Choice(list(VARIANTS))
+
+
+class FriendlyGroup(click.Group):
+    """Turn our errors into a one-paragraph message and exit code 2, without a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VanillaNetEdgeError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                                  "max_content_width": 100})
+@click.version_option(package_name="vanillanet-edge")
+def main():
+    """Ship a trained VanillaNet to edge hardware.
+
+    \b
+    Typical flow:
+      vanillanet-edge data digits data/digits          # built-in real images (scikit-learn digits)
+      vanillanet-edge train --data data/digits --out tiny.pth
+      vanillanet-edge fuse tiny.pth --out tiny-deploy.pth
+      vanillanet-edge info vanillanet_5                # params, MACs, per-layer table
+    Or all of it on the built-in default: vanillanet-edge demo
+    """
+
+
+@main.group()
+def data():
+    """Write built-in data sets (no download needed)."""
+
+
+@data.command("digits")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--size", default=32, show_default=True, help="Side of the written PNGs in pixels.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the train/val split.")
+def data_digits(out, size, seed):
+    """Write scikit-learn's 1,797 handwritten digits as OUT/train and OUT/val ImageFolders."""
+    info = api.make_digits(out, size=size, seed=seed)
+    click.echo(f"wrote {info['train']} train and {info['val']} val images ({size}x{size} RGB PNG) to {out}")
+
+
+@main.command("train")
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder with train/ and val/ ImageFolders (e.g. from `data digits`).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Checkpoint to write (.pth).")
+@click.option("--variant", type=VARIANT_CHOICE, default="vanillanet_5", show_default=True)
+@click.option("--width", type=float, default=1 / 32, show_default=True,
+              help="Channel multiplier; 1 is the official size, 1/32 trains in seconds on 2 cores.")
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--decay-epochs", type=int, default=None,
+              help="Epochs over which act_learn rises from 0 to 1 (default: half of --epochs).")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=4e-3, show_default=True)
+@click.option("--input-size", type=int, default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def train_cmd(data_dir, out, variant, width, epochs, decay_epochs, batch_size, lr, input_size, seed):
+    """Deep-train a VanillaNet with the paper's act_learn schedule.
+
+    act_learn is annealed from 0 (ReLU) to 1 (identity) over --decay-epochs, then held at 1,
+    so the result can be fused exactly. The checkpoint uses the official training-form layout.
+    """
+    cfg = TrainConfig(variant=variant, width=width, epochs=epochs,
+                      decay_epochs=epochs // 2 if decay_epochs is None else decay_epochs,
+                      batch_size=batch_size, lr=lr, seed=seed)
+    result = api.train_model(data_dir, out, cfg, input_size=input_size)
+    click.echo(f"val top-1 {100 * result['val_top1']:.2f}% after {epochs} epochs "
+               f"({result['seconds']:.0f} s); act_learn {result['act_learn']:g}; wrote {out}")
+
+
+@main.command("fuse")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Deploy-form checkpoint to write.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
+              help="Images to verify on (default: the val split the net was trained on, if known).")
+@click.option("--variant", type=VARIANT_CHOICE, default=None, help="Check the file against this variant.")
+@click.option("--key", default=None, help="Entry of the checkpoint dict holding the weights "
+                                          "(default: model_ema, then model, then state_dict).")
+@click.option("--input-size", type=int, default=None, help="Verification input size (default: recorded, else 224).")
+@click.option("--allow-inexact", is_flag=True,
+              help="Fuse even when act_learn < 1 (not exact); the report shows the error it causes.")
+def fuse_cmd(checkpoint, out, data_dir, variant, key, input_size, allow_inexact):
+    """Apply the deploy switch: fold every BN, merge the paired 1x1 convs, verify.
+
+    Writes OUT in the authors' deploy layout ({'model': state_dict}) and OUT.json with the
+    verification: max abs error, relative error and top-1 agreement against the unfused net.
+    """
+    r = api.fuse_checkpoint(checkpoint, out, data=data_dir, allow_inexact=allow_inexact,
+                            variant=variant, key=key, input_size=input_size)
+    rep = r.report
+    click.echo(f"loaded {rep['variant']} width {rep['width']:g} ({rep['source_form']} form, "
+               f"weights from {rep['weights_key'] or 'bare state_dict'}; {rep['variant_source']})")
+    click.echo(f"params {rep['params_train']:,} -> {rep['params_deploy']:,} after fusion")
+    click.echo(f"random inputs: {r.check.random}")
+    click.echo(f"real inputs:   {r.check.real if r.check.real else rep['real_inputs_from']}")
+    if not rep["exact"]:
+        click.secho(f"INEXACT fusion at act_learn {rep['act_learn']:g}: outputs differ as shown", fg="yellow")
+    click.echo(f"wrote {r.checkpoint} and {r.report_path}")
+
+
+@main.command("info")
+@click.argument("target")
+@click.option("--input-size", type=int, default=None, help="Default: recorded in the checkpoint, else 224.")
+@click.option("--width", type=float, default=1.0, show_default=True, help="For a variant name only.")
+@click.option("--num-classes", type=int, default=None, help="For a variant name only (default 1000).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def info_cmd(target, input_size, width, num_classes, as_json):
+    """Parameters, MACs, depth and per-layer table of a VARIANT name or a CHECKPOINT file."""
+    info = api.model_info(target, input_size=input_size, width=width, num_classes=num_classes)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    pub = info.get("published")
+    click.echo(f"{info['variant']} (width {info['width']:g}, {info['num_classes']} classes) at "
+               f"{info['input_size']}x{info['input_size']}, depth {info['depth']}")
+    if info["params_train"] is not None:
+        click.echo(f"  params, training form: {info['params_train'] / 1e6:.2f} M")
+    click.echo(f"  params, deployed:      {info['params_deploy'] / 1e6:.2f} M"
+               + (f"   (published {pub['params_m']} M)" if pub else ""))
+    click.echo(f"  MACs:                  {info['macs'] / 1e9:.2f} G"
+               + (f"   (published {pub['gmacs']} G)" if pub else ""))
+    click.echo(f"\n  {'layer':<16}{'op':<24}{'output':<18}{'params':>12}{'MACs':>16}")
+    for row in info["layers"]:
+        shape = "x".join(map(str, row["out_shape"]))
+        click.echo(f"  {row['name']:<16}{row['op']:<24}{shape:<18}{row['params']:>12,}{row['macs']:>16,}")
+
+
+@main.command("demo")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
+@click.option("--epochs", type=int, default=30, show_default=True)
+def demo_cmd(out, epochs):
+    """The main job on the built-in default: digits -> train a tiny VanillaNet -> fuse -> verify."""
+    out.mkdir(parents=True, exist_ok=True)
+    click.echo("[1/3] data: scikit-learn digits -> ImageFolder")
+    info = api.make_digits(out / "data")
+    click.echo(f"      {info['train']} train / {info['val']} val images in {out / 'data'}")
+    click.echo("[2/3] train: vanillanet_5 at width 1/32, deep-training schedule")
+    cfg = TrainConfig(epochs=epochs, decay_epochs=epochs // 2)
+    result = api.train_model(out / "data", out / "tiny.pth", cfg)
+    click.echo(f"      val top-1 {100 * result['val_top1']:.2f}% in {result['seconds']:.0f} s")
+    click.echo("[3/3] fuse: deploy switch + verification against the unfused net")
+    r = api.fuse_checkpoint(out / "tiny.pth", out / "tiny-deploy.pth")
+    click.echo(f"      random inputs: {r.check.random}")
+    click.echo(f"      real inputs:   {r.check.real}")
+    click.echo(f"done: fused, verified tiny VanillaNet ({100 * result['val_top1']:.2f}% val top-1) "
+               f"at {r.checkpoint}; report {r.report_path}")
