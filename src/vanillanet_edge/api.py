@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from .calibration.digits import write_digits
-from .calibration.images import Preprocessing, load_folder
+from .calibration.inputs import input_size_of, preprocessing_of, real_inputs_for
+from .converters.convert import ConvertOutcome, convert_checkpoint
 from .errors import FusionError
 from .fileio import write_json
 from .model.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
@@ -35,33 +36,6 @@ def train_model(data: str | Path, out: str | Path, config: TrainConfig | None = 
     cfg = config or TrainConfig()
     create_model(cfg.variant, cfg.width).config.check_input_size(input_size)
     return train(data, out, cfg, Preprocessing(resize=input_size, crop=input_size), progress=progress)
-
-
-def preprocessing_of(ckpt: LoadedCheckpoint, input_size: int | None = None) -> Preprocessing:
-    """The checkpoint's own preprocessing when it records one, else ImageNet evaluation's."""
-    if "preprocessing" in ckpt.meta and (input_size is None or input_size == ckpt.meta.get("input_size")):
-        return Preprocessing.from_dict(ckpt.meta["preprocessing"])
-    return Preprocessing.imagenet(input_size or 224)
-
-
-def input_size_of(ckpt: LoadedCheckpoint, input_size: int | None = None) -> int:
-    size = input_size or ckpt.meta.get("input_size") or 224
-    ckpt.config.check_input_size(size)
-    return size
-
-
-def real_inputs_for(ckpt: LoadedCheckpoint, data: str | Path | None, size: int,
-                    limit: int = 32) -> tuple[torch.Tensor | None, str]:
-    """Real images to verify on: the folder given, else the val split the net was trained on."""
-    candidates = [Path(data)] if data else []
-    trained_on = ckpt.meta.get("trained_on")
-    if trained_on:
-        candidates.append(Path(trained_on) / "val")
-    for folder in candidates:
-        if folder.is_dir():
-            imgs = load_folder(folder, preprocessing_of(ckpt, size), limit=limit, seed=0)
-            return torch.from_numpy(imgs.inputs), str(folder)
-    return None, "none available (pass --data DIR to verify on real images)"
 
 
 @dataclass
@@ -105,6 +79,20 @@ def fuse_checkpoint(ckpt_path: str | Path, out: str | Path, data: str | Path | N
     report_path = out.with_suffix(out.suffix + ".json")
     write_json(report_path, report)
     return FuseResult(out, report_path, report, check)
+
+
+def convert(checkpoint: str | Path, targets, precisions=("fp32",), out: str | Path = "artifacts",
+            input_size: int | None = None, batch: int = 1, data: str | Path | None = None,
+            variant: str | None = None, key: str | None = None, allow_inexact: bool = False,
+            log=None) -> list[ConvertOutcome]:
+    """Convert a checkpoint to every (target, precision); see converters/convert.py.
+
+    Returns one ConvertOutcome per artifact; failures are outcomes (ok=False, error, stage),
+    so one missing backend does not hide the others' results.
+    """
+    return convert_checkpoint(checkpoint, targets, precisions, out, input_size=input_size,
+                              batch=batch, data=data, variant=variant, key=key,
+                              allow_inexact=allow_inexact, log=log or (lambda m: None))
 
 
 def model_info(target: str, input_size: int | None = None, width: float = 1.0,

@@ -110,7 +110,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, prep: Preprocessi
     model.act_learn = act_learn_at(cfg.epochs, cfg.decay_epochs)
     seconds = time.perf_counter() - start
     meta = {"input_size": prep.crop, "preprocessing": prep.as_dict(), "class_names": train_set.classes,
-            "val_top1": history[-1]["val_top1"], "train_seconds": seconds, "trained_on": str(data)}
+            "val_top1": history[-1]["val_top1"], "train_seconds": seconds, "trained_on": str(data.resolve())}
     save_checkpoint(model, out, meta=meta, epoch=cfg.epochs - 1,
                     args={**asdict(cfg), "model": cfg.variant})
     return {"checkpoint": str(out), "val_top1": history[-1]["val_top1"], "seconds": seconds,

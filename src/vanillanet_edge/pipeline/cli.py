@@ -115,6 +115,76 @@ def fuse_cmd(checkpoint, out, data_dir, variant, key, input_size, allow_inexact)
     click.echo(f"wrote {r.checkpoint} and {r.report_path}")
 
 
+def _targets_help() -> str:
+    from ..converters.registry import get_converter, target_names
+    rows = []
+    for name in target_names():
+        try:
+            c = get_converter(name)
+            rows.append(f"  {name:<9} {c.description} [{', '.join(c.precisions)}; extra: {c.extra}]")
+        except Exception as exc:  # a broken install must not break --help
+            rows.append(f"  {name:<9} (unavailable: {exc})")
+    return "\n".join(rows)
+
+
+class TargetListCommand(click.Command):
+    """Appends the live target table to the help text, built only when help is shown."""
+
+    def format_help_text(self, ctx, formatter):
+        super().format_help_text(ctx, formatter)
+        with formatter.section("Targets"):
+            formatter.write_text("\b\n" + _targets_help() + "\n  all       every target above")
+
+
+@main.command("convert", cls=TargetListCommand)
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--target", "targets", multiple=True, required=True,
+              help="onnx, openvino, tflite, coreml or all; repeat or comma-separate for several.")
+@click.option("--precision", "precisions", multiple=True, default=("fp32",), show_default=True,
+              type=click.Choice(["fp32", "fp16", "int8"]), help="Repeat for several.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the artifacts.")
+@click.option("--input-size", type=int, default=None, help="Default: recorded in the checkpoint, else 224.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Fixed batch size of the artifact.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
+              help="Images to verify on (default: the val split the net was trained on, if known).")
+@click.option("--variant", type=VARIANT_CHOICE, default=None, help="Check the file against this variant.")
+@click.option("--key", default=None, help="Entry of the checkpoint dict holding the weights.")
+@click.option("--allow-inexact", is_flag=True, help="Fuse even when act_learn < 1 (not exact).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcomes as JSON.")
+def convert_cmd(checkpoint, targets, precisions, out, input_size, batch, data_dir, variant, key,
+                allow_inexact, as_json):
+    """Convert a checkpoint to verified edge artifacts.
+
+    \b
+    CHECKPOINT may be training form (it is fused first, and the fusion verified) or deploy form.
+    Each (target, precision) is written to OUT/<checkpoint>-<target>-<precision>/ with
+    manifest.json, after running the artifact in its own runtime against the fused PyTorch
+    model on real images (--data, or the val split the net was trained on).
+    Limits: fp32 rel err <= 1e-4, fp16 <= 1e-2 (and top-1 agreement >= 99% / 95%).
+    A failed conversion leaves nothing at its output path; the exit code is 1 if any failed.
+
+    \b
+    Examples:
+      vanillanet-edge convert tiny.pth --target all --out artifacts
+      vanillanet-edge convert vanillanet_5.pth --target onnx --precision fp16 --data imagenet/val --out a
+    """
+    outcomes = api.convert(checkpoint, list(targets), list(precisions), out, input_size=input_size,
+                           batch=batch, data=data_dir, variant=variant, key=key,
+                           allow_inexact=allow_inexact, log=None if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps([{"target": o.target, "precision": o.precision, "ok": o.ok,
+                                "folder": str(o.folder) if o.folder else None, "error": o.error,
+                                "stage": o.stage, "verification": o.manifest.get("verification")}
+                               for o in outcomes], indent=2))
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        if not as_json:
+            click.secho(f"{len(failed)} of {len(outcomes)} conversions failed:", fg="red", err=True)
+            for o in failed:
+                click.secho(f"  {o.target} {o.precision}: {o.error}", fg="red", err=True)
+        sys.exit(1)
+
+
 @main.command("info")
 @click.argument("target")
 @click.option("--input-size", type=int, default=None, help="Default: recorded in the checkpoint, else 224.")

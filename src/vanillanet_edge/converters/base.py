@@ -1,0 +1,85 @@
+"""The one small interface every target implements, and the request it receives.
+
+A converter only turns a fused torch model into files in a folder it is given. Loading,
+fusing, choosing inputs, verification, the manifest and atomic publication are shared
+(converters/convert.py), so every target is checked and described the same way.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from ..calibration.images import Preprocessing
+from ..errors import BackendMissingError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class ConvertRequest:
+    model: nn.Module               # fused, export-ready (adaptive pools rewritten), eval mode
+    precision: str                 # one of PRECISIONS
+    input_size: int
+    batch: int
+    preprocessing: Preprocessing
+    sample_inputs: np.ndarray      # real images (N, 3, H, W) float32, NCHW, preprocessed
+    options: dict = field(default_factory=dict)   # target-specific settings, recorded in the manifest
+
+    @property
+    def input_shape_nchw(self) -> tuple[int, int, int, int]:
+        return (self.batch, 3, self.input_size, self.input_size)
+
+
+@dataclass
+class ExportResult:
+    artifact: str                  # file or folder name inside the artifact folder
+    layout: str                    # "NCHW" or "NHWC": what the artifact's input expects
+    input_name: str
+    output_name: str
+    io_dtype: str = "float32"
+    notes: dict = field(default_factory=dict)   # anything worth recording (e.g. default precision)
+
+
+class Converter(ABC):
+    target: str                   # name users type: onnx, openvino, tflite, coreml
+    extra: str                    # pip extra that installs the toolchain
+    runtime: str                  # runner used to verify the artifact (devices registry name)
+    modules: tuple[str, ...]      # importable modules the toolchain needs
+    precisions: tuple[str, ...] = ("fp32", "fp16")
+    description: str = ""
+
+    def check_available(self) -> None:
+        """Raise BackendMissingError naming the extra to install when the toolchain is absent."""
+        for module in self.modules:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise BackendMissingError(f"the {self.target} converter", self.extra, module) from None
+
+    def verify_settings(self, request: ConvertRequest) -> dict:
+        """Runtime settings used when verifying (e.g. force f32 where a device defaults to bf16)."""
+        return {}
+
+    @abstractmethod
+    def library_versions(self) -> dict[str, str]:
+        """Versions of the tools that wrote the artifact, for the manifest."""
+
+    @abstractmethod
+    def export(self, request: ConvertRequest, folder: Path) -> ExportResult:
+        """Write the artifact into `folder` (a fresh, private folder) and describe it."""
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for n in names:
+        try:
+            out[n] = version(n)
+        except PackageNotFoundError:
+            out[n] = "not installed"
+    return out

@@ -1,0 +1,59 @@
+"""Run an artifact in its own runtime and compare it with the fused PyTorch model.
+
+Limits per precision (relative error = ||artifact - torch|| / ||torch|| over all logits, and
+top-1 agreement over the verification images). A conversion beyond them fails.
+  fp32: rel err <= 1e-4, top-1 agreement >= 99%   (float32 reordering only; seen ~1e-6)
+  fp16: rel err <= 1e-2, top-1 agreement >= 95%   (fp16 has ~3 decimal digits)
+  int8: rel err <= 0.25, top-1 agreement >= 90%   (accuracy is judged on labels, see calibration)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..devices.registry import get_runner
+from ..errors import VerificationError
+from ..metrics import Agreement, compare_logits
+
+LIMITS = {
+    "fp32": {"rel_err": 1e-4, "top1_agree": 0.99},
+    "fp16": {"rel_err": 1e-2, "top1_agree": 0.95},
+    "int8": {"rel_err": 0.25, "top1_agree": 0.90},
+}
+
+
+@torch.no_grad()
+def torch_reference(model: torch.nn.Module, inputs: np.ndarray, batch: int = 32) -> np.ndarray:
+    model.eval()
+    return np.concatenate([model(torch.from_numpy(inputs[i:i + batch])).numpy()
+                           for i in range(0, len(inputs), batch)])
+
+
+def run_artifact(runtime: str, artifact: Path, manifest: dict, inputs: np.ndarray,
+                 **settings) -> tuple[np.ndarray, dict]:
+    session = get_runner(runtime).load(artifact, manifest, **settings)
+    return session.run_all(inputs), dict(session.settings)
+
+
+def check_limits(agreement: Agreement, precision: str) -> dict:
+    limits = LIMITS[precision]
+    passed = agreement.rel_err <= limits["rel_err"] and agreement.top1_agree >= limits["top1_agree"]
+    return {**agreement.as_dict(), "limits": limits, "passed": bool(passed)}
+
+
+def verify_artifact(runtime: str, artifact: Path, manifest: dict, inputs: np.ndarray,
+                    reference: np.ndarray, precision: str, **settings) -> dict:
+    """Verification record for the manifest; raises VerificationError beyond the limits."""
+    outputs, used = run_artifact(runtime, artifact, manifest, inputs, **settings)
+    result = check_limits(compare_logits(outputs, reference), precision)
+    result.update({"runtime": runtime, "runtime_settings": used})
+    if not result["passed"]:
+        lim = result["limits"]
+        raise VerificationError(
+            f"{manifest['target']} {precision} artifact differs from the fused PyTorch model: "
+            f"rel err {result['rel_err']:.3g} (limit {lim['rel_err']:g}), top-1 agreement "
+            f"{100 * result['top1_agree']:.1f}% (limit {100 * lim['top1_agree']:.0f}%); nothing was written",
+            hint="report this with the checkpoint; try another precision or target meanwhile")
+    return result
