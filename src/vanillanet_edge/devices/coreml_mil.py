@@ -14,6 +14,18 @@ with a parameter value this module does not implement (e.g. a ``pad_type``,
 ``interleave=True`` in ``concat``, ``ceil_mode`` on an ``avg_pool`` whose
 windows overhang) -- is reported by :class:`UnsupportedMILOp` before any op
 is executed, so the interpreter never computes something silently wrong.
+A parameter name an op does not list is refused too.
+
+Program layout (coremltools 9): ``Data/com.apple.CoreML/model.mlmodel`` is a
+``Model_pb2.Model``; the ops are in
+``spec.mlProgram.functions["main"].block_specializations[fn.opset]``
+(``CoreML7`` = iOS17, ``CoreML8`` = iOS18).  Op parameters are bound in
+``op.inputs`` to a variable name or an inline value; every scalar parameter
+(strides, pad_type, ...) is usually its own ``const`` op.  ``const`` and the
+iOS16/17 ``constexpr_*`` ops keep their values in ``op.attributes`` (next to
+``name``), iOS18 ``constexpr_blockwise_shift_scale`` in ``op.inputs`` as inline
+values that point into the weights file.  Inline fp16 / int8 / uint8 / sub-byte
+values are raw little-endian ``bytes``, fp32 ``floats``, int32 ``ints``.
 
 Numerics
 --------
@@ -64,7 +76,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-__all__ = ["MILProgram", "UnsupportedMILOp", "supported_ops"]
+__all__ = ["MILOp", "MILProgram", "MILVar", "UnsupportedMILOp", "supported_ops"]
 
 
 class UnsupportedMILOp(Exception):
@@ -467,7 +479,7 @@ def _spatial_pads(pad_type, pad, in_sizes, kernel, strides, dilations):
 _PAD_TYPES = ("valid", "custom", "same", "same_lower")
 
 
-def _check_spatial(a: _Args, problems: list[str], conv: bool):
+def _check_spatial(a: _Args, problems: list[str]):
     out = a.out
     if out.shape is None or len(out.shape) != 4:
         problems.append(f"only 2-D (rank 4, NCHW) {a.op.type} is supported, output rank is "
@@ -530,9 +542,7 @@ def _conv(a: _Args):
 
 
 def _conv_check(a: _Args, problems):
-    _check_spatial(a, problems, conv=True)
-    if a.has("output_shape"):
-        problems.append("conv with output_shape is not supported")
+    _check_spatial(a, problems)
 
 
 # --- pooling ------------------------------------------------------------------
@@ -592,7 +602,7 @@ def _avg_pool(a: _Args):
 
 
 def _pool_check(a: _Args, problems):
-    _check_spatial(a, problems, conv=False)
+    _check_spatial(a, problems)
     if problems:
         return
     if a.op.type == "avg_pool" and bool(a.scalar("ceil_mode", False)):
@@ -771,6 +781,10 @@ def _slice_by_size(a: _Args):
     return x[tuple(idx)]
 
 
+def _tile(a: _Args):
+    return np.tile(np.asarray(a.get("x")), a.ints("reps"))
+
+
 def _concat(a: _Args):
     vals = [np.asarray(v) for v in a.tuple("values")]
     axis = int(a.scalar("axis"))
@@ -885,41 +899,51 @@ def _constexpr_cast(a: _Args):
 # Registry
 # --------------------------------------------------------------------------
 
-_HANDLERS: dict[str, tuple[Callable[[_Args], Any] | None, Callable[[_Args, list], None] | None]] = {
-    "const": (None, None),
-    "constexpr_affine_dequantize": (_constexpr_affine_dequantize, None),
-    "constexpr_blockwise_shift_scale": (_constexpr_blockwise_shift_scale, None),
-    "constexpr_cast": (_constexpr_cast, None),
-    "conv": (_conv, _conv_check),
-    "linear": (_linear, None),
-    "matmul": (_matmul, None),
-    "relu": (_relu, None),
-    "leaky_relu": (_leaky_relu, None),
-    "max_pool": (_max_pool, _pool_check),
-    "avg_pool": (_avg_pool, _pool_check),
-    "reduce_mean": (_reduce("mean"), None),
-    "reduce_sum": (_reduce("sum"), None),
-    "reduce_max": (_reduce("max"), None),
-    "reduce_min": (_reduce("min"), None),
-    "add": (_binary(np.add), None),
-    "sub": (_binary(np.subtract), None),
-    "mul": (_binary(np.multiply), None),
-    "real_div": (_binary(_real_div), None),
-    "maximum": (_binary(np.maximum), None),
-    "minimum": (_binary(np.minimum), None),
-    "identity": (_identity, None),
-    "cast": (_cast, _cast_check),
-    "reshape": (_reshape, None),
-    "transpose": (_transpose, None),
-    "squeeze": (_squeeze, None),
-    "expand_dims": (_expand_dims, None),
-    "flatten2d": (_flatten2d, None),
-    "slice_by_index": (_slice_by_index, None),
-    "slice_by_size": (_slice_by_size, None),
-    "concat": (_concat, _concat_check),
-    "pad": (_pad, _pad_check),
-    "quantize": (_quantize, _quantize_check),
-    "dequantize": (_dequantize, None),
+_POOL = ("x", "kernel_sizes", "strides", "pad_type", "pad", "ceil_mode")
+_REDUCE = ("x", "axes", "keep_dims")
+_BIN = ("x", "y")
+_QPARAMS = ("input", "zero_point", "scale", "axis")
+
+# op type -> (run function, parameter check run at load time, known parameter names).
+# A parameter name not listed is refused at load time (it could change the semantics).
+_HANDLERS: dict[str, tuple[Callable[[_Args], Any] | None, Callable[[_Args, list], None] | None, tuple]] = {
+    "const": (None, None, ("val",)),
+    "constexpr_affine_dequantize": (_constexpr_affine_dequantize, None,
+                                    ("quantized_data", "zero_point", "scale", "axis")),
+    "constexpr_blockwise_shift_scale": (_constexpr_blockwise_shift_scale, None, ("data", "scale", "offset")),
+    "constexpr_cast": (_constexpr_cast, None, ("source_val", "output_dtype")),
+    "conv": (_conv, _conv_check, ("x", "weight", "bias", "strides", "pad_type", "pad", "dilations", "groups")),
+    "linear": (_linear, None, ("x", "weight", "bias")),
+    "matmul": (_matmul, None, ("x", "y", "transpose_x", "transpose_y")),
+    "relu": (_relu, None, ("x",)),
+    "leaky_relu": (_leaky_relu, None, ("x", "alpha")),
+    "max_pool": (_max_pool, _pool_check, _POOL),
+    "avg_pool": (_avg_pool, _pool_check, _POOL + ("exclude_padding_from_average",)),
+    "reduce_mean": (_reduce("mean"), None, _REDUCE),
+    "reduce_sum": (_reduce("sum"), None, _REDUCE),
+    "reduce_max": (_reduce("max"), None, _REDUCE),
+    "reduce_min": (_reduce("min"), None, _REDUCE),
+    "add": (_binary(np.add), None, _BIN),
+    "sub": (_binary(np.subtract), None, _BIN),
+    "mul": (_binary(np.multiply), None, _BIN),
+    "real_div": (_binary(_real_div), None, _BIN),
+    "maximum": (_binary(np.maximum), None, _BIN),
+    "minimum": (_binary(np.minimum), None, _BIN),
+    "identity": (_identity, None, ("x",)),
+    "cast": (_cast, _cast_check, ("x", "dtype")),
+    "reshape": (_reshape, None, ("x", "shape")),
+    "transpose": (_transpose, None, ("x", "perm")),
+    "squeeze": (_squeeze, None, ("x", "axes")),
+    "expand_dims": (_expand_dims, None, ("x", "axes")),
+    "flatten2d": (_flatten2d, None, ("x", "axis")),
+    "slice_by_index": (_slice_by_index, None,
+                       ("x", "begin", "end", "stride", "begin_mask", "end_mask", "squeeze_mask")),
+    "slice_by_size": (_slice_by_size, None, ("x", "begin", "size")),
+    "concat": (_concat, _concat_check, ("values", "axis", "interleave")),
+    "tile": (_tile, None, ("x", "reps")),
+    "pad": (_pad, _pad_check, ("x", "pad", "mode", "constant_val")),
+    "quantize": (_quantize, _quantize_check, _QPARAMS + ("output_dtype",)),
+    "dequantize": (_dequantize, None, _QPARAMS),
 }
 
 
@@ -982,7 +1006,12 @@ class MILProgram:
         ``strict=False`` the problems are kept in ``.unsupported`` and raised
         by :meth:`run` instead.
         """
-        from coremltools.proto import Model_pb2  # imported lazily: slow import
+        try:  # imported lazily: coremltools is an optional extra and slow to import
+            from coremltools.proto import Model_pb2
+        except ImportError as exc:
+            from ..errors import BackendMissingError
+
+            raise BackendMissingError("reading a Core ML package", "coreml", "coremltools") from exc
 
         path = os.fspath(mlpackage_path)
         spec_path, model_dir = _find_model_spec(path)
@@ -1041,6 +1070,10 @@ class MILProgram:
                 problems.append(f"{where}: op type not supported")
                 bad_types.add(op_spec.type)
                 continue
+            unknown = sorted(set(op_inputs) - set(_HANDLERS[op_spec.type][2]))
+            if unknown:
+                problems.append(f"{where}: unknown parameter(s) {', '.join(unknown)}")
+                bad_types.add(op_spec.type)
             if len(op_spec.blocks):
                 problems.append(f"{where}: ops with nested blocks are not supported")
                 bad_types.add(op_spec.type)
@@ -1076,7 +1109,7 @@ class MILProgram:
                     problems.append(f"{where}: cannot evaluate constant: {exc}")
                     bad_types.add(op.type)
             else:
-                check = _HANDLERS.get(op.type, (None, None))[1]
+                check = _HANDLERS[op.type][1]
                 if check is not None:
                     local: list[str] = []
                     try:

@@ -133,4 +133,6 @@ class VanillaNet(nn.Module):
         else:
             x = F.leaky_relu(self.cls1(x), self._act_learn)
             x = self.cls2(x)
-        return x.view(x.size(0), -1)
+        # flatten(1), not the authors' view(x.size(0), -1): same result, but traced size arithmetic
+        # breaks coremltools (an int() of a shape tensor) and adds Shape/Gather ops to ONNX.
+        return torch.flatten(x, 1)

@@ -231,3 +231,7 @@ def demo_cmd(out, epochs):
     click.echo(f"      real inputs:   {r.check.real}")
     click.echo(f"done: fused, verified tiny VanillaNet ({100 * result['val_top1']:.2f}% val top-1) "
                f"at {r.checkpoint}; report {r.report_path}")
+
+
+if __name__ == "__main__":
+    main()
