@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from .calibration.digits import write_digits
+from .calibration.images import Preprocessing
 from .calibration.inputs import input_size_of, preprocessing_of, real_inputs_for
 from .converters.convert import ConvertOutcome, convert_checkpoint
 from .errors import FusionError

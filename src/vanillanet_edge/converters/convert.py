@@ -142,8 +142,7 @@ def _manifest(prep: PreparedModel, converter, request: ConvertRequest, result, a
         "target": converter.target,
         "precision": request.precision,
         "runtime": converter.runtime,
-        "artifact": {"file": result.artifact, "sha256": sha256_path(artifact),
-                     "size_bytes": size_bytes(artifact)},
+        "artifact": _describe_files(artifact.parent, result.artifact),
         "model": {"variant": cfg.name, "width": cfg.width, "num_classes": cfg.num_classes,
                   "class_names": ckpt.meta.get("class_names"), "params": prep.stats["params"],
                   "macs": prep.stats["macs"], "val_top1": ckpt.meta.get("val_top1")},
@@ -160,6 +159,14 @@ def _manifest(prep: PreparedModel, converter, request: ConvertRequest, result, a
                        "options": request.options, **result.notes},
         "verification": {},
     }
+
+
+def _describe_files(folder: Path, main: str) -> dict:
+    """The main artifact plus every companion file (OpenVINO's .bin), each hashed and sized."""
+    files = {p.name: {"sha256": sha256_path(p), "size_bytes": size_bytes(p)}
+             for p in sorted(folder.iterdir()) if p.name != MANIFEST_NAME}
+    return {"file": main, "sha256": files[main]["sha256"],
+            "size_bytes": sum(f["size_bytes"] for f in files.values()), "files": files}
 
 
 def convert_checkpoint(checkpoint: str | Path, targets, precisions, out: str | Path,

@@ -35,38 +35,61 @@ class VanillaNetConfig:
     def with_(self, **changes) -> "VanillaNetConfig":
         return replace(self, **changes)
 
-    def check_input_size(self, size: int) -> None:
-        """Refuse sizes the net cannot take, before any work starts."""
+    def _size_problem(self, size: int) -> str | None:
+        """Why `size` does not fit this net (None when it does)."""
         feat = (size + 2 * self.stem_padding - 4) // self.stem_stride + 1
         if size < 4 or feat < 1:
-            raise InputSizeError(f"input size {size} is too small for {self.name}'s 4x4 stem",
-                                 hint="use at least 32 (224 for ImageNet-trained weights)")
+            return f"input size {size} is too small for {self.name}'s 4x4 stem"
+        for i, s in enumerate(self.strides):
+            if s == 1:
+                continue
+            target = self.ada_pool[i] if self.ada_pool else 0
+            if target:
+                if feat < target:
+                    return (f"input size {size} gives a {feat}x{feat} map at stage {i}, smaller "
+                            f"than its adaptive pool output {target}x{target}")
+                feat = target
+            else:
+                feat //= s
+                if feat < 1:
+                    return f"input size {size} shrinks to nothing at stage {i} of {self.name}"
+        return None
+
+    def min_input_size(self) -> int:
+        return next(n for n in range(4, 4096) if self._size_problem(n) is None)
+
+    def check_input_size(self, size: int) -> None:
+        """Refuse sizes the net cannot take, before any work starts."""
+        problem = self._input_size_problem(size)
+        if problem:
+            raise InputSizeError(problem, hint=f"{self.name} needs an input of at least "
+                                               f"{self.min_input_size()} (224 for ImageNet-trained weights)")
+
+    def _input_size_problem(self, size: int) -> str | None:
+        """Why `size` does not fit, or None. Raises nothing, so min_input_size can search with it."""
+        feat = (size + 2 * self.stem_padding - 4) // self.stem_stride + 1
+        if size < 4 or feat < 1:
+            return f"input size {size} is too small for {self.name}'s 4x4 stem"
         for i, s in enumerate(self.strides):
             if s == 1:
                 continue
             target = self.ada_pool[i] if self.ada_pool and self.ada_pool[i] else None
             if target is not None:
                 if feat < target:
-                    raise InputSizeError(
-                        f"input size {size} gives a {feat}x{feat} map at stage {i}, smaller than "
-                        f"its adaptive pool output {target}x{target}",
-                        hint=f"{self.name} needs an input of at least {self.min_input_size()}")
+                    return (f"input size {size} gives a {feat}x{feat} map at stage {i}, smaller than "
+                            f"its adaptive pool output {target}x{target}")
                 feat = target
             else:
                 feat //= s
                 if feat < 1:
-                    raise InputSizeError(
-                        f"input size {size} shrinks to nothing at stage {i} of {self.name}",
-                        hint=f"use at least {self.min_input_size()}")
+                    return f"input size {size} shrinks to nothing at stage {i} of {self.name}"
+        return None
 
     def min_input_size(self) -> int:
-        size = 4
-        while True:
-            try:
-                self.check_input_size(size)
-                return size
-            except InputSizeError:
-                size += 1
+        size = 1
+        while self._input_size_problem(size):
+            size += 1
+        return size
 
 
 class VanillaNet(nn.Module):
