@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from ..calibration.dataset import CalibrationSet
 from ..calibration.images import Preprocessing
 from ..errors import BackendMissingError
 
@@ -29,6 +30,7 @@ class ConvertRequest:
     preprocessing: Preprocessing
     sample_inputs: np.ndarray      # real images (N, 3, H, W) float32, NCHW, preprocessed
     options: dict = field(default_factory=dict)   # target-specific settings, recorded in the manifest
+    calibration: "CalibrationSet | None" = None   # INT8 only: images, method, excluded layers
 
     @property
     def input_shape_nchw(self) -> tuple[int, int, int, int]:
@@ -43,6 +45,9 @@ class ExportResult:
     output_name: str
     io_dtype: str = "float32"
     notes: dict = field(default_factory=dict)   # anything worth recording (e.g. default precision)
+    # INT8 only: proof the artifact is integer, e.g. {"conv_total": 9, "conv_int8": 9,
+    # "int8_ops": 25, "float_ops": 2, "fraction_conv_int8": 1.0, "how": "what was counted"}
+    int8: dict | None = None
 
 
 class Converter(ABC):
@@ -52,6 +57,11 @@ class Converter(ABC):
     modules: tuple[str, ...]      # importable modules the toolchain needs
     precisions: tuple[str, ...] = ("fp32", "fp16")
     description: str = ""
+    # INT8: the calibration methods this toolchain really offers, and whether it can keep
+    # chosen layers in float (used by the accuracy budget). Layers are named by the fused torch
+    # model's module names (see calibration/layers.py); each converter maps them to its graph.
+    int8_methods: tuple[str, ...] = ()
+    excludes_layers: bool = False
 
     def check_available(self) -> None:
         """Raise BackendMissingError naming the extra to install when the toolchain is absent."""

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..calibration.dataset import CalibrationSet
 from ..calibration.images import Preprocessing
 from ..calibration.inputs import input_size_of, preprocessing_of, real_inputs_for
 from ..errors import ConversionError, FusionError, VanillaNetEdgeError
@@ -27,7 +28,7 @@ from ..model.profile import summarize
 from .base import PRECISIONS, ConvertRequest
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, environment_versions
 from .registry import expand_targets, get_converter
-from .verify import LIMITS, torch_reference, verify_artifact
+from .verify import LIMITS, run_artifact, torch_reference, verify_artifact
 
 N_VERIFY = 32   # real images per verification: enough for top-1 agreement, quick on 2 cores
 
@@ -95,9 +96,42 @@ def artifact_name(prep: PreparedModel, target: str, precision: str) -> str:
     return f"{prep.checkpoint.path.stem}-{target}-{precision}"
 
 
+@dataclass
+class EvalSet:
+    """Labelled images for the accuracy check: fp32 top-1 is measured once, on the fused net."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    source: str
+    fp32_top1: float
+
+
+class BudgetExceeded(ConversionError):
+    def __init__(self, message: str, drop: float, top1: float):
+        super().__init__(message)
+        self.drop, self.top1 = drop, top1
+
+
+def load_eval_set(prep: PreparedModel, folder: str | Path, limit: int | None = 500, seed: int = 0) -> EvalSet:
+    from ..calibration.images import load_folder
+
+    imgs = load_folder(folder, prep.preprocessing, limit=limit, seed=seed)
+    if imgs.labels is None:
+        raise VanillaNetEdgeError(f"{folder} has no class sub-folders, so accuracy cannot be measured",
+                                  hint="pass an ImageFolder (one sub-folder per class) as --eval-data")
+    logits = torch_reference(prep.fused, imgs.inputs)
+    return EvalSet(imgs.inputs, imgs.labels, f"{len(imgs.labels)} labelled images from {folder}",
+                   float((logits.argmax(1) == imgs.labels).mean()))
+
+
 def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, batch: int = 1,
-                options: dict | None = None) -> ConvertOutcome:
-    """One (target, precision): export, verify, manifest, publish. Errors become outcomes."""
+                options: dict | None = None, calibration: CalibrationSet | None = None,
+                evaluation: EvalSet | None = None, max_drop: float | None = None) -> ConvertOutcome:
+    """One (target, precision): export, verify, measure, manifest, publish. Errors become outcomes.
+
+    With `evaluation`, top-1 of the artifact is measured against the fp32 net's; with
+    `max_drop` (points) too, an artifact losing more is not published (BudgetExceeded).
+    """
     stage = "setup"
     try:
         converter = get_converter(target)
@@ -105,10 +139,13 @@ def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, bat
             raise VanillaNetEdgeError(
                 f"{target} does not support {precision} yet",
                 hint=f"{target} supports: {', '.join(converter.precisions)}")
+        if precision == "int8":
+            _check_int8_request(converter, calibration)
         converter.check_available()
         final = out / artifact_name(prep, target, precision)
         request = ConvertRequest(prep.export_model, precision, prep.input_size, batch,
-                                 prep.preprocessing, prep.inputs, dict(options or {}))
+                                 prep.preprocessing, prep.inputs, dict(options or {}),
+                                 calibration if precision == "int8" else None)
         with atomic_path(final, is_dir=True) as tmp:
             stage = "export"
             start = time.perf_counter()
@@ -117,19 +154,58 @@ def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, bat
             artifact = tmp / result.artifact
             manifest = _manifest(prep, converter, request, result, artifact, seconds)
             stage = "verify"
+            settings = converter.verify_settings(request)
             manifest["verification"] = {
                 "inputs": f"{len(prep.inputs)} {prep.inputs_source}",
                 **verify_artifact(converter.runtime, artifact, manifest, prep.inputs,
-                                  prep.reference, precision, **converter.verify_settings(request)),
+                                  prep.reference, precision, **settings),
             }
+            if evaluation is not None:
+                stage = "accuracy"
+                manifest["accuracy"] = _measure_accuracy(converter.runtime, artifact, manifest,
+                                                         evaluation, settings)
+                drop = manifest["accuracy"]["drop_points"]
+                if max_drop is not None:
+                    manifest["accuracy"]["budget_points"] = max_drop
+                    manifest["accuracy"]["kept_in_float"] = list(request.calibration.excluded_layers
+                                                                 if request.calibration else ())
+                if max_drop is not None and drop > max_drop:
+                    raise BudgetExceeded(
+                        f"{target} {precision} loses {drop:.2f} points of top-1 "
+                        f"(fp32 {100 * evaluation.fp32_top1:.2f}% -> "
+                        f"{100 * manifest['accuracy']['top1']:.2f}%), over the {max_drop:g}-point budget",
+                        drop, manifest["accuracy"]["top1"])
             stage = "manifest"
             write_json(tmp / MANIFEST_NAME, manifest)
         return ConvertOutcome(target, precision, True, final, manifest)
+    except BudgetExceeded:
+        raise
     except VanillaNetEdgeError as exc:
         return ConvertOutcome(target, precision, False, error=str(exc), stage=stage)
     except Exception as exc:  # a toolchain raised: keep its message and say where
         msg = f"{target} {precision} failed during {stage}: {type(exc).__name__}: {exc}"
         return ConvertOutcome(target, precision, False, error=str(ConversionError(msg)), stage=stage)
+
+
+def _check_int8_request(converter, calibration: CalibrationSet | None) -> None:
+    if calibration is None:
+        raise VanillaNetEdgeError("int8 needs calibration images",
+                                  hint="pass --calib-data DIR (an image folder like the deployment data)")
+    if calibration.method not in converter.int8_methods:
+        raise VanillaNetEdgeError(
+            f"{converter.target} cannot calibrate with '{calibration.method}'",
+            hint=f"{converter.target} supports: {', '.join(converter.int8_methods) or 'no int8 yet'}")
+    if calibration.excluded_layers and not converter.excludes_layers:
+        raise VanillaNetEdgeError(f"{converter.target} cannot keep chosen layers in float",
+                                  hint="drop --max-drop for this target")
+
+
+def _measure_accuracy(runtime: str, artifact: Path, manifest: dict, evaluation: EvalSet,
+                      settings: dict) -> dict:
+    logits, _ = run_artifact(runtime, artifact, manifest, evaluation.inputs, **settings)
+    top1 = float((logits.argmax(1) == evaluation.labels).mean())
+    return {"data": evaluation.source, "fp32_top1": evaluation.fp32_top1, "top1": top1,
+            "drop_points": round(100 * (evaluation.fp32_top1 - top1), 4)}
 
 
 def _manifest(prep: PreparedModel, converter, request: ConvertRequest, result, artifact: Path,
@@ -157,6 +233,8 @@ def _manifest(prep: PreparedModel, converter, request: ConvertRequest, result, a
         "conversion": {"seconds": round(seconds, 3),
                        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                        "options": request.options, **result.notes},
+        **({"calibration": request.calibration.describe(), "int8": result.int8}
+           if request.calibration is not None else {}),
         "verification": {},
     }
 
@@ -169,12 +247,30 @@ def _describe_files(folder: Path, main: str) -> dict:
             "size_bytes": sum(f["size_bytes"] for f in files.values()), "files": files}
 
 
+@dataclass
+class Int8Options:
+    """How to calibrate INT8 and, optionally, the accuracy budget it must meet."""
+
+    calib_data: str | Path
+    samples: int = 128
+    method: str = "minmax"
+    seed: int = 0
+    max_drop: float | None = None       # top-1 points; needs eval_data
+    eval_data: str | Path | None = None
+    eval_limit: int | None = 500
+
+
 def convert_checkpoint(checkpoint: str | Path, targets, precisions, out: str | Path,
                        input_size: int | None = None, batch: int = 1, data: str | Path | None = None,
                        variant: str | None = None, key: str | None = None,
                        allow_inexact: bool = False, options: dict | None = None,
+                       int8: Int8Options | None = None, eval_data: str | Path | None = None,
                        log: Callable[[str], None] = lambda m: None) -> list[ConvertOutcome]:
-    """Convert one checkpoint to every (target, precision); one failure does not stop the rest."""
+    """Convert one checkpoint to every (target, precision); one failure does not stop the rest.
+
+    `eval_data` (an ImageFolder) adds a top-1 measurement to every artifact's manifest;
+    `int8.eval_data` does the same and is required for `int8.max_drop`.
+    """
     names = expand_targets(targets)
     precisions = [precisions] if isinstance(precisions, str) else list(precisions)
     for p in precisions:
@@ -182,27 +278,86 @@ def convert_checkpoint(checkpoint: str | Path, targets, precisions, out: str | P
             raise VanillaNetEdgeError(f"unknown precision '{p}'", hint=f"choose from {', '.join(PRECISIONS)}")
     if batch < 1:
         raise VanillaNetEdgeError(f"batch must be at least 1, got {batch}")
+    if "int8" in precisions and int8 is None:
+        raise VanillaNetEdgeError("int8 needs calibration images", hint="pass --calib-data DIR")
+    eval_data = eval_data or (int8.eval_data if int8 else None)
+    if int8 and int8.max_drop is not None and eval_data is None:
+        raise VanillaNetEdgeError("--max-drop needs labelled images to measure top-1",
+                                  hint="pass --eval-data DIR (an ImageFolder with one sub-folder per class)")
     out = Path(out)
     _check_writable(out)
     log(f"loading {checkpoint}")
     prep = prepare(checkpoint, input_size, data, variant, key, allow_inexact)
     log(f"{prep.checkpoint.describe()}; input {prep.input_size}x{prep.input_size}, "
         f"verifying on {len(prep.inputs)} {prep.inputs_source}")
+    calibration = evaluation = None
+    if int8 and "int8" in precisions:
+        from ..calibration.dataset import load_calibration
+        calibration = load_calibration(int8.calib_data, prep.preprocessing, int8.samples, int8.seed, int8.method)
+        log(f"calibration: {len(calibration.inputs)} images from {int8.calib_data} "
+            f"({len(calibration.skipped)} unreadable skipped), method {int8.method}, seed {int8.seed}")
+    if eval_data is not None:
+        evaluation = load_eval_set(prep, eval_data, int8.eval_limit if int8 else 500)
+        log(f"accuracy: {evaluation.source}; fp32 top-1 {100 * evaluation.fp32_top1:.2f}%")
     out.mkdir(parents=True, exist_ok=True)
     clean_partials(out)
     outcomes = []
     for target in names:
         for precision in precisions:
             log(f"{target} {precision}: converting")
-            outcome = convert_one(prep, target, precision, out, batch, options)
+            if precision == "int8" and int8.max_drop is not None:
+                outcome = convert_int8_within_budget(prep, target, out, batch, options, calibration,
+                                                     evaluation, int8.max_drop, log)
+            else:
+                outcome = convert_one(prep, target, precision, out, batch, options,
+                                      calibration if precision == "int8" else None, evaluation)
             outcomes.append(outcome)
             if outcome.ok:
                 v = outcome.manifest["verification"]
+                acc = outcome.manifest.get("accuracy")
                 log(f"{target} {precision}: ok, {outcome.folder} (rel err {v['rel_err']:.2g}, "
-                    f"top-1 agreement {100 * v['top1_agree']:.1f}%)")
+                    f"top-1 agreement {100 * v['top1_agree']:.1f}%"
+                    + (f", top-1 {100 * acc['top1']:.2f}% vs fp32 {100 * acc['fp32_top1']:.2f}%" if acc else "")
+                    + ")")
             else:
                 log(f"{target} {precision}: FAILED at {outcome.stage}: {outcome.error}")
     return outcomes
 
 
-__all__ = ["convert_checkpoint", "prepare", "convert_one", "ConvertOutcome", "PreparedModel", "LIMITS"]
+def convert_int8_within_budget(prep: PreparedModel, target: str, out: Path, batch: int,
+                               options: dict | None, calibration: CalibrationSet,
+                               evaluation: EvalSet, max_drop: float,
+                               log: Callable[[str], None]) -> ConvertOutcome:
+    """NNCF's accuracy-control idea for every target: while INT8 loses more than `max_drop`
+    points, keep the next most sensitive layer in float and try again."""
+    from ..calibration.sensitivity import sensitivity_ranking
+
+    excluded: list[str] = []
+    ranking: list[str] | None = None
+    best: tuple[float, list[str]] | None = None
+    while True:
+        try:
+            outcome = convert_one(prep, target, "int8", out, batch, options,
+                                  calibration.with_excluded(excluded), evaluation, max_drop)
+        except BudgetExceeded as exc:
+            if best is None or exc.drop < best[0]:
+                best = (exc.drop, list(excluded))
+            if not get_converter(target).excludes_layers:
+                return ConvertOutcome(target, "int8", False, error=f"{exc} ({target} cannot keep layers "
+                                      "in float, so the budget cannot be met)", stage="accuracy")
+            if ranking is None:
+                ranking = sensitivity_ranking(prep.fused, calibration.inputs)
+                log(f"{target} int8: sensitivity ranking {', '.join(ranking)}")
+            remaining = [layer for layer in ranking if layer not in excluded]
+            if not remaining:
+                return ConvertOutcome(
+                    target, "int8", False, stage="accuracy",
+                    error=f"no configuration meets the {max_drop:g}-point budget; the best lost "
+                          f"{best[0]:.2f} points with {best[1] or 'no layers'} in float")
+            excluded.append(remaining[0])
+            log(f"{target} int8: {exc}; keeping {remaining[0]} in float and retrying")
+            continue
+        return outcome
+
+
+__all__ = ["convert_checkpoint", "prepare", "convert_one", "Int8Options", "convert_int8_within_budget", "ConvertOutcome", "PreparedModel", "LIMITS"]

@@ -1,0 +1,19 @@
+"""The quantizable layers of a fused VanillaNet, by torch module name.
+
+These names are the common language between `calibrate` (statistics, sensitivity), the
+accuracy budget (which layers to keep in float) and every converter (each maps them to its
+own graph's node names).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ..model.layers import Activation
+
+
+def quantizable_layers(model: nn.Module) -> list[str]:
+    """Module names of every conv (the activation's depthwise conv included), in forward order.
+
+    Deploy form: stem.0 (4x4 conv), stem.1 (activation), stages.i.conv, stages.i.act, cls.2.
+    """
+    return [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, Activation))]
