@@ -9,7 +9,7 @@ import torch
 from .calibration.digits import write_digits
 from .calibration.images import Preprocessing
 from .calibration.inputs import input_size_of, preprocessing_of, real_inputs_for
-from .converters.convert import ConvertOutcome, convert_checkpoint
+from .converters.convert import ConvertOutcome, Int8Options, convert_checkpoint
 from .errors import FusionError
 from .fileio import write_json
 from .model.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
@@ -85,6 +85,7 @@ def fuse_checkpoint(ckpt_path: str | Path, out: str | Path, data: str | Path | N
 def convert(checkpoint: str | Path, targets, precisions=("fp32",), out: str | Path = "artifacts",
             input_size: int | None = None, batch: int = 1, data: str | Path | None = None,
             variant: str | None = None, key: str | None = None, allow_inexact: bool = False,
+            int8: Int8Options | None = None, eval_data: str | Path | None = None,
             log=None) -> list[ConvertOutcome]:
     """Convert a checkpoint to every (target, precision); see converters/convert.py.
 
@@ -93,7 +94,23 @@ def convert(checkpoint: str | Path, targets, precisions=("fp32",), out: str | Pa
     """
     return convert_checkpoint(checkpoint, targets, precisions, out, input_size=input_size,
                               batch=batch, data=data, variant=variant, key=key,
-                              allow_inexact=allow_inexact, log=log or (lambda m: None))
+                              allow_inexact=allow_inexact, int8=int8, eval_data=eval_data,
+                              log=log or (lambda m: None))
+
+
+def calibrate(checkpoint: str | Path, data: str | Path, out: str | Path, samples: int = 128,
+              seed: int = 0, input_size: int | None = None, variant: str | None = None,
+              key: str | None = None, progress=None) -> dict:
+    """Per-layer activation statistics and INT8 sensitivity; writes calibration.json and a plot."""
+    from .calibration.dataset import load_calibration
+    from .calibration.report import calibration_report
+
+    ckpt = load_checkpoint(checkpoint, variant=variant, key=key)
+    size = input_size_of(ckpt, input_size)
+    fused = fuse_model(ckpt.model)
+    calib = load_calibration(data, preprocessing_of(ckpt, size), samples, seed)
+    title = f"INT8 sensitivity of {ckpt.config.name} (width {ckpt.config.width:g}), {len(calib.inputs)} images"
+    return calibration_report(fused, calib, Path(out), title, progress=progress)
 
 
 def model_info(target: str, input_size: int | None = None, width: float = 1.0,

@@ -96,13 +96,14 @@ def layer_sensitivity(model: nn.Module, inputs: np.ndarray, stats: dict | None =
 
     reference = run()
     rows = []
-    for name in quantizable_layers(model):
+    names = quantizable_layers(model)
+    for i, name in enumerate(names):
         with quantized_layer(model, name, stats):
             agreement = compare_logits(run(), reference)
         rows.append({"layer": name, "rel_err": agreement.rel_err, "top1_agree": agreement.top1_agree,
                      "max_abs": agreement.max_abs})
         if progress:
-            progress(name)
+            progress(i + 1, len(names), name)
     return sorted(rows, key=lambda r: (-r["rel_err"], r["top1_agree"]))
 
 

@@ -121,7 +121,10 @@ def _targets_help() -> str:
     for name in target_names():
         try:
             c = get_converter(name)
-            rows.append(f"  {name:<9} {c.description} [{', '.join(c.precisions)}; extra: {c.extra}]")
+            int8 = (f"int8 methods: {', '.join(c.int8_methods)}; --max-drop: "
+                    f"{'yes' if c.excludes_layers else 'no'}") if "int8" in c.precisions else "no int8 yet"
+            rows.append(f"  {name:<9} {c.description}\n"
+                        f"            [{', '.join(c.precisions)}; {int8}; extra: {c.extra}]")
         except Exception as exc:  # a broken install must not break --help
             rows.append(f"  {name:<9} (unavailable: {exc})")
     return "\n".join(rows)
@@ -150,9 +153,20 @@ class TargetListCommand(click.Command):
 @click.option("--variant", type=VARIANT_CHOICE, default=None, help="Check the file against this variant.")
 @click.option("--key", default=None, help="Entry of the checkpoint dict holding the weights.")
 @click.option("--allow-inexact", is_flag=True, help="Fuse even when act_learn < 1 (not exact).")
+@click.option("--calib-data", type=click.Path(path_type=Path), default=None,
+              help="INT8: folder of real images (ImageFolder or flat) to calibrate on.")
+@click.option("--calib-samples", type=int, default=128, show_default=True, help="INT8: images to sample.")
+@click.option("--calib-method", default="minmax", show_default=True,
+              help="INT8: range method; which ones each target supports is listed below.")
+@click.option("--seed", type=int, default=0, show_default=True, help="INT8: sampling seed.")
+@click.option("--max-drop", type=float, default=None,
+              help="INT8: top-1 points the artifact may lose against fp32 (needs --eval-data); the "
+                   "most sensitive layers are kept in float, one at a time, until it fits.")
+@click.option("--eval-data", type=click.Path(path_type=Path), default=None,
+              help="Labelled ImageFolder: record top-1 of every artifact against the fp32 net.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcomes as JSON.")
 def convert_cmd(checkpoint, targets, precisions, out, input_size, batch, data_dir, variant, key,
-                allow_inexact, as_json):
+                allow_inexact, calib_data, calib_samples, calib_method, seed, max_drop, eval_data, as_json):
     """Convert a checkpoint to verified edge artifacts.
 
     \b
@@ -160,17 +174,32 @@ def convert_cmd(checkpoint, targets, precisions, out, input_size, batch, data_di
     Each (target, precision) is written to OUT/<checkpoint>-<target>-<precision>/ with
     manifest.json, after running the artifact in its own runtime against the fused PyTorch
     model on real images (--data, or the val split the net was trained on).
-    Limits: fp32 rel err <= 1e-4, fp16 <= 1e-2 (and top-1 agreement >= 99% / 95%).
-    A failed conversion leaves nothing at its output path; the exit code is 1 if any failed.
+    Limits: fp32 rel err <= 1e-4, fp16 <= 1e-2, int8 <= 0.25 (and top-1 agreement >= 99%,
+    95%, 90%). A failed conversion leaves nothing at its output path; the exit code is 1 if
+    any failed.
+
+    \b
+    INT8 uses each toolchain's own static quantizer (ONNX Runtime QDQ, NNCF, litert-torch
+    PT2E, coremltools W8A8 with ranges we collect ourselves), calibrated on --calib-data
+    preprocessed exactly as at evaluation. The manifest records the method, samples, seed,
+    a hash of the file list, the layers kept in float and how many convs run in int8.
 
     \b
     Examples:
       vanillanet-edge convert tiny.pth --target all --out artifacts
       vanillanet-edge convert vanillanet_5.pth --target onnx --precision fp16 --data imagenet/val --out a
+      vanillanet-edge convert tiny.pth --target openvino --precision int8 --calib-data data/train \\
+          --eval-data data/val --max-drop 1.0 --out a
     """
+    int8 = None
+    if "int8" in precisions or calib_data is not None:
+        if calib_data is None:
+            raise click.UsageError("--precision int8 needs --calib-data DIR (real images to calibrate on)")
+        int8 = api.Int8Options(calib_data, calib_samples, calib_method, seed, max_drop, eval_data)
     outcomes = api.convert(checkpoint, list(targets), list(precisions), out, input_size=input_size,
                            batch=batch, data=data_dir, variant=variant, key=key,
-                           allow_inexact=allow_inexact, log=None if as_json else click.echo)
+                           allow_inexact=allow_inexact, int8=int8, eval_data=eval_data,
+                           log=None if as_json else click.echo)
     if as_json:
         click.echo(json.dumps([{"target": o.target, "precision": o.precision, "ok": o.ok,
                                 "folder": str(o.folder) if o.folder else None, "error": o.error,
@@ -183,6 +212,47 @@ def convert_cmd(checkpoint, targets, precisions, out, input_size, batch, data_di
             for o in failed:
                 click.secho(f"  {o.target} {o.precision}: {o.error}", fg="red", err=True)
         sys.exit(1)
+
+
+def _advance(bar, total: int) -> None:
+    bar.total = total
+    bar.update(1)
+
+
+@main.command("calibrate")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder of real images (ImageFolder or flat).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the report.")
+@click.option("--samples", type=int, default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--input-size", type=int, default=None)
+def calibrate_cmd(checkpoint, data_dir, out, samples, seed, input_size):
+    """Per-layer INT8 statistics and sensitivity: which layers lose accuracy.
+
+    \b
+    Writes OUT/calibration.json (per layer: min, max, percentiles, histogram of its input;
+    the output error and top-1 agreement when that layer alone is INT8) and
+    OUT/sensitivity.png (bar chart, layers worth keeping in float in red).
+    The ranking is what `convert --max-drop` uses on every target.
+    """
+    from tqdm import tqdm
+    bar = tqdm(desc="sensitivity", unit="layer")
+    try:
+        report = api.calibrate(checkpoint, data_dir, out, samples=samples, seed=seed,
+                               input_size=input_size, progress=lambda done, total, name: _advance(bar, total))
+    finally:
+        bar.close()
+    cal = report["calibration"]
+    click.echo(f"{cal['samples']} images from {cal['source']} ({cal['skipped']} unreadable skipped)")
+    click.echo(f"{'layer':<16}{'rel err':>10}{'top-1 agree':>13}   input range")
+    for row in report["sensitivity"]:
+        st = report["layers"][row["layer"]]
+        click.echo(f"{row['layer']:<16}{row['rel_err']:>10.2e}{100 * row['top1_agree']:>12.1f}%"
+                   f"   [{st['min']:.3g}, {st['max']:.3g}]")
+    keep = report["keep_in_float"]
+    click.echo(f"worth keeping in float: {', '.join(keep) if keep else 'none'}")
+    click.echo(f"wrote {Path(out) / 'calibration.json'} and {Path(out) / 'sensitivity.png'}")
 
 
 @main.command("info")
