@@ -80,21 +80,35 @@ def read_checkpoint_file(path: str | Path):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-        if found or "weights_only" in text.lower():
+        # torch words this "Unsupported global: GLOBAL x.y ..." or, for blocked modules such as
+        # os/posix/subprocess, "Trying to load unsupported GLOBAL x.y whose module ... is blocked".
+        found = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", text, re.IGNORECASE)
+        called = re.search(r"Trying to call reduce for [^\n]*|Can only create new object[^\n]*", text)
+        if found or called:
             culprit = found.group(1) if found else "an object that is not a tensor or container"
             raise CheckpointError(
                 f"refused to load {path}: it asks to construct {culprit}, which a weights file "
                 f"does not need; nothing from the file was executed",
                 hint="if you trust the file and it holds a known type, re-save its state_dict "
                      "with torch.save(sd) or as safetensors") from None
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({exc})",
-                              hint="pass a .pth/.pt/.safetensors file") from None
+        reason = re.search(r"Unsupported operand \d+|String is too long", text)
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint that can be read safely "
+            f"({reason.group(0) if reason else _first_line(exc)}); nothing from the file was executed",
+            hint="pass a .pth/.pt file written by torch.save, or a .safetensors file") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         size = path.stat().st_size
         raise CheckpointError(
-            f"{path} ({size} bytes) is truncated or not a checkpoint: {str(exc).splitlines()[0]}",
+            f"{path} ({size} bytes) is truncated or not a checkpoint: {_first_line(exc)}",
             hint="re-download or re-save the file; a release file is tens to hundreds of MB") from None
+    except Exception as exc:   # arbitrary bytes can trip torch's legacy reader in many ways
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})",
+                              hint="pass a .pth/.pt file written by torch.save, or a .safetensors file") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _strip_prefix(sd: dict) -> dict:
@@ -157,7 +171,8 @@ def _channels(sd: dict, form: str) -> tuple[list[int], int, int]:
     return dims, head.shape[0], n_stages
 
 
-def infer_config(sd: dict, form: str, hint_name: str | None = None) -> tuple[VanillaNetConfig, str]:
+def infer_config(sd: dict, form: str, hint_name: str | None = None,
+                 hint_source: str = "named by the user") -> tuple[VanillaNetConfig, str]:
     """Find the variant, width and class count that fit these tensors."""
     dims, classes, n_stages = _channels(sd, form)
     fits = []
@@ -170,7 +185,7 @@ def infer_config(sd: dict, form: str, hint_name: str | None = None) -> tuple[Van
     if hint_name:
         for name, width in fits:
             if name == hint_name:
-                return variant_config(name, width, classes), "named in the checkpoint or by the user"
+                return variant_config(name, width, classes), hint_source
         raise CheckpointError(
             f"the weights do not fit {hint_name}: they have {n_stages} stages with channels "
             f"{dims}; they fit {', '.join(n for n, _ in fits) or 'no official variant'}",
@@ -197,12 +212,29 @@ def _arg(args, name):
 def _act_learn_from_args(args, epoch) -> float | None:
     """The slope the authors' schedule had reached at the saved epoch, when it can be told."""
     decay = _arg(args, "decay_epochs")
-    if args is None or not decay or epoch is None:
+    # The authors' script also saves epoch="best" / "best-ema": the schedule point is unknown.
+    if args is None or not decay or not isinstance(epoch, (int, float)):
         return None
     progress = min(1.0, float(epoch) / float(decay))
     if _arg(args, "decay_linear") is False:
         return 0.5 * (1 - math.cos(math.pi * progress))
     return progress
+
+
+def _variant_hint(path: Path, variant: str | None, meta: dict, args) -> tuple[str | None, str]:
+    """Which variant the file claims to be, and who says so. Shapes alone cannot tell
+    vanillanet_13_x1_5 from its ada_pool twin, so every hint counts: --variant, our metadata,
+    the authors' args.model, then the release file's name (vanillanet_13_x1_5_ada_pool.pth)."""
+    if variant:
+        return variant, "named by --variant"
+    if meta.get("variant") in VARIANTS:
+        return meta["variant"], "recorded in the checkpoint"
+    if _arg(args, "model") in VARIANTS:
+        return _arg(args, "model"), "args.model of the authors' training script"
+    in_name = [n for n in VARIANTS if n in path.stem]
+    if in_name:
+        return max(in_name, key=len), f"from the file name {path.name}"
+    return None, ""
 
 
 def _describe_mismatch(model: VanillaNet, sd: dict) -> str:
@@ -238,10 +270,8 @@ def load_checkpoint(path: str | Path, variant: str | None = None, key: str | Non
     form = detect_form(sd)
     meta = dict(obj.get(META_KEY) or {}) if isinstance(obj, dict) else {}
     args = obj.get("args") if isinstance(obj, dict) else None
-    named = variant or meta.get("variant") or _arg(args, "model")
-    if named not in VARIANTS and not variant:
-        named = None   # the authors' args.model may name a model we do not know: infer instead
-    config, source = infer_config(sd, form, named)
+    named, named_by = _variant_hint(path, variant, meta, args)
+    config, source = infer_config(sd, form, named, named_by)
     if num_classes is not None and num_classes != config.num_classes:
         raise CheckpointError(f"the checkpoint has {config.num_classes} classes, not {num_classes}")
     model = build_from_state_dict(sd, config, form)
