@@ -255,6 +255,134 @@ def calibrate_cmd(checkpoint, data_dir, out, samples, seed, input_size):
     click.echo(f"wrote {Path(out) / 'calibration.json'} and {Path(out) / 'sensitivity.png'}")
 
 
+def _runtime_choice():
+    from ..devices.registry import runtime_names
+    return click.Choice(runtime_names())
+
+
+def _parse_options(pairs) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        out[key.replace("-", "_")] = int(value) if value.isdigit() else value
+    return out
+
+
+@main.command("bench")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--runtime", type=_runtime_choice(), default=None,
+              help="Override the artifact's own runtime (e.g. torch for a checkpoint).")
+@click.option("--threads", type=int, default=None, help="Intra-op threads (default: the runtime's).")
+@click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--runs", type=int, default=100, show_default=True, help="Timed runs in total, over all rounds.")
+@click.option("--seconds", type=float, default=None, help="Time budget instead of --runs.")
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="Interleaved repeats, each in a fresh process per artifact.")
+@click.option("--set", "options", multiple=True, metavar="KEY=VALUE",
+              help="Runner setting, e.g. kernels=builtin (LiteRT), precision_hint=f32 (OpenVINO), "
+                   "compute_units=CPU_ONLY (Core ML on macOS).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result records as JSON.")
+@click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write the records to this JSON file.")
+def bench_cmd(artifacts, runtime, threads, warmup, runs, seconds, rounds, options, as_json, save):
+    """Latency of artifacts (folders from `convert`, a folder of them, or a checkpoint for PyTorch).
+
+    \b
+    Load and first inference are reported apart from steady state; then warm-up and timed
+    runs: median, p90, p99, mean, std, throughput, peak RSS, achieved GMAC/s. Each artifact
+    runs in its own process, rounds are interleaved across artifacts, and every record
+    carries the machine description (CPU, ISA flags, versions, threads).
+
+    \b
+    Examples:
+      vanillanet-edge bench artifacts/                  # every artifact in the folder
+      vanillanet-edge bench artifacts/tiny-tflite-int8 --set kernels=builtin
+      vanillanet-edge bench tiny-deploy.pth             # PyTorch eager baseline
+    """
+    from tqdm import tqdm
+
+    from ..devices import artifacts as art
+    from ..devices.latency import BenchSettings, bench
+
+    refs = art.resolve(artifacts)
+    settings = BenchSettings(runtime, threads, warmup, runs, seconds, rounds, _parse_options(options))
+    bar = tqdm(total=rounds * len(refs), desc="bench", unit="run", disable=as_json)
+    records = bench(refs, settings, progress=lambda r, i, ref: bar.update(1))
+    bar.close()
+    _emit(records, as_json, save, _print_latency)
+
+
+@main.command("eval")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+              help="ImageFolder with one sub-folder per class (the ImageNet val layout works).")
+@click.option("--limit", type=int, default=None, help="Evaluate a seeded sample of this many images.")
+@click.option("--runtime", type=_runtime_choice(), default=None, help="Override the artifact's runtime.")
+@click.option("--set", "options", multiple=True, metavar="KEY=VALUE", help="Runner setting (see bench).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result records as JSON.")
+@click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write the records to this JSON file.")
+def eval_cmd(artifacts, data_dir, limit, runtime, options, as_json, save):
+    """Top-1 / top-5 of artifacts on labelled images, and agreement with the fp32 reference.
+
+    Each artifact is fed through its own manifest's preprocessing. Core ML off macOS runs
+    through vanillanet-edge's numpy MIL interpreter, and the result says so.
+    """
+    from tqdm import tqdm
+
+    from ..devices import artifacts as art
+    from ..devices.accuracy import evaluate
+
+    records = []
+    for ref in art.resolve(artifacts):
+        bar = tqdm(desc=f"eval {ref.name}", unit="img", disable=as_json)
+        records.append(evaluate(ref, data_dir, limit, runtime, _parse_options(options),
+                                progress=bar.update))
+        bar.close()
+    _emit(records, as_json, save, _print_accuracy)
+
+
+def _emit(records, as_json, save, printer):
+    if save:
+        from ..fileio import write_json
+        write_json(save, records)
+    if as_json:
+        click.echo(json.dumps(records, indent=2, default=str))
+    else:
+        printer(records)
+        if save:
+            click.echo(f"wrote {save}")
+    if not all(r.get("ok") for r in records):
+        sys.exit(1)
+
+
+def _print_latency(records):
+    m = records[0]["machine"]
+    click.echo(f"{m['cpu_model']}, {m['logical_cores']} cores, ISA {' '.join(m['isa']) or '-'}, {m['os']}")
+    click.echo(f"{'artifact':<36}{'runtime':<13}{'median':>9}{'p90':>9}{'p99':>9}{'load':>9}"
+               f"{'RSS MiB':>9}{'GMAC/s':>8}  settings")
+    for r in records:
+        if not r["ok"]:
+            click.secho(f"{r['name']:<36}{r['runtime']:<13} FAILED: {r.get('error', '')}", fg="red")
+            continue
+        lat, ss = r["latency"], r["session_settings"]
+        extra = ", ".join(f"{k}={v}" for k, v in ss.items() if k in
+                          ("inference_precision", "kernels", "threads", "engine", "providers"))
+        click.echo(f"{r['name']:<36}{r['runtime']:<13}{lat['median_ms']:>8.2f}m{lat['p90_ms']:>8.2f}m"
+                   f"{lat['p99_ms']:>8.2f}m{r['load_ms']:>8.0f}m{r['peak_rss_mib']:>9.0f}"
+                   f"{(r['gmacs_per_s'] or 0):>8.1f}  {extra}")
+    click.echo("(ms; medians over all rounds; each artifact in its own process)")
+
+
+def _print_accuracy(records):
+    click.echo(f"{'artifact':<36}{'engine':<24}{'top-1':>8}{'top-5':>8}{'agree fp32':>12}{'img/s':>9}")
+    for r in records:
+        agree = f"{100 * r['agreement_with_fp32']:.2f}%" if r["agreement_with_fp32"] is not None else "-"
+        engine = r["engine"] if len(r["engine"]) < 23 else r["engine"][:20] + "..."
+        click.echo(f"{r['name']:<36}{engine:<24}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%"
+                   f"{agree:>12}{(r['images_per_s'] or 0):>9.0f}")
+
+
 @main.command("info")
 @click.argument("target")
 @click.option("--input-size", type=int, default=None, help="Default: recorded in the checkpoint, else 224.")

@@ -1,0 +1,89 @@
+"""Accuracy on an ImageFolder (the ImageNet val layout included): top-1, top-5, agreement with
+the fp32 PyTorch reference, images per second. Each artifact is fed through its manifest's
+preprocessing, exactly as it was verified."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..calibration.images import ImageFolder, Preprocessing, load_images
+from ..errors import DataError
+from ..metrics import compare_logits
+from .artifacts import ArtifactRef
+from .latency import RESULT_SCHEMA
+from .machine import describe_machine
+from .registry import get_runner
+
+CHUNK = 64   # images decoded and run per step: bounded memory on big folders
+
+
+def _topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return int((top == labels[:, None]).any(axis=1).sum())
+
+
+def _reference_model(ref: ArtifactRef):
+    """The fused torch model the artifact came from, if its checkpoint is still where it was."""
+    from ..model.adapool import replace_adaptive_max_pools
+    from ..model.checkpoint import file_sha256, load_checkpoint
+    from ..model.fuse import fuse_model
+
+    source = ref.manifest.get("source", {})
+    path = Path(source.get("checkpoint", "")) if source.get("checkpoint") else None
+    if ref.runtime == "torch" or path is None or not path.exists():
+        return None, "no fp32 reference (source checkpoint not found)" if ref.runtime != "torch" else "is the reference"
+    if source.get("sha256") and file_sha256(path) != source["sha256"]:
+        return None, f"no fp32 reference ({path} changed since conversion)"
+    model = fuse_model(load_checkpoint(path).model)
+    return replace_adaptive_max_pools(model, ref.manifest["input"]["shape"][2 if ref.manifest["input"]["layout"] == "NCHW" else 1]).eval(), str(path)
+
+
+def evaluate(ref: ArtifactRef, data: str | Path, limit: int | None = None, runtime: str | None = None,
+             settings: dict | None = None, seed: int = 0, progress=None) -> dict:
+    import torch
+
+    folder = ImageFolder(data)
+    if not folder.labelled:
+        raise DataError(f"{data} has no class sub-folders, so accuracy cannot be measured",
+                        hint="pass an ImageFolder: one sub-folder per class (the ImageNet val layout)")
+    names = ref.manifest.get("model", {}).get("class_names")
+    if names and folder.classes != list(names):
+        raise DataError(f"{data}'s class folders ({len(folder.classes)}) differ from the model's "
+                        f"classes ({len(names)})", hint="evaluate on data with the same class folders")
+    records = folder.sample(limit, seed)
+    prep = Preprocessing.from_dict(ref.manifest["preprocessing"])
+    runtime = runtime or ref.runtime
+    session = get_runner(runtime).load(ref.artifact, ref.manifest, **(settings or {}))
+    reference, ref_note = _reference_model(ref)
+    top1 = top5 = agree = seen = skipped = 0
+    run_seconds = 0.0
+    for i in range(0, len(records), CHUNK):
+        chunk = load_images(records[i:i + CHUNK], prep, min_count=0)
+        skipped += len(chunk.skipped)
+        if not len(chunk.inputs):
+            continue
+        t0 = time.perf_counter()
+        logits = session.run_all(chunk.inputs)
+        run_seconds += time.perf_counter() - t0
+        top1 += _topk_hits(logits, chunk.labels, 1)
+        top5 += _topk_hits(logits, chunk.labels, 5)
+        if reference is not None:
+            with torch.no_grad():
+                ref_logits = reference(torch.from_numpy(chunk.inputs)).numpy()
+            agree += int((ref_logits.argmax(1) == logits.argmax(1)).sum())
+        seen += len(chunk.inputs)
+        if progress:
+            progress(len(records[i:i + CHUNK]))
+    if seen == 0:
+        raise DataError(f"none of the {len(records)} images in {data} could be read")
+    return {"schema_version": RESULT_SCHEMA, "kind": "accuracy", "artifact": str(ref.path), "name": ref.name,
+            "target": ref.manifest.get("target"), "precision": ref.manifest.get("precision"),
+            "runtime": runtime, "engine": session.settings.get("engine", runtime),
+            "session_settings": session.settings, "data": str(data), "images": seen, "skipped": skipped,
+            "top1": top1 / seen, "top5": top5 / seen,
+            "agreement_with_fp32": (agree / seen) if reference is not None else None,
+            "reference": ref_note, "images_per_s": seen / run_seconds if run_seconds else None,
+            "machine": describe_machine(), "ok": True}

@@ -1,0 +1,138 @@
+"""Latency as the field measures it: load and first inference apart from steady state, warm-up,
+many runs, percentiles, peak memory, achieved GMAC/s; each runtime in its own process.
+
+`measure_in_process` is the worker (run by `python -m vanillanet_edge.devices.worker`);
+`bench` starts one worker per (artifact, round), interleaving artifacts across rounds so that
+a slow period of a shared machine hits every candidate alike.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import VanillaNetEdgeError
+from .artifacts import ArtifactRef
+from .machine import describe_machine
+from .registry import get_runner
+
+RESULT_SCHEMA = 1
+
+
+@dataclass
+class BenchSettings:
+    runtime: str | None = None        # default: the artifact's own runtime (manifest)
+    threads: int | None = None
+    warmup: int = 10
+    runs: int = 100
+    seconds: float | None = None      # run for this long instead of a fixed count
+    rounds: int = 3                   # interleaved repeats (fresh process each)
+    options: dict = field(default_factory=dict)   # runner settings: kernels, precision_hint, device...
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def summarize_times(times_ms: list[float], batch: int) -> dict:
+    median = statistics.median(times_ms)
+    return {"runs": len(times_ms), "median_ms": median, "mean_ms": statistics.fmean(times_ms),
+            "std_ms": statistics.pstdev(times_ms), "min_ms": min(times_ms),
+            "p90_ms": _percentile(times_ms, 90), "p99_ms": _percentile(times_ms, 99),
+            "throughput_ips": 1000.0 * batch / median if median > 0 else None}
+
+
+def measure_in_process(ref: ArtifactRef, runtime: str, settings: BenchSettings) -> dict:
+    """Load, first inference, warm-up, timed runs. Runs inside the worker process."""
+    runner = get_runner(runtime)
+    runner.require()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    session = runner.load(ref.artifact, ref.manifest, threads=settings.threads, **settings.options)
+    load_ms = 1000 * (time.perf_counter() - t0)
+    shape = list(ref.manifest["input"]["shape"])
+    nchw = [shape[0], shape[3], shape[1], shape[2]] if ref.manifest["input"]["layout"] == "NHWC" else shape
+    x = np.random.default_rng(0).standard_normal(nchw).astype(np.float32)
+    t0 = time.perf_counter()
+    session.run(x)
+    first_ms = 1000 * (time.perf_counter() - t0)
+    for _ in range(settings.warmup):
+        session.run(x)
+    times: list[float] = []
+    deadline = time.perf_counter() + settings.seconds if settings.seconds else None
+    while (len(times) < settings.runs) if deadline is None else (time.perf_counter() < deadline):
+        t0 = time.perf_counter()
+        session.run(x)
+        times.append(1000 * (time.perf_counter() - t0))
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"load_ms": load_ms, "first_inference_ms": first_ms, "times_ms": times,
+            "peak_rss_mib": peak_rss_mib, "rss_before_load_mib": rss_before / 1024,
+            "session_settings": session.settings}
+
+
+def _run_worker(ref: ArtifactRef, runtime: str, settings: BenchSettings, timeout: float) -> dict:
+    job = {"artifact": str(ref.path), "runtime": runtime, "settings": settings.__dict__}
+    proc = subprocess.run([sys.executable, "-m", "vanillanet_edge.devices.worker", "latency"],
+                          input=json.dumps(job), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise VanillaNetEdgeError(f"benchmark worker for {ref.path} on {runtime} failed:\n{tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench(refs: list[ArtifactRef], settings: BenchSettings, progress=None,
+          timeout: float = 1800) -> list[dict]:
+    """One result record per artifact; rounds interleaved across artifacts, each in a fresh process."""
+    per_round = BenchSettings(**{**settings.__dict__,
+                                 "runs": max(1, -(-settings.runs // settings.rounds)),
+                                 "seconds": settings.seconds / settings.rounds if settings.seconds else None})
+    raw: dict[int, list[dict]] = {i: [] for i in range(len(refs))}
+    errors: dict[int, str] = {}
+    for r in range(settings.rounds):
+        for i, ref in enumerate(refs):
+            if i in errors:
+                continue
+            runtime = settings.runtime or ref.runtime
+            try:
+                raw[i].append(_run_worker(ref, runtime, per_round, timeout))
+            except (VanillaNetEdgeError, subprocess.TimeoutExpired) as exc:
+                errors[i] = str(exc)
+            if progress:
+                progress(r, i, ref)
+    return [_record(ref, settings, raw[i], errors.get(i)) for i, ref in enumerate(refs)]
+
+
+def _record(ref: ArtifactRef, settings: BenchSettings, rounds: list[dict], error: str | None) -> dict:
+    runtime = settings.runtime or ref.runtime
+    record = {"schema_version": RESULT_SCHEMA, "kind": "latency", "artifact": str(ref.path),
+              "name": ref.name, "target": ref.manifest.get("target"),
+              "precision": ref.manifest.get("precision"), "runtime": runtime,
+              "model": ref.manifest.get("model", {}), "input": ref.manifest.get("input", {}),
+              "artifact_size_bytes": ref.manifest.get("artifact", {}).get("size_bytes"),
+              "settings": {k: v for k, v in settings.__dict__.items()},
+              "machine": describe_machine(), "ok": error is None and bool(rounds)}
+    if error:
+        record["error"] = error
+    if not rounds:
+        return record
+    times = [t for rnd in rounds for t in rnd["times_ms"]]
+    batch = ref.manifest["input"]["shape"][0]
+    summary = summarize_times(times, batch)
+    macs = ref.manifest.get("model", {}).get("macs")
+    record.update({
+        "latency": summary,
+        "round_medians_ms": [statistics.median(r["times_ms"]) for r in rounds],
+        "load_ms": statistics.median(r["load_ms"] for r in rounds),
+        "first_inference_ms": statistics.median(r["first_inference_ms"] for r in rounds),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in rounds),
+        "gmacs_per_s": (macs * batch / (summary["median_ms"] / 1000) / 1e9) if macs else None,
+        "session_settings": rounds[-1]["session_settings"],
+    })
+    return record
