@@ -1,0 +1,89 @@
+"""bench and eval on real runtimes: records, statistics, machine description, errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from vanillanet_edge.devices.accuracy import evaluate
+from vanillanet_edge.devices.artifacts import resolve
+from vanillanet_edge.devices.latency import BenchSettings, bench, summarize_times
+from vanillanet_edge.devices.machine import describe_machine
+from vanillanet_edge.errors import DataError, VanillaNetEdgeError
+from vanillanet_edge.pipeline.cli import main
+
+
+def test_summary_statistics_are_computed_from_the_times():
+    s = summarize_times([1.0, 2.0, 3.0, 4.0, 100.0], batch=2)
+    assert s["median_ms"] == 3.0 and s["min_ms"] == 1.0 and s["runs"] == 5
+    assert s["p99_ms"] > s["p90_ms"] > s["median_ms"]
+    assert s["throughput_ips"] == pytest.approx(2000 / 3.0)
+
+
+def test_machine_description_has_what_reports_need():
+    m = describe_machine()
+    for key in ("cpu_model", "logical_cores", "isa", "os", "arch", "versions", "memory_gib"):
+        assert key in m
+    assert m["logical_cores"] >= 1 and "numpy" in m["versions"]
+
+
+def test_bench_artifacts_and_checkpoint_in_separate_processes(tiny_artifacts, tiny_checkpoint):
+    refs = resolve([tiny_artifacts, tiny_checkpoint.path])
+    assert [r.runtime for r in refs] == ["onnxruntime", "openvino", "torch"]
+    records = bench(refs, BenchSettings(warmup=2, runs=12, rounds=2))
+    for r in records:
+        assert r["ok"], r.get("error")
+        lat = r["latency"]
+        assert lat["runs"] == 12 and 0 < lat["min_ms"] <= lat["median_ms"] <= lat["p99_ms"]
+        assert len(r["round_medians_ms"]) == 2
+        assert r["load_ms"] > 0 and r["first_inference_ms"] > 0 and r["peak_rss_mib"] > 50
+        assert r["gmacs_per_s"] > 0 and r["machine"]["cpu_model"]
+    ov = next(r for r in records if r["runtime"] == "openvino")
+    assert ov["session_settings"]["inference_precision"] in {"f32", "bf16", "f16"}
+
+
+def test_bench_time_budget_and_runner_settings(tiny_artifacts):
+    [ref] = [r for r in resolve([tiny_artifacts]) if r.runtime == "openvino"]
+    [record] = bench([ref], BenchSettings(warmup=1, seconds=0.6, rounds=1, options={"precision_hint": "f32"}))
+    assert record["ok"] and record["latency"]["runs"] > 1
+    assert record["session_settings"]["inference_precision"] == "f32"
+
+
+def test_eval_reports_top1_top5_and_agreement(tiny_artifacts, tiny_checkpoint):
+    val = tiny_checkpoint.data / "val"
+    [onnx_ref] = [r for r in resolve([tiny_artifacts]) if r.runtime == "onnxruntime"]
+    result = evaluate(onnx_ref, val, limit=120)
+    assert result["images"] == 120 and result["top5"] >= result["top1"] > 0.8
+    assert result["agreement_with_fp32"] == 1.0     # fp32 ONNX vs the fused torch net
+    torch_result = evaluate(resolve([tiny_checkpoint.path])[0], val, limit=120)
+    assert torch_result["top1"] == result["top1"]
+
+
+def test_eval_refuses_unlabelled_folder(tiny_artifacts, tiny_checkpoint, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for p in sorted((tiny_checkpoint.data / "val" / "3").glob("*.png"))[:3]:
+        (flat / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(DataError, match="no class sub-folders"):
+        evaluate(resolve([tiny_artifacts])[0], flat)
+
+
+def test_resolve_errors(tmp_path):
+    with pytest.raises(VanillaNetEdgeError, match="not found"):
+        resolve([tmp_path / "missing"])
+    with pytest.raises(VanillaNetEdgeError, match="no artifact folders"):
+        resolve([tmp_path])
+
+
+def test_cli_bench_and_eval_json(tiny_artifacts, tiny_checkpoint, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["bench", str(tiny_artifacts), "--runs", "6", "--rounds", "1",
+                               "--warmup", "1", "--json", "--save", str(tmp_path / "b.json")])
+    assert res.exit_code == 0, res.output
+    records = json.loads(res.output)
+    assert len(records) == 2 and json.loads((tmp_path / "b.json").read_text()) == records
+    res = runner.invoke(main, ["eval", str(tiny_artifacts), "--data", str(tiny_checkpoint.data / "val"),
+                               "--limit", "40"])
+    assert res.exit_code == 0, res.output
+    assert "top-1" in res.output and "onnxruntime" in res.output
