@@ -22,7 +22,7 @@ from ..calibration.inputs import input_size_of, preprocessing_of, real_inputs_fo
 from ..errors import ConversionError, FusionError, VanillaNetEdgeError
 from ..fileio import atomic_path, clean_partials, sha256_path, size_bytes, write_json
 from ..model.adapool import replace_adaptive_max_pools
-from ..model.checkpoint import LoadedCheckpoint, load_checkpoint
+from ..model.checkpoint import load_checkpoint
 from ..model.fuse import fuse_model, verify_fusion
 from ..model.profile import summarize
 from .base import PRECISIONS, ConvertRequest
@@ -35,9 +35,16 @@ N_VERIFY = 32   # real images per verification: enough for top-1 agreement, quic
 
 @dataclass
 class PreparedModel:
-    """Everything every target shares: computed once per convert call."""
+    """Everything every target shares: computed once per convert call.
 
-    checkpoint: LoadedCheckpoint
+    Built from a VanillaNet checkpoint by `prepare`, or from any torch classifier (the deep
+    baselines) by the caller, so every model goes through the same converters and checks.
+    """
+
+    name: str                      # artifact folder stem
+    description: str               # one line for the log
+    model_meta: dict               # manifest "model" section (variant, classes, params, macs...)
+    source: dict                   # manifest "source" section (checkpoint and hash, or library)
     fused: torch.nn.Module
     export_model: torch.nn.Module
     input_size: int
@@ -79,8 +86,16 @@ def prepare(checkpoint: str | Path, input_size: int | None = None, data: str | P
     inputs = real.numpy().astype(np.float32)
     export_model = replace_adaptive_max_pools(fused, size)
     stats = summarize(fused, size)
-    return PreparedModel(ckpt, fused, export_model, size, preprocessing_of(ckpt, size), inputs,
-                         source, torch_reference(fused, inputs), stats)
+    cfg = ckpt.config
+    model_meta = {"variant": cfg.name, "width": cfg.width, "num_classes": cfg.num_classes,
+                  "class_names": ckpt.meta.get("class_names"), "params": stats["params"],
+                  "macs": stats["macs"], "depth": stats["depth"], "family": "vanillanet",
+                  "val_top1": ckpt.meta.get("val_top1")}
+    origin = {"checkpoint": str(ckpt.path.resolve()), "sha256": ckpt.sha256, "form": ckpt.form,
+              "weights_key": ckpt.weights_key}
+    return PreparedModel(ckpt.path.stem, ckpt.describe(), model_meta, origin, fused, export_model,
+                         size, preprocessing_of(ckpt, size), inputs, source,
+                         torch_reference(fused, inputs), stats)
 
 
 def _check_writable(out: Path) -> None:
@@ -93,7 +108,7 @@ def _check_writable(out: Path) -> None:
 
 
 def artifact_name(prep: PreparedModel, target: str, precision: str) -> str:
-    return f"{prep.checkpoint.path.stem}-{target}-{precision}"
+    return f"{prep.name}-{target}-{precision}"
 
 
 @dataclass
@@ -210,7 +225,6 @@ def _measure_accuracy(runtime: str, artifact: Path, manifest: dict, evaluation: 
 
 def _manifest(prep: PreparedModel, converter, request: ConvertRequest, result, artifact: Path,
               seconds: float) -> dict:
-    ckpt, cfg = prep.checkpoint, prep.checkpoint.config
     b, s = request.batch, request.input_size
     shape = [b, s, s, 3] if result.layout == "NHWC" else [b, 3, s, s]
     return {
@@ -219,14 +233,11 @@ def _manifest(prep: PreparedModel, converter, request: ConvertRequest, result, a
         "precision": request.precision,
         "runtime": converter.runtime,
         "artifact": _describe_files(artifact.parent, result.artifact),
-        "model": {"variant": cfg.name, "width": cfg.width, "num_classes": cfg.num_classes,
-                  "class_names": ckpt.meta.get("class_names"), "params": prep.stats["params"],
-                  "macs": prep.stats["macs"], "val_top1": ckpt.meta.get("val_top1")},
-        "source": {"checkpoint": str(ckpt.path.resolve()), "sha256": ckpt.sha256, "form": ckpt.form,
-                   "weights_key": ckpt.weights_key},
+        "model": prep.model_meta,
+        "source": prep.source,
         "input": {"name": result.input_name, "shape": shape, "layout": result.layout,
                   "dtype": result.io_dtype, "color": "RGB"},
-        "output": {"name": result.output_name, "shape": [b, cfg.num_classes],
+        "output": {"name": result.output_name, "shape": [b, prep.model_meta["num_classes"]],
                    "dtype": result.io_dtype, "meaning": "logits (apply softmax for probabilities)"},
         "preprocessing": prep.preprocessing.as_dict(),
         "tools": {**environment_versions(), **converter.library_versions()},
@@ -288,7 +299,7 @@ def convert_checkpoint(checkpoint: str | Path, targets, precisions, out: str | P
     _check_writable(out)
     log(f"loading {checkpoint}")
     prep = prepare(checkpoint, input_size, data, variant, key, allow_inexact)
-    log(f"{prep.checkpoint.describe()}; input {prep.input_size}x{prep.input_size}, "
+    log(f"{prep.description}; input {prep.input_size}x{prep.input_size}, "
         f"verifying on {len(prep.inputs)} {prep.inputs_source}")
     calibration = evaluation = None
     if int8 and "int8" in precisions:
