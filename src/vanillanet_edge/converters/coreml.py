@@ -2,16 +2,38 @@
 
 On Linux nothing can `predict` a Core ML model; verification runs the saved package with our
 numpy MIL interpreter (devices/coreml_mil.py). On macOS the runner uses Core ML itself.
+
+INT8 (W8A8): an fp16-compute program (float32 I/O) whose convs read int8 activations
+(coremltools' quantize/dequantize pairs) and int8 per-channel symmetric weights
+(constexpr_affine_dequantize). fp16 compute is what the Neural Engine runs W8A8 with, and
+coremltools 9.0's activation passes need it: insert_suffix_quantize_dequantize_pair builds its
+scales from float16 ranges, so on an fp32 program `quantize` fails with "scale has dtype fp16
+whereas input has dtype fp32".
+
+Activation ranges are ours (calibration/coreml_stats.py: the float program run by the MIL
+interpreter over every calibration image), because coremltools' own calibration needs
+`MLModel.predict` (macOS only) and in 9.0 keeps only the last sample's range. The graph
+rewriting stays coremltools': see `_quantize_activations_with_stats`.
 """
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import ConversionError, VanillaNetEdgeError
 from .base import Converter, ConvertRequest, ExportResult, package_versions
+
+# coremltools' activation quantization, as `linear_quantize_activations` runs it in 9.0
+# (optimize/coreml/_post_training_quantization.py), in this order.
+_ACTIVATION_PASSES = ("compression::insert_prefix_quantize_dequantize_pair",
+                      "compression::insert_suffix_quantize_dequantize_pair")
+_DEDUP_PASS = "common::dequantize_quantize_pair_elimination"
+_CHECKED_COREMLTOOLS = "9.0"
+_INT8_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 
 
 class CoreMlConverter(Converter):
@@ -19,28 +41,278 @@ class CoreMlConverter(Converter):
     extra = "coreml"
     runtime = "coreml"
     modules = ("coremltools",)
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
+    int8_methods = ("minmax", "percentile")
+    excludes_layers = True
     description = "Core ML mlprogram (.mlpackage), NCHW float32 I/O; verified by a numpy MIL interpreter off macOS"
 
     def library_versions(self) -> dict[str, str]:
         return package_versions("coremltools")
 
     def export(self, request: ConvertRequest, folder: Path) -> ExportResult:
-        import coremltools as ct
-
-        x = torch.from_numpy(request.sample_inputs[:1]).repeat(request.batch, 1, 1, 1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # jit deprecation, "untested torch version"
-            traced = torch.jit.trace(request.model.eval(), x)
-            precision = ct.precision.FLOAT16 if request.precision == "fp16" else ct.precision.FLOAT32
-            mlmodel = ct.convert(
-                traced, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
-                # float32 I/O even at fp16: the fp16 route would otherwise make I/O float16 too
-                inputs=[ct.TensorType(name="input", shape=tuple(x.shape), dtype=np.float32)],
-                outputs=[ct.TensorType(name="logits", dtype=np.float32)],
-                compute_precision=precision, compute_units=ct.ComputeUnit.ALL)
-        mlmodel.short_description = "VanillaNet classifier: NCHW RGB input, logits output"
+        if request.precision == "int8":
+            return self._export_int8(request, folder)
+        mlmodel = _convert(request, fp16=request.precision == "fp16")
         mlmodel.save(str(folder / "model.mlpackage"))
         notes = {"minimum_deployment_target": "iOS17",
                  "compute_precision": request.precision}
         return ExportResult("model.mlpackage", "NCHW", "input", "logits", notes=notes)
+
+    def _export_int8(self, request: ConvertRequest, folder: Path) -> ExportResult:
+        import coremltools.optimize as cto
+
+        from ..calibration.coreml_stats import collect_activation_stats
+        from ..devices.coreml_mil import MILProgram
+
+        cal = request.calibration
+        if cal is None:
+            raise VanillaNetEdgeError("int8 needs calibration images", hint="pass --calib-data DIR")
+        float_model = _convert(request, fp16=True)
+        with tempfile.TemporaryDirectory(prefix="vne-coreml-") as tmp:
+            # the float program is calibrated (and mapped) as saved, by the interpreter
+            float_path = Path(tmp) / "float.mlpackage"
+            float_model.save(str(float_path))
+            program = MILProgram.load(float_path)
+            layer_ops = map_layers_to_conv_ops(request.model, program, _trace_input(request))
+            unknown = [name for name in cal.excluded_layers if name not in layer_ops]
+            if unknown:
+                raise VanillaNetEdgeError(
+                    f"cannot keep {', '.join(unknown)} in float: no such quantizable layer",
+                    hint=f"layers: {', '.join(layer_ops)}")
+            stats = collect_activation_stats(program, cal.inputs, cal.method, cal.percentile)
+            keep_float = {name: layer_ops[name] for name in cal.excluded_layers}
+            feeders = _output_quantizers_feeding(program, set(keep_float.values()))
+        float_ops = {op: None for op in keep_float.values()}   # None = leave this op alone
+
+        act_quant = cto.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8")
+        # prefix pass: Q/DQ on the inputs of every conv/pool/linear/add except the float ones
+        act_config = cto.coreml.OptimizationConfig(global_config=act_quant, op_name_configs=float_ops)
+        # suffix pass: Q/DQ on the output of each quantized pattern, except where that output
+        # feeds a layer kept in float (else the float layer would still read int8-rounded values)
+        out_config = cto.coreml.OptimizationConfig(
+            global_config=act_quant, op_name_configs={**float_ops, **{op: None for op in feeders}})
+        # weight_threshold=0: the default (2048) would leave VanillaNet's small convs in fp16
+        weight_config = cto.coreml.OptimizationConfig(
+            global_config=cto.coreml.OpLinearQuantizerConfig(
+                mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0),
+            op_name_configs=dict(float_ops))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a8 = _quantize_activations_with_stats(float_model, act_config, out_config,
+                                                  stats.for_coremltools())
+            w8a8 = cto.coreml.linear_quantize_weights(a8, weight_config)
+        w8a8.short_description = "VanillaNet classifier (W8A8): NCHW RGB input, logits output"
+        w8a8.save(str(folder / "model.mlpackage"))
+
+        final = MILProgram.load(folder / "model.mlpackage")
+        int8 = count_int8(final)
+        producer = {o.name: op.type for op in final.ops for o in op.outputs}
+        leaked = [name for name, op_name in keep_float.items()   # float: no int8 input or weight
+                  for conv in final.ops if conv.type == "conv" and conv.name == op_name
+                  if {producer.get(str(conv.inputs["x"][0])), producer.get(str(conv.inputs["weight"][0]))}
+                  & {"dequantize", *_INT8_WEIGHT_OPS}]
+        if leaked:
+            raise ConversionError(f"layers asked to stay float were quantized: {', '.join(leaked)}")
+        int8["kept_float"] = keep_float
+        notes = {"minimum_deployment_target": "iOS17",
+                 "compute_precision": "fp16 compute, int8 weights and activations (W8A8)",
+                 "weights": "int8 linear_symmetric per output channel (linear_quantize_weights, "
+                            "weight_threshold=0)",
+                 "activations": {
+                     "mode": "linear_symmetric int8 per tensor (coremltools passes "
+                             + ", ".join(_ACTIVATION_PASSES + (_DEDUP_PASS,)) + ")",
+                     "method": stats.method, "samples": stats.samples,
+                     **({"percentile": stats.percentile,
+                         "percentile_rule": "two-sided on signed values: rmin = P(100-p), rmax = P(p)"}
+                        if stats.method == "percentile" else {}),
+                     "calibrated_with": "numpy MIL interpreter on the fp16 program, all samples "
+                                        "(coremltools' own calibration needs MLModel.predict)"},
+                 "layer_to_op": layer_ops}
+        return ExportResult("model.mlpackage", "NCHW", "input", "logits", notes=notes, int8=int8)
+
+
+def _trace_input(request: ConvertRequest) -> torch.Tensor:
+    return torch.from_numpy(request.sample_inputs[:1]).repeat(request.batch, 1, 1, 1)
+
+
+def _convert(request: ConvertRequest, fp16: bool):
+    import coremltools as ct
+
+    x = _trace_input(request)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # jit deprecation, "untested torch version"
+        traced = torch.jit.trace(request.model.eval(), x)
+        precision = ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32
+        mlmodel = ct.convert(
+            traced, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
+            # float32 I/O even at fp16: the fp16 route would otherwise make I/O float16 too
+            inputs=[ct.TensorType(name="input", shape=tuple(x.shape), dtype=np.float32)],
+            outputs=[ct.TensorType(name="logits", dtype=np.float32)],
+            compute_precision=precision, compute_units=ct.ComputeUnit.ALL)
+    mlmodel.short_description = "VanillaNet classifier: NCHW RGB input, logits output"
+    return mlmodel
+
+
+def _quantize_activations_with_stats(mlmodel, config, suffix_config, activation_stats: dict):
+    """coremltools' own W8A8 activation rewrite, fed with our ranges.
+
+    `coremltools.optimize.coreml.linear_quantize_activations` (checked against coremltools
+    9.0) is: stats = _get_activation_calibration_stats(model, samples)  [needs predict; buggy],
+    then three graph passes: compression::insert_prefix_quantize_dequantize_pair and
+    compression::insert_suffix_quantize_dequantize_pair, both given the pass options
+    `config` and `activation_stats` ({var name: {"rmin", "rmax"}}), then
+    common::dequantize_quantize_pair_elimination, applied with models.utils._apply_graph_pass
+    at spec version iOS17. We run exactly that with our stats (the suffix pass gets
+    `suffix_config`, which differs from `config` only where a layer is kept in float, see
+    `_output_quantizers_feeding`). `activation_stats` is the
+    passes' declared option for this (set_options refuses unknown options, so a renamed
+    option fails loudly here), and we use fresh pass instances instead of the registry's
+    shared ones or patching `_get_activation_calibration_stats`, so no coremltools global
+    is changed and nothing else in the process sees our stats.
+    """
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto import load as milproto_load
+    from coremltools.converters.mil.mil.passes.graph_pass import PassOption
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
+    from coremltools.models import utils as model_utils
+
+    if not ct.__version__.startswith(_CHECKED_COREMLTOOLS.split(".")[0] + "."):
+        warnings.warn(f"coremltools {ct.__version__}: the W8A8 activation passes were checked "
+                      f"against {_CHECKED_COREMLTOOLS}", stacklevel=2)
+    passes = []
+    try:
+        for name, cfg in zip(_ACTIVATION_PASSES, (config, suffix_config)):
+            graph_pass = type(PASS_REGISTRY[name])()
+            graph_pass.set_options([PassOption("config", cfg),
+                                    PassOption("activation_stats", activation_stats)])
+            passes.append(graph_pass)
+        passes.append(PASS_REGISTRY[_DEDUP_PASS])
+    except (KeyError, NotImplementedError) as exc:
+        raise ConversionError(
+            f"coremltools {ct.__version__} no longer has the activation quantization passes "
+            f"this converter uses (checked against {_CHECKED_COREMLTOOLS}): {exc}") from exc
+    return model_utils._apply_graph_pass(
+        mlmodel, passes, spec_version=ct._SPECIFICATION_VERSION_IOS_17,
+        pymil_load_func=milproto_load.load, skip_model_load=mlmodel.__proxy__ is None)
+
+
+def _output_quantizers_feeding(program, float_ops: set[str]) -> set[str]:
+    """Ops whose output Q/DQ (insert_suffix_quantize_dequantize_pair) would feed an op in
+    `float_ops`: walking up from each float op's input through the activations that pass
+    folds into a pattern (conv -> relu ...) to the pattern's core op (conv, pool, add, linear)."""
+    try:
+        from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
+        activations = set(type(PASS_REGISTRY[_ACTIVATION_PASSES[1]])._allowed_activations)
+    except (KeyError, AttributeError):   # the 9.0 list
+        activations = {"leaky_relu", "tanh", "scaled_tanh", "sigmoid", "hard_sigmoid", "relu", "relu6"}
+    producer = {o.name: op for op in program.ops for o in op.outputs}
+    feeders = set()
+    for op in program.ops:
+        if op.name not in float_ops:
+            continue
+        src = producer.get(str((op.inputs.get("x") or [""])[0]))
+        if src is not None and src.type in activations:
+            src = producer.get(str((src.inputs.get("x") or [""])[0]))
+        if src is not None and src.type in ("conv", "add", "avg_pool", "max_pool", "linear"):
+            feeders.add(src.name)
+    return feeders
+
+
+@torch.no_grad()
+def map_layers_to_conv_ops(model: torch.nn.Module, program, x: torch.Tensor,
+                           rel_tol: float = 0.05) -> dict[str, str]:
+    """Torch module name (calibration/layers.py) -> name of the MIL conv op that computes it.
+
+    The jit route names ops after torch graph debug names (input_3_cast_fp16...), so names
+    cannot be matched. Instead: every quantizable layer is one conv (the activation's is its
+    depthwise conv), run in a fixed forward order; we record the torch call order with hooks and
+    pair it with the program's conv ops in program order, then check each pair's weight shape
+    and, running `x` through both, that the outputs agree (within fp16 rounding).
+    """
+    from ..calibration.coreml_stats import executed_ops
+    from ..calibration.layers import quantizable_layers
+
+    modules = dict(model.named_modules())
+    order: list[str] = []
+    torch_out: dict[str, np.ndarray] = {}
+
+    def hook(name):
+        def fn(module, args, out):
+            order.append(name)
+            torch_out[name] = out.detach().float().numpy()
+        return fn
+
+    handles = [modules[n].register_forward_hook(hook(n)) for n in quantizable_layers(model)]
+    try:
+        model.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+    convs = [op for op in program.ops if op.type == "conv"]
+    if len(order) != len(set(order)) or len(order) != len(convs):
+        raise ConversionError(f"cannot map torch layers to Core ML convs: torch ran {len(order)} "
+                              f"quantizable layers ({', '.join(order)}), the program has {len(convs)} convs")
+    shapes = {o.name: o.shape for op in program.ops for o in op.outputs}
+    mil_out: dict[str, np.ndarray] = {}
+    ops = executed_ops(program)
+    it = iter(ops)
+
+    def record(op_name, op_type, out):
+        op = next(it)
+        if op.type == "conv":
+            mil_out[op.outputs[0].name] = np.asarray(out, np.float32)
+
+    program.run({program.input_names[0]: x.numpy()}, record=record)
+    mapping = {}
+    for name, op in zip(order, convs):
+        weight = getattr(modules[name], "weight", None)
+        w_shape = shapes.get(str(op.inputs["weight"][0])) if op.inputs.get("weight") else None
+        if weight is None or w_shape is None or tuple(weight.shape) != tuple(w_shape):
+            raise ConversionError(f"cannot map torch layer {name} (weight {tuple(weight.shape)}) "
+                                  f"to Core ML conv '{op.name}' (weight {w_shape})")
+        got, ref = mil_out[op.outputs[0].name], torch_out[name]
+        err = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12)) if got.shape == ref.shape else np.inf
+        if err > rel_tol:
+            raise ConversionError(f"cannot map torch layer {name} to Core ML conv '{op.name}': "
+                                  f"outputs differ (rel err {err:.3g})")
+        mapping[name] = op.name
+    return mapping
+
+
+def count_int8(program) -> dict:
+    """What the saved program really computes in int8, read from its op graph."""
+    producer = {o.name: op for op in program.ops for o in op.outputs}
+
+    def made_by(op, param):
+        refs = op.inputs.get(param) or [None]
+        return producer.get(str(refs[0])) if isinstance(refs[0], str) else None
+
+    def int8_weight(op) -> bool:
+        w = made_by(op, "weight")
+        if w is None or w.type not in _INT8_WEIGHT_OPS:
+            return False
+        data = (w.inputs.get("quantized_data") or w.inputs.get("data") or [None])[0]
+        if isinstance(data, str):    # a reference: look at what produced it
+            src = producer.get(str(data))
+            data = (src.inputs.get("val") or [None])[0] if src is not None else None
+        return getattr(data, "dtype", None) == np.int8
+
+    convs = [op for op in program.ops if op.type == "conv"]
+    int8_convs = [op for op in convs
+                  if (made_by(op, "x") is not None and made_by(op, "x").type == "dequantize")
+                  and int8_weight(op)]
+    int8_ids = {id(op) for op in int8_convs}
+    total = len(convs)
+    return {
+        "conv_total": total,
+        "conv_int8": len(int8_convs),
+        "quantize_ops": int(program.op_types["quantize"]),
+        "dequantize_ops": int(program.op_types["dequantize"]),
+        "int8_weight_ops": int(sum(program.op_types[t] for t in _INT8_WEIGHT_OPS)),
+        "fraction_conv_int8": round(len(int8_convs) / total, 4) if total else 0.0,
+        "float_convs": [op.name for op in convs if id(op) not in int8_ids],
+        "how": "read back from the saved .mlpackage (numpy MIL reader): a conv counts as int8 when "
+               "its input x comes from a dequantize op (int8 activation) and its weight from a "
+               "constexpr_affine_dequantize of int8 data; quantize/dequantize = activation Q/DQ ops",
+    }
