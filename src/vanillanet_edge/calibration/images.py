@@ -30,6 +30,16 @@ class Preprocessing:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
+    def __post_init__(self):
+        # A crop larger than the resized shorter side would be padded with black by PIL: the
+        # net would silently get a bordered image. Refuse it up front.
+        if self.crop < 1 or self.crop > self.resize:
+            raise DataError(f"crop {self.crop} must be between 1 and resize {self.resize}",
+                            hint="the shorter side is resized to `resize`, then `crop` is cut from its centre")
+        if self.interpolation not in _RESAMPLE:
+            raise DataError(f"unknown interpolation '{self.interpolation}'",
+                            hint="use one of: " + ", ".join(_RESAMPLE))
+
     @classmethod
     def imagenet(cls, input_size: int = 224, crop_pct: float = 0.875) -> "Preprocessing":
         return cls(resize=int(round(input_size / crop_pct)), crop=input_size)

@@ -73,7 +73,8 @@ def fuse_model(model: VanillaNet, allow_inexact: bool = False) -> VanillaNet:
     if model.deploy:
         return copy.deepcopy(model).eval()
     check_fusable(model, allow_inexact)
-    model = model.eval()
+    # Folding reads BN running statistics directly, so the source net needs no eval():
+    # switching it would change the caller's module (e.g. a net mid-training).
     fused = VanillaNet(model.config, deploy=True).eval()
 
     # Stem: 4x4 conv + BN, (leaky), 1x1 conv + BN -> one 4x4 conv; then the activation.

@@ -1,0 +1,81 @@
+"""Shared fixtures for the whole test suite.
+
+Expensive things are built once per session and reused:
+
+* ``digits_dir``     - scikit-learn's digits written as train/ and val/ ImageFolders (32x32 RGB PNG).
+* ``tiny_checkpoint`` - a tiny VanillaNet (vanillanet_5, width 1/32) deep-trained for a few
+                        epochs on ``digits_dir``; a real training-form checkpoint in the official
+                        layout that fuses exactly. Treat the files as read-only: copy them to
+                        ``tmp_path`` before changing anything.
+
+Also ``one_torch_thread`` (run a test on one torch thread) and OMP_WAIT_POLICY=PASSIVE (below).
+
+Share things here as fixtures only: test modules must not `import conftest` (every folder may
+have its own conftest.py, all with the same module name). Helpers used by one test module live
+in that module. Give each new fixture a docstring saying what it costs.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Idle OpenMP threads sleep instead of spinning. On a small machine shared with other jobs,
+# spinning made torch 3-7x slower here (measured on 2 cores); it must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Run a block with n torch threads, then restore. Tiny nets train ~2x faster on one thread
+    than on two when the machine is shared (thread hand-offs cost more than the convs)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Use in tests that train a tiny net themselves."""
+    with _torch_threads(1):
+        yield
+
+
+@dataclass(frozen=True)
+class TrainedNet:
+    path: Path        # the training-form checkpoint (.pth), official layout
+    data: Path        # the ImageFolder root it was trained on (train/ and val/)
+    config: object    # the vanillanet_edge.model.train.TrainConfig it was trained with
+    result: dict      # what vanillanet_edge.api.train_model returned (history, val_top1, ...)
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> Path:
+    """scikit-learn digits as <root>/train/<0-9>/*.png and <root>/val/<0-9>/*.png (~1 s)."""
+    from vanillanet_edge.api import make_digits
+
+    root = tmp_path_factory.mktemp("data") / "digits"
+    make_digits(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, digits_dir) -> TrainedNet:
+    """vanillanet_5 at width 1/32, 6 epochs with act_learn annealed over 3 (~10 s; 30 s on a busy box)."""
+    from vanillanet_edge.api import train_model
+    from vanillanet_edge.model.train import TrainConfig
+
+    out = tmp_path_factory.mktemp("tiny") / "tiny.pth"
+    cfg = TrainConfig(variant="vanillanet_5", width=1 / 32, epochs=6,
+                      decay_epochs=3, seed=0)
+    with _torch_threads(1):
+        result = train_model(digits_dir, out, cfg, input_size=32, progress=False)
+    return TrainedNet(path=out, data=digits_dir, config=cfg, result=result)
