@@ -1,22 +1,17 @@
-"""Fixtures for converter tests: real digits images and a tiny net trained on them."""
+"""Converter tests use the suite's shared digits data and tiny trained net (tests/conftest.py),
+under the names these tests were written with: a Path to the checkpoint, and the data root."""
 from __future__ import annotations
 
 import pytest
 
-from vanillanet_edge.api import make_digits, train_model
-from vanillanet_edge.model.train import TrainConfig
+
+@pytest.fixture(scope="session")
+def digits_data(digits_dir):
+    """The shared digits ImageFolder root (train/ and val/)."""
+    return digits_dir
 
 
 @pytest.fixture(scope="session")
-def digits_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("digits") / "digits"
-    make_digits(root)
-    return root
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(digits_data, tmp_path_factory):
-    """vanillanet_5 at width 1/32, deep-trained briefly (act_learn reaches 1), 32x32 input."""
-    path = tmp_path_factory.mktemp("tiny") / "tiny.pth"
-    train_model(digits_data, path, TrainConfig(epochs=8, decay_epochs=4), progress=False)
-    return path
+def tiny_checkpoint(tiny_checkpoint):
+    """The shared tiny net's checkpoint path (overrides the root fixture's TrainedNet)."""
+    return tiny_checkpoint.path

@@ -43,6 +43,19 @@ def test_bench_artifacts_and_checkpoint_in_separate_processes(tiny_artifacts, ti
     assert ov["session_settings"]["inference_precision"] in {"f32", "bf16", "f16"}
 
 
+def test_coreml_latency_is_unavailable_off_macos(tiny_checkpoint, tmp_path):
+    from vanillanet_edge.converters.convert import convert_checkpoint
+    from vanillanet_edge.devices.coreml import on_macos
+
+    [outcome] = convert_checkpoint(tiny_checkpoint.path, ["coreml"], ["fp32"], tmp_path)
+    [record] = bench(resolve([outcome.folder]), BenchSettings(warmup=1, runs=3, rounds=1))
+    if on_macos():
+        assert record["status"] == "ok"
+    else:
+        assert record["status"] == "unavailable" and "macOS" in record["reason"]
+        assert "latency" not in record
+
+
 def test_bench_time_budget_and_runner_settings(tiny_artifacts):
     [ref] = [r for r in resolve([tiny_artifacts]) if r.runtime == "openvino"]
     [record] = bench([ref], BenchSettings(warmup=1, seconds=0.6, rounds=1, options={"precision_hint": "f32"}))

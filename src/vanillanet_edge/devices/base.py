@@ -52,6 +52,10 @@ class Runner(ABC):
                 return False, f"{module} not installed ({exc}); pip install 'vanillanet-edge[{self.extra}]'"
         return True, "ok"
 
+    def latency_availability(self) -> tuple[bool, str]:
+        """Whether latency measured here means anything (a stand-in engine's would not)."""
+        return self.availability()
+
     def require(self) -> None:
         ok, _ = self.availability()
         if not ok:

@@ -58,6 +58,12 @@ class CoreMlRunner(Runner):
             return True, "Core ML (macOS)"
         return True, "numpy MIL interpreter: accuracy and verification only, no latency (Core ML needs macOS)"
 
+    def latency_availability(self) -> tuple[bool, str]:
+        if not on_macos():
+            return False, ("Core ML runs only on macOS (and iOS); here a numpy MIL interpreter "
+                           "verifies and evaluates Core ML artifacts, but its speed says nothing about Core ML")
+        return super().latency_availability()
+
     def load(self, artifact: Path, manifest: dict, engine: str = "auto",
              compute_units: str = "ALL", **_) -> Session:
         """engine: 'auto' (Core ML on macOS, interpreter elsewhere), 'coreml' or 'interpreter'."""

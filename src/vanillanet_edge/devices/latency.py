@@ -95,21 +95,28 @@ def bench(refs: list[ArtifactRef], settings: BenchSettings, progress=None,
                                  "seconds": settings.seconds / settings.rounds if settings.seconds else None})
     raw: dict[int, list[dict]] = {i: [] for i in range(len(refs))}
     errors: dict[int, str] = {}
+    unavailable: dict[int, str] = {}
     for r in range(settings.rounds):
         for i, ref in enumerate(refs):
-            if i in errors:
+            if i in errors or i in unavailable:
                 continue
             runtime = settings.runtime or ref.runtime
+            usable, why = get_runner(runtime).latency_availability()
+            if not usable:
+                unavailable[i] = why
+                continue
             try:
                 raw[i].append(_run_worker(ref, runtime, per_round, timeout))
             except (VanillaNetEdgeError, subprocess.TimeoutExpired) as exc:
                 errors[i] = str(exc)
             if progress:
                 progress(r, i, ref)
-    return [_record(ref, settings, raw[i], errors.get(i)) for i, ref in enumerate(refs)]
+    return [_record(ref, settings, raw[i], errors.get(i), unavailable.get(i)) for i, ref in enumerate(refs)]
 
 
-def _record(ref: ArtifactRef, settings: BenchSettings, rounds: list[dict], error: str | None) -> dict:
+def _record(ref: ArtifactRef, settings: BenchSettings, rounds: list[dict], error: str | None,
+            unavailable: str | None = None) -> dict:
+    """One result record; status is ok, failed (an error) or unavailable (cannot be timed here)."""
     runtime = settings.runtime or ref.runtime
     record = {"schema_version": RESULT_SCHEMA, "kind": "latency", "artifact": str(ref.path),
               "name": ref.name, "target": ref.manifest.get("target"),
@@ -117,9 +124,12 @@ def _record(ref: ArtifactRef, settings: BenchSettings, rounds: list[dict], error
               "model": ref.manifest.get("model", {}), "input": ref.manifest.get("input", {}),
               "artifact_size_bytes": ref.manifest.get("artifact", {}).get("size_bytes"),
               "settings": {k: v for k, v in settings.__dict__.items()},
-              "machine": describe_machine(), "ok": error is None and bool(rounds)}
+              "machine": describe_machine(), "ok": error is None and bool(rounds),
+              "status": "unavailable" if unavailable else ("failed" if error or not rounds else "ok")}
     if error:
         record["error"] = error
+    if unavailable:
+        record["reason"] = unavailable
     if not rounds:
         return record
     times = [t for rnd in rounds for t in rnd["times_ms"]]

@@ -41,6 +41,7 @@ class LoadedCheckpoint:
     weights_key: str | None    # which entry of the file the weights came from (None: bare)
     variant_source: str        # how the variant was decided
     meta: dict = field(default_factory=dict)   # our metadata (input size, preprocessing...)
+    act_learn_source: str = ""                 # how act_learn was known (recorded, schedule, assumed)
 
     @property
     def config(self) -> VanillaNetConfig:
@@ -49,8 +50,9 @@ class LoadedCheckpoint:
     def describe(self) -> str:
         c = self.config
         where = f"'{self.weights_key}'" if self.weights_key else "a bare state_dict"
+        act = f", act_learn {self.model.act_learn:g} ({self.act_learn_source})" if self.form == "train" else ""
         return (f"{self.path.name}: {c.name} width {c.width:g}, {c.num_classes} classes, "
-                f"{self.form} form, weights from {where} ({self.variant_source})")
+                f"{self.form} form, weights from {where} ({self.variant_source}){act}")
 
 
 def file_sha256(path: Path) -> str:
@@ -278,9 +280,14 @@ def load_checkpoint(path: str | Path, variant: str | None = None, key: str | Non
     act = meta.get("act_learn")
     if act is None:
         act = _act_learn_from_args(args, obj.get("epoch") if isinstance(obj, dict) else None)
+    act_source = "recorded" if meta.get("act_learn") is not None else "from the authors' schedule"
     if act is not None and form == "train":
         model.act_learn = float(act)
-    return LoadedCheckpoint(model, path, file_sha256(path), form, used_key, source, meta)
+    elif form == "train":
+        act_source = "assumed 1: the file does not record its training schedule"
+    loaded = LoadedCheckpoint(model, path, file_sha256(path), form, used_key, source, meta)
+    loaded.act_learn_source = act_source if form == "train" else "deploy form"
+    return loaded
 
 
 def save_checkpoint(model: VanillaNet, path: str | Path, meta: dict | None = None,

@@ -58,9 +58,11 @@ def _set_act(act, weight: Tensor, bias: Tensor) -> None:
 
 
 def check_fusable(model: VanillaNet, allow_inexact: bool = False) -> None:
-    if model.deploy or model.act_learn == 1.0:
+    slopes = {model.act_learn, *(stage.act_learn for stage in model.stages)}
+    if model.deploy or slopes == {1.0}:
         return
-    msg = (f"act_learn is {model.act_learn:g}, not 1: the leaky ReLU between the 1x1 convs is "
+    worst = min(slopes, key=lambda a: -abs(a - 1.0))
+    msg = (f"act_learn is {worst:g}, not 1: the leaky ReLU between the 1x1 convs is "
            f"not the identity, so merging them changes the network's outputs")
     if not allow_inexact:
         raise FusionError(msg, hint="finish deep training (act_learn annealed to 1) first, or pass "
