@@ -170,10 +170,13 @@ def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, bat
             manifest = _manifest(prep, converter, request, result, artifact, seconds)
             stage = "verify"
             settings = converter.verify_settings(request)
+            # Under an accuracy budget a failed check is one more reason to keep layers in
+            # float, so the budget loop decides; otherwise it ends the conversion here.
+            budgeted = max_drop is not None and evaluation is not None
             manifest["verification"] = {
                 "inputs": f"{len(prep.inputs)} {prep.inputs_source}",
                 **verify_artifact(converter.runtime, artifact, manifest, prep.inputs,
-                                  prep.reference, precision, **settings),
+                                  prep.reference, precision, raise_on_fail=not budgeted, **settings),
             }
             if evaluation is not None:
                 stage = "accuracy"
@@ -184,12 +187,14 @@ def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, bat
                     manifest["accuracy"]["budget_points"] = max_drop
                     manifest["accuracy"]["kept_in_float"] = list(request.calibration.excluded_layers
                                                                  if request.calibration else ())
-                if max_drop is not None and drop > max_drop:
+                passed = manifest["verification"]["passed"]
+                if max_drop is not None and (drop > max_drop or not passed):
+                    why = "" if passed else " and fails verification"
                     raise BudgetExceeded(
                         f"{target} {precision} loses {drop:.2f} points of top-1 "
                         f"(fp32 {100 * evaluation.fp32_top1:.2f}% -> "
-                        f"{100 * manifest['accuracy']['top1']:.2f}%), over the {max_drop:g}-point budget",
-                        drop, manifest["accuracy"]["top1"])
+                        f"{100 * manifest['accuracy']['top1']:.2f}%){why}, over the {max_drop:g}-point budget",
+                        drop if passed else max(drop, max_drop + 1e-9), manifest["accuracy"]["top1"])
             stage = "manifest"
             write_json(tmp / MANIFEST_NAME, manifest)
         return ConvertOutcome(target, precision, True, final, manifest)
