@@ -36,11 +36,10 @@ def small_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def converted(small_checkpoint, digits_data, tmp_path_factory):
-    """fp32 and fp16 artifacts verified on real digit images, plus an int8 request (refused for now)."""
+    """fp32 and fp16 artifacts verified on real digit images (int8: tests/converters/test_int8_litert.py)."""
     out = tmp_path_factory.mktemp("tflite")
-    outcomes = convert_checkpoint(small_checkpoint, ["tflite"], ["fp32", "fp16", "int8"], out,
-                                  data=digits_data / "val",
-                                  int8=Int8Options(calib_data=digits_data / "val", samples=8))
+    outcomes = convert_checkpoint(small_checkpoint, ["tflite"], ["fp32", "fp16"], out,
+                                  data=digits_data / "val")
     return {o.precision: o for o in outcomes}
 
 
@@ -89,12 +88,6 @@ def test_fp16_stores_float16_weights_and_is_smaller(converted):
     assert c16["op_counts"]["DEQUANTIZE"] == c16["constant_dtypes"]["float16"]
     assert fp16.manifest["artifact"]["size_bytes"] < 0.7 * fp32.manifest["artifact"]["size_bytes"]
     assert fp16.manifest["verification"]["rel_err"] > 0    # float16 weights really are used
-
-
-def test_int8_refused_with_a_clear_message_for_now(converted):
-    outcome = converted["int8"]
-    assert not outcome.ok and outcome.stage == "setup"
-    assert "does not support int8" in outcome.error and "fp32, fp16" in outcome.error
 
 
 def test_runner_matches_the_fused_torch_model(converted, small_checkpoint, digits_data):
