@@ -9,7 +9,7 @@ import torch.nn.functional as F
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
-from vanillanet_edge.converters.convert import Int8Options, convert_checkpoint  # noqa: E402
+from vanillanet_edge.converters.convert import convert_checkpoint  # noqa: E402
 from vanillanet_edge.converters.litert import (  # noqa: E402
     DepthwiseOnly,
     StridedAdaptiveMaxPool2d,
