@@ -452,3 +452,24 @@ def test_inputs_are_checked(models):
     y64 = prog.run({"input": x.numpy().astype(np.float64)})["logits"]
     y32 = prog.run({"input": x.numpy()})["logits"]
     np.testing.assert_array_equal(y64, y32)
+
+
+def test_gather_from_the_exact_adaptive_pool_rewrite(tmp_path):
+    """index_select (the gather form of model/adapool.py) becomes MIL gather: exact."""
+    import coremltools as ct
+    from vanillanet_edge.devices.coreml_mil import MILProgram
+    from vanillanet_edge.model.adapool import FixedAdaptiveMaxPool2d
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), FixedAdaptiveMaxPool2d((19, 19), (10, 10))).eval()
+    x = torch.randn(1, 3, 19, 19)
+    ml = ct.convert(torch.jit.trace(net, x), convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
+                    inputs=[ct.TensorType(name="input", shape=x.shape, dtype=np.float32)],
+                    compute_precision=ct.precision.FLOAT32)
+    ml.save(str(tmp_path / "g.mlpackage"))
+    prog = MILProgram.load(tmp_path / "g.mlpackage")
+    assert prog.op_types["gather"] >= 1
+    out = prog.run({"input": x.numpy()})[prog.output_names[0]]
+    with torch.no_grad():
+        ref = net(x).numpy()
+    assert np.abs(out - ref).max() < 1e-5

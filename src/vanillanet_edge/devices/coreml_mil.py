@@ -785,6 +785,20 @@ def _tile(a: _Args):
     return np.tile(np.asarray(a.get("x")), a.ints("reps"))
 
 
+def _gather(a: _Args):
+    # MIL gather with batch_dims 0 is numpy's take; negative indices count from the end.
+    x = np.asarray(a.get("x"))
+    axis = int(a.scalar("axis", 0))
+    idx = np.asarray(a.get("indices")).astype(np.int64)
+    return np.take(x, np.where(idx < 0, idx + x.shape[axis], idx), axis=axis)
+
+
+def _gather_check(a: _Args, problems):
+    bd = a.scalar("batch_dims", 0)
+    if _is_dynamic(bd) or int(bd) != 0:
+        problems.append("gather with batch_dims != 0 is not supported")
+
+
 def _concat(a: _Args):
     vals = [np.asarray(v) for v in a.tuple("values")]
     axis = int(a.scalar("axis"))
@@ -940,6 +954,7 @@ _HANDLERS: dict[str, tuple[Callable[[_Args], Any] | None, Callable[[_Args, list]
                        ("x", "begin", "end", "stride", "begin_mask", "end_mask", "squeeze_mask")),
     "slice_by_size": (_slice_by_size, None, ("x", "begin", "size")),
     "concat": (_concat, _concat_check, ("values", "axis", "interleave")),
+    "gather": (_gather, _gather_check, ("x", "indices", "axis", "batch_dims", "validate_indices")),
     "tile": (_tile, None, ("x", "reps")),
     "pad": (_pad, _pad_check, ("x", "pad", "mode", "constant_val")),
     "quantize": (_quantize, _quantize_check, _QPARAMS + ("output_dtype",)),
