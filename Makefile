@@ -6,9 +6,9 @@ SHELL := /bin/bash
 venv:
 	@scripts/venv.sh >/dev/null
 
-# The main job on the built-in default: digits data -> train a tiny VanillaNet -> fuse -> verify.
+# The main job on the built-in default: digits -> train -> fuse -> convert (fp32+int8, 4 targets) -> calibrate -> eval -> bench -> report.
 demo: venv
-	.venv/bin/vanillanet-edge demo --out runs/demo
+	.venv/bin/vanillanet-edge run --out runs/demo
 
 # The whole test suite.
 test: venv

@@ -139,68 +139,8 @@ def model_info(target: str, input_size: int | None = None, width: float = 1.0,
     return info
 
 
-def run_demo(out: str | Path = "runs/demo", epochs: int = 30, log=print) -> dict:
-    """The main job on the built-in default, end to end.
-
-    digits -> train a tiny VanillaNet -> fuse (verified) -> convert to every target at fp32 and
-    int8 (verified; int8 calibrated on train, measured on val) -> per-layer calibration report
-    -> accuracy of every artifact -> latency of every artifact and of PyTorch eager.
-    """
-    from .converters.registry import get_converter, target_names
-    from .devices.accuracy import evaluate
-    from .devices.artifacts import resolve
-    from .devices.latency import BenchSettings, bench
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    data, results = out / "data", out / "results"
-    log("[1/7] data: scikit-learn digits -> ImageFolder")
-    info = make_digits(data)
-    log(f"      {info['train']} train / {info['val']} val images in {data}")
-    log("[2/7] train: vanillanet_5 at width 1/32, deep-training schedule (act_learn 0 -> 1)")
-    trained = train_model(data, out / "tiny.pth", TrainConfig(epochs=epochs, decay_epochs=epochs // 2))
-    log(f"      val top-1 {100 * trained['val_top1']:.2f}% in {trained['seconds']:.0f} s")
-    log("[3/7] fuse: deploy switch, verified against the unfused net")
-    fused = fuse_checkpoint(out / "tiny.pth", out / "tiny-deploy.pth")
-    log(f"      random inputs: {fused.check.random}")
-    log(f"      real inputs:   {fused.check.real}")
-    log("[4/7] convert: every target at fp32 and int8, each verified in its own runtime")
-    targets = target_names()
-    int8_targets = [t for t in targets if "int8" in get_converter(t).precisions]
-    outcomes = convert(out / "tiny.pth", targets, ["fp32"], out / "artifacts", eval_data=data / "val",
-                       log=lambda m: log("      " + m))
-    if int8_targets:
-        outcomes += convert(out / "tiny.pth", int8_targets, ["int8"], out / "artifacts",
-                            int8=Int8Options(calib_data=data / "train", samples=128),
-                            eval_data=data / "val", log=lambda m: log("      " + m))
-    log("[5/7] calibrate: per-layer INT8 statistics and sensitivity")
-    report = calibrate(out / "tiny.pth", data / "train", out / "calibration")
-    log(f"      most sensitive: {', '.join(r['layer'] for r in report['sensitivity'][:3])}; "
-        f"plot {out / 'calibration' / 'sensitivity.png'}")
-    refs = resolve([o.folder for o in outcomes if o.ok] + [out / "tiny-deploy.pth"])
-    log(f"[6/7] eval: top-1 of {len(refs)} artifacts on {data / 'val'}")
-    accuracy = [evaluate(ref, data / "val") for ref in refs]
-    write_json(results / "eval.json", accuracy)
-    log(f"[7/7] bench: latency of {len(refs)} artifacts, each in its own process, rounds interleaved")
-    latency = bench(refs, BenchSettings(warmup=5, runs=60, rounds=3))
-    write_json(results / "bench.json", latency)
-    summary = _summary_rows(accuracy, latency)
-    return {"out": str(out), "val_top1": trained["val_top1"], "outcomes": outcomes,
-            "summary": summary, "results": str(results)}
-
-
-def _summary_rows(accuracy: list[dict], latency: list[dict]) -> list[dict]:
-    """artifact, runtime, precision, size, top-1, median latency, speed-up over PyTorch eager."""
-    acc = {r["artifact"]: r for r in accuracy}
-    eager = next((r["latency"]["median_ms"] for r in latency if r["runtime"] == "torch" and r["ok"]), None)
-    rows = []
-    for r in latency:
-        median = r["latency"]["median_ms"] if r["ok"] else None
-        rows.append({"artifact": r["name"], "runtime": r["runtime"], "precision": r["precision"],
-                     "size_kb": (r["artifact_size_bytes"] or 0) / 1024,
-                     "top1": acc.get(r["artifact"], {}).get("top1"),
-                     "engine": acc.get(r["artifact"], {}).get("engine"),
-                     "median_ms": median, "status": r["status"],
-                     "speedup_vs_eager": (eager / median) if eager and median else None,
-                     "error": r.get("error")})
-    return rows
+def run_pipeline(config=None, out: str | Path = "runs/demo", only=(), force=(), log=print) -> dict:
+    """The main job: data, train, fuse, convert, calibrate, eval, bench, report; cached and
+    resumable in the run folder `out`. See pipeline/run.py."""
+    from .pipeline.run import run_pipeline as _run
+    return _run(config, out, tuple(only), tuple(force), log)

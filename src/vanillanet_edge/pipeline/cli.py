@@ -418,17 +418,35 @@ def info_cmd(target, input_size, width, num_classes, as_json):
         click.echo(f"  {row['name']:<16}{row['op']:<24}{shape:<18}{row['params']:>12,}{row['macs']:>16,}")
 
 
-@main.command("demo")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
-@click.option("--epochs", type=int, default=30, show_default=True)
-def demo_cmd(out, epochs):
-    """The main job on the built-in default, end to end.
+@main.command("run")
+@click.argument("pipeline", required=False, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
+              help="Run folder: every stage writes here, and a re-run resumes from it.")
+@click.option("--only", multiple=True, metavar="STAGE", help="Run only these stages (others must be done).")
+@click.option("--force", multiple=True, metavar="STAGE", help="Redo these stages even if unchanged.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary table as JSON.")
+def run_cmd(pipeline, out, only, force, as_json):
+    """The main job: checkpoint (or the built-in default) to verified artifacts, INT8,
+    measurements and the report.
 
     \b
-    digits -> train a tiny VanillaNet -> fuse (verified) -> convert to every target at fp32
-    and int8 (verified) -> calibration report -> eval -> bench. Everything lands in OUT.
+    Stages: data, train, fuse, convert, calibrate, eval, bench, report.
+    With no PIPELINE file, the built-in demo: digits, a tiny VanillaNet trained on them, all
+    four targets at fp32 and int8. `vanillanet-edge init` writes a commented pipeline file.
+    Every stage records its inputs' hashes in OUT/state.json: a re-run skips unchanged steps,
+    a changed setting redoes only what it affects, Ctrl-C or a kill leaves OUT consistent,
+    and a second run on the same OUT is refused while the first holds its lock.
     """
-    result = api.run_demo(out, epochs, log=click.echo)
+    result = api.run_pipeline(pipeline, out, only, force, log=(lambda m: None) if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in result.items()}, indent=2, default=str))
+    else:
+        _print_summary(result)
+    if result["failures"]:
+        sys.exit(1)
+
+
+def _print_summary(result: dict) -> None:
     click.echo(f"\n{'artifact':<28}{'runtime':<13}{'prec':<6}{'size KB':>9}{'top-1':>9}"
                f"{'median ms':>11}{'vs eager':>10}")
     for row in result["summary"]:
@@ -437,13 +455,26 @@ def demo_cmd(out, epochs):
         speed = f"{row['speedup_vs_eager']:.1f}x" if row["speedup_vs_eager"] else "-"
         click.echo(f"{row['artifact']:<28}{row['runtime']:<13}{row['precision']:<6}"
                    f"{row['size_kb']:>9.0f}{top1:>9}{med:>11}{speed:>10}")
-    failed = [o for o in result["outcomes"] if not o.ok]
-    for o in failed:
-        click.secho(f"conversion failed: {o.target} {o.precision}: {o.error}", fg="red")
-    click.echo(f"\ndone: tiny VanillaNet at {100 * result['val_top1']:.2f}% val top-1; artifacts, "
-               f"calibration report and results in {result['out']} (results: {result['results']})")
-    if failed:
-        sys.exit(1)
+    for f in result["failures"]:
+        click.secho(f"failed: {f['step']}: {f['error']}", fg="red")
+    click.echo(f"\nrun folder: {result['out']}")
+    if Path(result["report"]).exists():
+        click.echo(f"report: {result['report']}")
+
+
+@main.command("init")
+@click.argument("path", type=click.Path(path_type=Path), default=Path("pipeline.toml"))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init_cmd(path, force):
+    """Write a commented example pipeline file (every key, at the built-in demo's values)."""
+    from ..fileio import atomic_path
+    from .config import example_toml
+
+    if path.exists() and not force:
+        raise click.UsageError(f"{path} exists; pass --force to overwrite it")
+    with atomic_path(path) as tmp:
+        tmp.write_text(example_toml())
+    click.echo(f"wrote {path}; edit it, then: vanillanet-edge run {path} --out runs/mine")
 
 
 if __name__ == "__main__":

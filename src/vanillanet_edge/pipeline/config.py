@@ -1,0 +1,186 @@
+"""The pipeline file: a TOML file users edit by hand, validated before anything runs.
+
+Every key has a type, a default and a one-line meaning (SCHEMA); `vanillanet-edge init` writes
+the commented example from the same table, so the docs cannot drift from the validator.
+Errors name the key's path (`calibration.samples`) and a hint.
+"""
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import VanillaNetEdgeError
+
+ALL_TARGETS = ["onnx", "openvino", "tflite", "coreml"]
+
+
+class ConfigError(VanillaNetEdgeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type | tuple
+    default: object
+    help: str
+    choices: tuple = ()
+    is_path: bool = False
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "model": {
+        "checkpoint": Key(str, "", "trained checkpoint to ship; empty = train the tiny net on [data]", is_path=True),
+        "variant": Key(str, "", "variant to train (empty: vanillanet_5) or to check a checkpoint against (empty: inferred)"),
+        "width": Key(float, 1 / 32, "channel multiplier for training (1 = official size)"),
+        "input_size": Key(int, 0, "input side in pixels; 0 = what the checkpoint records (32 for the demo)"),
+        "key": Key(str, "", "checkpoint entry holding the weights; empty = model_ema, then model"),
+    },
+    "data": {
+        "root": Key(str, "", "ImageFolder root with train/ and val/; empty = the built-in digits", is_path=True),
+    },
+    "train": {
+        "epochs": Key(int, 30, "training epochs (only when no checkpoint is given)"),
+        "decay_epochs": Key(int, 15, "epochs over which act_learn rises from 0 to 1"),
+        "batch_size": Key(int, 64, "training batch size"),
+        "lr": Key(float, 4e-3, "peak learning rate"),
+        "seed": Key(int, 0, "training seed"),
+    },
+    "convert": {
+        "targets": Key(list, list(ALL_TARGETS), "targets to write", choices=tuple(ALL_TARGETS)),
+        "precisions": Key(list, ["fp32", "int8"], "precisions to write", choices=("fp32", "fp16", "int8")),
+        "batch": Key(int, 1, "fixed batch size of the artifacts"),
+        "required": Key(list, [], "targets whose failure fails the run (others are reported)",
+                        choices=tuple(ALL_TARGETS)),
+    },
+    "calibration": {
+        "data": Key(str, "", "images to calibrate INT8 on; empty = the train split", is_path=True),
+        "samples": Key(int, 128, "calibration images, sampled by seed"),
+        "method": Key(str, "minmax", "range method (see `vanillanet-edge convert --help`)"),
+        "seed": Key(int, 0, "sampling seed"),
+        "max_drop": Key(float, -1.0, "top-1 points INT8 may lose (keeps layers in float); -1 = no budget"),
+    },
+    "eval": {
+        "data": Key(str, "", "labelled ImageFolder; empty = the val split", is_path=True),
+        "limit": Key(int, 0, "images to evaluate (seeded sample); 0 = all"),
+    },
+    "bench": {
+        "runs": Key(int, 60, "timed runs per artifact (over all rounds)"),
+        "warmup": Key(int, 5, "warm-up runs per process"),
+        "rounds": Key(int, 3, "interleaved rounds, a fresh process each"),
+        "threads": Key(int, 0, "intra-op threads; 0 = each runtime's default"),
+    },
+    "baselines": {
+        "models": Key(list, [], "deep baselines to convert and bench beside VanillaNet, e.g. [\"resnet18\"]"),
+        "input_size": Key(int, 0, "baseline input side; 0 = the VanillaNet's"),
+    },
+}
+
+
+def _type_name(t) -> str:
+    return {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "true/false"}.get(t, str(t))
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+def validate(raw: dict, base: Path) -> dict:
+    """Fill defaults, check names, types, choices and files; paths resolved against `base`."""
+    cfg: dict[str, dict] = {}
+    for section in raw:
+        if section not in SCHEMA:
+            raise ConfigError(f"unknown section [{section}]",
+                              hint=f"{_suggest(section, SCHEMA)}sections: {', '.join(SCHEMA)}")
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"'{section}' must be a [{section}] table")
+    for section, keys in SCHEMA.items():
+        given = raw.get(section, {})
+        for name in given:
+            if name not in keys:
+                raise ConfigError(f"unknown key {section}.{name}",
+                                  hint=f"{_suggest(name, keys)}keys of [{section}]: {', '.join(keys)}")
+        cfg[section] = {}
+        for name, key in keys.items():
+            value = given.get(name, key.default)
+            if key.type is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, key.type) or isinstance(value, bool) != (key.type is bool):
+                raise ConfigError(f"{section}.{name} must be {_type_name(key.type)}, got {value!r}",
+                                  hint=key.help)
+            if key.choices:
+                bad = [v for v in (value if isinstance(value, list) else [value]) if v not in key.choices]
+                if bad:
+                    raise ConfigError(f"{section}.{name}: {bad[0]!r} is not one of {', '.join(key.choices)}")
+            if key.is_path and value:
+                path = (base / value).resolve() if not Path(value).is_absolute() else Path(value)
+                if not path.exists():
+                    raise ConfigError(f"{section}.{name}: {path} does not exist", hint=key.help)
+                value = str(path)
+            cfg[section][name] = value
+    _check_combinations(cfg)
+    return cfg
+
+
+def _check_combinations(cfg: dict) -> None:
+    from ..model.variants import VARIANTS
+
+    if cfg["model"]["variant"] and cfg["model"]["variant"] not in VARIANTS:
+        raise ConfigError(f"model.variant: unknown variant {cfg['model']['variant']!r}",
+                          hint=f"{_suggest(cfg['model']['variant'], VARIANTS)}choose one of {', '.join(VARIANTS)}")
+    if cfg["train"]["decay_epochs"] > cfg["train"]["epochs"]:
+        raise ConfigError("train.decay_epochs exceeds train.epochs",
+                          hint="act_learn must reach 1 before training ends, or the net cannot be fused")
+    for name in ("epochs", "batch_size"):
+        if cfg["train"][name] < 1:
+            raise ConfigError(f"train.{name} must be at least 1")
+    for section, name in (("convert", "batch"), ("calibration", "samples"), ("bench", "rounds"), ("bench", "runs")):
+        if cfg[section][name] < 1:
+            raise ConfigError(f"{section}.{name} must be at least 1")
+    missing = [t for t in cfg["convert"]["required"] if t not in cfg["convert"]["targets"]]
+    if missing:
+        raise ConfigError(f"convert.required names {missing[0]!r}, which convert.targets does not include")
+    if not cfg["convert"]["targets"] or not cfg["convert"]["precisions"]:
+        raise ConfigError("convert.targets and convert.precisions must not be empty")
+    if cfg["model"]["checkpoint"] and not cfg["data"]["root"] and "int8" in cfg["convert"]["precisions"] \
+            and not cfg["calibration"]["data"]:
+        raise ConfigError("int8 for a given checkpoint needs calibration images",
+                          hint="set calibration.data (images like the deployment data) or data.root")
+
+
+def load_config(path: str | Path | None) -> dict:
+    """The validated pipeline config; no file means the built-in demo defaults."""
+    if path is None:
+        return validate({}, Path.cwd())
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"pipeline file not found: {path}", hint="write one with `vanillanet-edge init`")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return validate(raw, path.parent.resolve())
+
+
+def example_toml() -> str:
+    """A commented pipeline file holding every key at its default (what `init` writes)."""
+    lines = ["# vanillanet-edge pipeline. Run with: vanillanet-edge run THIS_FILE --out runs/NAME",
+             "# Every key is optional; the defaults below are the built-in demo.", ""]
+    for section, keys in SCHEMA.items():
+        lines.append(f"[{section}]")
+        for name, key in keys.items():
+            value = key.default
+            if isinstance(value, str):
+                text = f'"{value}"'
+            elif isinstance(value, list):
+                text = "[" + ", ".join(f'"{v}"' for v in value) + "]"
+            elif isinstance(value, float):
+                text = repr(round(value, 6))
+            else:
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+            lines.append(f"# {key.help}")
+            lines.append(f"{name} = {text}")
+        lines.append("")
+    return "\n".join(lines)

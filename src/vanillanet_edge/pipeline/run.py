@@ -1,0 +1,56 @@
+"""run_pipeline: the product's main job, resumable, cached and safe to interrupt."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..errors import VanillaNetEdgeError
+from .config import load_config, validate
+from .rundir import RunDir
+from .stages import RUNNERS, STAGES, Context, StageError
+
+
+def run_pipeline(config: str | Path | dict | None = None, out: str | Path = "runs/demo",
+                 only: tuple[str, ...] = (), force: tuple[str, ...] = (),
+                 log: Callable[[str], None] = print) -> dict:
+    """Run every stage into `out`; skip steps whose inputs and settings are unchanged.
+
+    `config` is a pipeline TOML path, an already-parsed dict, or None for the built-in demo.
+    Returns {"summary": rows, "failures": [...], "skipped": [...], "out": path}.
+    """
+    cfg = validate(config, Path.cwd()) if isinstance(config, dict) else load_config(config)
+    for name in (*only, *force):
+        if name not in STAGES:
+            raise VanillaNetEdgeError(f"unknown stage '{name}'", hint=f"stages: {', '.join(STAGES)}")
+    with RunDir(out) as run:
+        ctx = Context(cfg, run, log, set(force), set(only))
+        for stage in STAGES:
+            try:
+                RUNNERS[stage](ctx)
+            except VanillaNetEdgeError as exc:
+                raise StageError(stage, exc) from exc
+            except KeyboardInterrupt:
+                log(f"interrupted during '{stage}': finished steps are kept; run again to resume")
+                raise
+        if ctx.skipped:
+            log(f"unchanged, skipped: {', '.join(ctx.skipped)}")
+        return {"out": str(run.path), "summary": summary_rows(ctx.results), "failures": ctx.failures,
+                "skipped": ctx.skipped, "report": str(run.path / "report" / "report.html")}
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """artifact, runtime, precision, size, top-1, median latency, speed-up over PyTorch eager."""
+    acc = {r["artifact"]: r for r in results.get("eval", [])}
+    latency = results.get("bench", [])
+    eager = next((r["latency"]["median_ms"] for r in latency if r["runtime"] == "torch" and r["ok"]), None)
+    rows = []
+    for r in latency:
+        median = r["latency"]["median_ms"] if r["ok"] else None
+        rows.append({"artifact": r["name"], "runtime": r["runtime"], "precision": r["precision"],
+                     "size_kb": (r.get("artifact_size_bytes") or 0) / 1024,
+                     "top1": acc.get(r["artifact"], {}).get("top1"),
+                     "engine": acc.get(r["artifact"], {}).get("engine"),
+                     "median_ms": median, "status": r.get("status", "ok" if r["ok"] else "failed"),
+                     "speedup_vs_eager": (eager / median) if eager and median else None,
+                     "note": r.get("reason") or r.get("error")})
+    return rows
