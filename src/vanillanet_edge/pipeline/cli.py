@@ -477,5 +477,11 @@ def init_cmd(path, force):
     click.echo(f"wrote {path}; edit it, then: vanillanet-edge run {path} --out runs/mine")
 
 
+from .report_cli import baseline_cmd, report_cmd  # noqa: E402
+
+main.add_command(report_cmd)
+main.add_command(baseline_cmd)
+
+
 if __name__ == "__main__":
     main()

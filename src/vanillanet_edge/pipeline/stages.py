@@ -95,7 +95,7 @@ def stage_train(ctx: Context) -> None:
                       decay_epochs=t["decay_epochs"], batch_size=t["batch_size"], lr=t["lr"], seed=t["seed"])
     size = m["input_size"] or 32
     key = content_key(cfg.__dict__, size, _data_key(ctx, "train"), _data_key(ctx, "val"))
-    ctx.checkpoint = ctx.path("model", "trained.pth")
+    ctx.checkpoint = ctx.path("model", f"{cfg.variant}-w{cfg.width:g}.pth")
     if not ctx.step("train", "train", key):
         ctx.log(f"train: {cfg.variant} width {cfg.width:g}, {cfg.epochs} epochs on {ctx.data_root}")
         result = train_model(ctx.data_root, ctx.checkpoint, cfg, input_size=size)

@@ -1,0 +1,778 @@
+"""`vanillanet-edge report`: result records (bench --save / eval --save) -> report.md/.html/.json.
+
+Everything shown is read from the records or measured here (the matmul peak probe); published
+figures are labelled as such. A comparison that has no data says "not measured", never a number
+made up or carried over. Tables hold numbers; the same table structures are written to
+report.json with raw values, rendered to Markdown (plots beside it under plots/) and to one
+self-contained HTML file (plots embedded as base64 PNG).
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..fileio import write_json
+
+NOT_MEASURED = "not measured"
+RESULT_KINDS = ("latency", "accuracy")
+
+# The paper's headline and the authors' published figures (docs/vanillanet-facts.md): A100,
+# batch 1, 224x224, FP32 eager PyTorch; TensorRT FP32/FP16 where the authors list them.
+A100_EAGER_MS = {
+    "vanillanet_5": 1.61, "vanillanet_6": 2.01, "vanillanet_7": 2.27, "vanillanet_8": 2.56,
+    "vanillanet_9": 2.91, "vanillanet_10": 3.24, "vanillanet_11": 3.59, "vanillanet_12": 3.82,
+    "vanillanet_13": 4.26, "vanillanet_13_x1_5": 7.83, "vanillanet_13_x1_5_ada_pool": 9.72,
+    "resnet50": 7.64,
+}
+A100_TENSORRT_MS = {"vanillanet_5": (0.33, 0.27), "vanillanet_9": (0.58, 0.49), "vanillanet_13": (0.82, 0.67)}
+OFFICIAL_SOURCE = ("published (not measured here): VanillaNet paper arXiv 2305.12972 and the authors' "
+                   "README; A100, batch 1, 224x224, FP32 eager PyTorch unless TensorRT")
+CLAIM_MODEL, BASELINE_MODEL = "vanillanet_9", "resnet50"
+
+
+# ============================================================================ peak probe
+
+def measure_peak_gmacs(n: int = 2048, repeats: int = 3) -> dict:
+    """Best float32 matmul rate on this machine: numpy (its BLAS) and torch, n x n @ n x n,
+    `repeats` timed runs each after one warm-up; GFLOP/s = 2 n^3 / s, GMAC/s = n^3 / s.
+    Also torch bfloat16 (informational: AMX/AVX512-BF16 paths can exceed the fp32 peak)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    flops = 2.0 * n ** 3
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return flops / min(times) / 1e9
+
+    out: dict = {"n": n, "repeats": repeats, "numpy_fp32_gflops": best(lambda: a @ b)}
+    try:
+        import torch
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        out["torch_fp32_gflops"] = best(lambda: torch.mm(ta, tb))
+        out["torch_threads"] = torch.get_num_threads()
+        try:
+            ha, hb = ta.bfloat16(), tb.bfloat16()
+            out["torch_bf16_gflops"] = best(lambda: torch.mm(ha, hb))
+        except RuntimeError:
+            out["torch_bf16_gflops"] = None
+    except ImportError:
+        out["torch_fp32_gflops"] = None
+    fp32 = [v for v in (out["numpy_fp32_gflops"], out.get("torch_fp32_gflops")) if v]
+    out["peak_gflops"] = max(fp32)
+    out["peak_gmacs"] = out["peak_gflops"] / 2
+    out["how"] = (f"best of {repeats} float32 {n}x{n} matmuls, numpy and torch, after a warm-up; "
+                  "GMAC/s = GFLOP/s / 2; measured when the report was built")
+    try:
+        from ..devices.machine import describe_machine
+        out["machine"] = describe_machine()
+    except Exception:  # pragma: no cover - describing the machine must not break the probe
+        out["machine"] = None
+    return out
+
+
+# ============================================================================ records
+
+def load_records(run_dir: str | Path) -> tuple[list[dict], list[str], list[dict]]:
+    """Every latency/accuracy record in JSON files under run_dir (recursively).
+
+    Returns (records, files read, files skipped with why). Each record gets `_source` (the file,
+    relative to run_dir) and `_index` (its position there), used to pair rounds of one run.
+    """
+    root = Path(run_dir)
+    records, sources, skipped = [], [], []
+    for path in sorted(root.rglob("*.json")):
+        if path.name in ("manifest.json", "report.json"):
+            continue
+        rel = str(path.relative_to(root))
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            skipped.append({"file": rel, "why": f"not readable JSON: {exc}"})
+            continue
+        items = data if isinstance(data, list) else [data]
+        found = [r for r in items if isinstance(r, dict) and r.get("kind") in RESULT_KINDS]
+        if not found:
+            skipped.append({"file": rel, "why": "holds no latency or accuracy records"})
+            continue
+        for i, rec in enumerate(found):
+            records.append({**rec, "_source": rel, "_index": i})
+        sources.append(rel)
+    return records, sources, skipped
+
+
+def machine_line(m: dict | None) -> str:
+    if not m:
+        return "machine: not recorded"
+    v = m.get("versions", {})
+    vers = ", ".join(f"{k} {v[k]}" for k in ("torch", "onnxruntime", "openvino", "ai-edge-litert") if k in v)
+    return (f"machine: {m.get('cpu_model', 'unknown CPU')}, {m.get('logical_cores')} logical cores "
+            f"({m.get('cpus_usable')} usable, {m.get('physical_cores')} physical), "
+            f"{m.get('memory_gib')} GiB, ISA {' '.join(m.get('isa') or []) or '-'}, {m.get('os')}, "
+            f"Python {m.get('python')}; {vers}")
+
+
+def _machine_key(m: dict | None) -> str:
+    return f"{(m or {}).get('hostname')}|{(m or {}).get('cpu_model')}"
+
+
+def _read_manifest(artifact: str | None) -> dict | None:
+    if not artifact:
+        return None
+    p = Path(artifact)
+    f = p / "manifest.json" if p.is_dir() else None
+    try:
+        return json.loads(f.read_text()) if f and f.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _strip_suffix(name: str, target: str | None, precision: str | None) -> str:
+    suffix = f"-{target}-{precision}"
+    return name[: -len(suffix)] if target and precision and name.endswith(suffix) else name
+
+
+def _vanillanet_depth(variant: str) -> int | None:
+    from ..model.variants import VARIANTS
+    cfg = VARIANTS.get(variant)
+    return len(cfg.strides) + 2 if cfg else None   # stem + stages + head (model/profile.py)
+
+
+def _width_text(width: float) -> str:
+    inv = 1 / width if width else 0
+    return f"1/{round(inv)}" if width < 1 and abs(inv - round(inv)) < 1e-6 else f"{width:g}"
+
+
+@dataclass
+class Row:
+    """One normalised record."""
+
+    kind: str
+    model: str            # variant (+ width when not 1): the comparison key
+    variant: str
+    family: str
+    width: float | None
+    input_size: int | None
+    batch: int | None
+    runtime: str
+    precision: str
+    compute: str          # what really computed: "bf16" for OpenVINO fp32 on AMX, etc.
+    name: str
+    source: str
+    index: int
+    machine: dict | None
+    rec: dict = field(repr=False, default_factory=dict)
+    macs: int | None = None
+    params: int | None = None
+    depth: int | None = None
+    published_top1: float | None = None
+
+    @property
+    def config(self) -> str:
+        label = f"{self.runtime} {self.precision}"
+        return label + (f" [{self.compute} compute]" if self.compute != self.precision else "")
+
+    @property
+    def full_size(self) -> bool:
+        return self.width in (None, 1, 1.0)
+
+    @property
+    def mkey(self) -> str:
+        return _machine_key(self.machine)
+
+
+def _compute_precision(rec: dict) -> str:
+    ss = rec.get("session_settings") or {}
+    prec = rec.get("precision") or "?"
+    hint = ss.get("inference_precision")
+    if hint and prec in ("fp32", "fp16"):
+        short = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}.get(str(hint), str(hint))
+        return short
+    return prec
+
+
+def normalise(rec: dict) -> Row:
+    manifest = None
+    model = rec.get("model") or {}
+    inp = rec.get("input") or {}
+    if not model or not inp:
+        manifest = _read_manifest(rec.get("artifact"))
+        if manifest:
+            model = model or manifest.get("model", {})
+            inp = inp or manifest.get("input", {})
+    name = rec.get("name") or Path(rec.get("artifact", "?")).name
+    variant = model.get("variant") or _strip_suffix(name, rec.get("target"), rec.get("precision"))
+    width = model.get("width")
+    family = model.get("family") or ("vanillanet" if str(variant).startswith("vanillanet") else "baseline")
+    shape = inp.get("shape")
+    size = batch = None
+    if shape and len(shape) == 4:
+        batch = shape[0]
+        size = shape[1] if inp.get("layout") == "NHWC" else shape[2]
+    label = variant if width in (None, 1, 1.0) else f"{variant} (width {_width_text(width)})"
+    depth = model.get("depth")
+    if depth is None and family == "vanillanet":
+        depth = _vanillanet_depth(variant)
+    return Row(rec["kind"], label, variant, family, width, size, batch, rec.get("runtime") or "?",
+               rec.get("precision") or "?", _compute_precision(rec), name, rec.get("_source", "?"),
+               rec.get("_index", 0), rec.get("machine"), rec, model.get("macs"), model.get("params"),
+               depth, model.get("published_top1"))
+
+
+# ============================================================================ tables
+
+@dataclass
+class Table:
+    key: str
+    title: str
+    columns: list[tuple[str, str]]     # (header, "num" | "text")
+    rows: list[list] = field(default_factory=list)
+    note: str = ""
+    digits: dict = field(default_factory=dict)   # header -> decimals
+
+    def cell(self, header: str, value) -> str:
+        kind = dict(self.columns)[header]
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return NOT_MEASURED if kind == "num" else "-"
+        if kind == "num":
+            if isinstance(value, int) and not isinstance(value, bool):
+                return str(value)
+            d = self.digits.get(header, 2)
+            return f"{float(value):.{d}f}"
+        return " ".join(str(value).split())     # one line: error messages carry newlines
+
+    def formatted(self) -> list[list[str]]:
+        heads = [h for h, _ in self.columns]
+        return [[self.cell(h, v) for h, v in zip(heads, row)] for row in self.rows]
+
+    def as_json(self) -> dict:
+        return {"key": self.key, "title": self.title, "note": self.note,
+                "columns": [{"name": h, "type": k} for h, k in self.columns],
+                "rows": [dict(zip([h for h, _ in self.columns], r)) for r in self.rows]}
+
+
+def _ratio_spread(a: Row, b: Row) -> tuple[float, float, float, str]:
+    """median(a)/median(b), and its min/max over rounds: per-round ratios when both came from
+    the same bench run with the same rounds (interleaved, so paired), else conservative bounds."""
+    ma, mb = a.rec["latency"]["median_ms"], b.rec["latency"]["median_ms"]
+    ra = a.rec.get("round_medians_ms") or [ma]
+    rb = b.rec.get("round_medians_ms") or [mb]
+    if a.source == b.source and len(ra) == len(rb):
+        ratios = [x / y for x, y in zip(ra, rb)]
+        return ma / mb, min(ratios), max(ratios), f"paired rounds ({len(ra)})"
+    return ma / mb, min(ra) / max(rb), max(ra) / min(rb), "unpaired runs (conservative bounds)"
+
+
+def _pick(rows: list[Row], prefer_source: str | None = None) -> Row | None:
+    """One record out of several for the same thing: same file as the partner first, then the
+    one with the most timed runs, then the latest file."""
+    if not rows:
+        return None
+    if prefer_source:
+        same = [r for r in rows if r.source == prefer_source]
+        if same:
+            rows = same
+    return max(rows, key=lambda r: (r.rec.get("latency", {}).get("runs", 0), r.source, r.index))
+
+
+def _pair(a_rows: list[Row], b_rows: list[Row]) -> tuple[Row | None, Row | None]:
+    """Best (a, b) pair: from one run file when possible (their rounds were interleaved)."""
+    common = sorted({r.source for r in a_rows} & {r.source for r in b_rows})
+    if common:
+        src = max(common)
+        return _pick(a_rows, src), _pick(b_rows, src)
+    a = _pick(a_rows)
+    return a, _pick(b_rows, a.source if a else None)
+
+
+def latency_table(lat: list[Row], peak: dict | None) -> Table:
+    t = Table("latency", "Latency by model x runtime x precision (batch as recorded)",
+              [("model", "text"), ("family", "text"), ("input", "num"), ("batch", "num"),
+               ("runtime", "text"), ("precision", "text"), ("computed in", "text"),
+               ("median ms", "num"), ("p90 ms", "num"), ("round min ms", "num"), ("round max ms", "num"),
+               ("spread %", "num"), ("runs", "num"), ("GMACs", "num"), ("GMAC/s", "num"),
+               ("% of fp32 peak", "num"), ("size MB", "num"), ("bytes/param", "num"), ("file", "text")],
+              digits={"GMACs": 3, "size MB": 1, "spread %": 1, "% of fp32 peak": 1, "GMAC/s": 1})
+    for r in sorted(lat, key=lambda r: (r.family != "vanillanet", r.model, r.input_size or 0, r.config)):
+        L = r.rec["latency"]
+        rounds = r.rec.get("round_medians_ms") or [L["median_ms"]]
+        g = r.rec.get("gmacs_per_s")
+        eff = 100 * g / peak["peak_gmacs"] if g and peak and peak.get("peak_gmacs") else None
+        size = r.rec.get("artifact_size_bytes")
+        bpp = size / r.params if size and r.params else None
+        t.rows.append([r.model, r.family, r.input_size, r.batch, r.runtime, r.precision, r.compute,
+                       L["median_ms"], L.get("p90_ms"), min(rounds), max(rounds),
+                       100 * (max(rounds) - min(rounds)) / L["median_ms"], L.get("runs"),
+                       r.macs / 1e9 if r.macs else None, g, eff,
+                       size / 1e6 if size else None, bpp, r.source])
+    t.note = ("spread = (max - min) of the per-round medians / overall median; each round ran in "
+              "a fresh process, interleaved with the other artifacts of its run. bytes/param near 4 "
+              "(fp32), 2 (fp16) or 1 (int8) shows the artifact kept its weights (nothing pruned).")
+    return t
+
+
+def failures_table(failed: list[Row]) -> Table:
+    t = Table("failed", "Records that failed", [("name", "text"), ("runtime", "text"), ("error", "text"),
+                                                ("file", "text")])
+    for r in failed:
+        t.rows.append([r.name, r.runtime, (r.rec.get("error") or "no rounds")[:300], r.source])
+    return t
+
+
+def accuracy_table(acc: list[Row]) -> Table:
+    t = Table("accuracy", "Accuracy records (measured on the images named)",
+              [("model", "text"), ("runtime", "text"), ("precision", "text"), ("images", "num"),
+               ("top-1 %", "num"), ("top-5 %", "num"), ("agreement with fp32 %", "num"),
+               ("data", "text"), ("file", "text")])
+    for r in sorted(acc, key=lambda r: (r.model, r.runtime, r.precision)):
+        a = r.rec.get("agreement_with_fp32")
+        t.rows.append([r.model, r.runtime, r.precision, r.rec.get("images"), 100 * r.rec["top1"],
+                       100 * r.rec["top5"] if r.rec.get("top5") is not None else None,
+                       100 * a if a is not None else None, r.rec.get("data"), r.source])
+    return t
+
+
+def _manifest_top1(row: Row) -> tuple[float | None, float | None]:
+    m = _read_manifest(row.rec.get("artifact"))
+    acc = (m or {}).get("accuracy")
+    if acc and "top1" in acc:
+        return acc["top1"], acc.get("fp32_top1")
+    return None, None
+
+
+def int8_table(lat: list[Row], acc: list[Row]) -> Table:
+    t = Table("int8", "INT8 against FP32, per model and runtime",
+              [("model", "text"), ("input", "num"), ("runtime", "text"), ("fp32 computed in", "text"),
+               ("fp32 median ms", "num"), ("int8 median ms", "num"), ("speed-up x", "num"),
+               ("speed-up min", "num"), ("speed-up max", "num"), ("rounds", "text"),
+               ("fp32 top-1 %", "num"), ("int8 top-1 %", "num"), ("top-1 change (points)", "num"),
+               ("accuracy from", "text")])
+    keys = sorted({(r.model, r.input_size, r.runtime, r.mkey) for r in lat + acc if r.precision == "int8"})
+    for model, size, runtime, mk in keys:
+        def sel(rows, prec):
+            return [r for r in rows if (r.model, r.input_size, r.runtime, r.mkey) == (model, size, runtime, mk)
+                    and r.precision == prec]
+        fp_l, i8_l = sel(lat, "fp32"), sel(lat, "int8")
+        # one row per way the fp32 artifact ran: fp32 compute first (the honest baseline), then
+        # e.g. OpenVINO's default bf16 on AMX/AVX512-BF16 CPUs (what a user gets by default)
+        computes = sorted({r.compute for r in fp_l}, key=lambda c: (c != "fp32", c)) or [None]
+        for compute in computes:
+            a, b = _pair([r for r in fp_l if r.compute == compute], i8_l)
+            t.rows.append(_int8_row(model, size, runtime, a, b, sel(acc, "fp32"), sel(acc, "int8")))
+    t.note = ("speed-up = fp32 median / int8 median (> 1: int8 faster); min/max over rounds (paired "
+              "when both came from one bench run). One row per way the fp32 artifact ran: in fp32, and "
+              "in OpenVINO's default bf16 on CPUs with bf16 units (see 'fp32 computed in').")
+    return t
+
+
+def _int8_row(model, size, runtime, a: Row | None, b: Row | None, fp_a: list[Row], i8_a: list[Row]) -> list:
+    speed = lo = hi = None
+    how = NOT_MEASURED
+    if a and b:
+        speed, lo, hi, how = _ratio_spread(a, b)
+    # accuracy: eval records on the same images first, then the manifests' convert-time numbers
+    top_fp = top_i8 = None
+    where = NOT_MEASURED
+    for x in i8_a:
+        same = [y for y in fp_a if y.rec.get("data") == x.rec.get("data") and y.rec.get("images") == x.rec.get("images")]
+        if same:
+            top_i8, top_fp = 100 * x.rec["top1"], 100 * same[0].rec["top1"]
+            where = f"eval records ({x.rec.get('images')} images)"
+            break
+    if top_i8 is None and b is not None:
+        m_i8, m_fp = _manifest_top1(b)
+        if m_i8 is not None and m_fp is not None:
+            top_i8, top_fp, where = 100 * m_i8, 100 * m_fp, "int8 artifact's manifest (convert --eval-data)"
+    return [model, size, runtime, a.compute if a else None, a.rec["latency"]["median_ms"] if a else None,
+            b.rec["latency"]["median_ms"] if b else None, speed, lo, hi, how,
+            top_fp, top_i8, (top_i8 - top_fp) if top_i8 is not None and top_fp is not None else None, where]
+
+
+def verdict_table(lat: list[Row]) -> Table:
+    t = Table("verdict", "The paper's claim: VanillaNet / ResNet-50 latency ratio (< 1: VanillaNet faster)",
+              [("runtime", "text"), ("precision", "text"), ("computed in", "text"), ("input", "num"),
+               ("batch", "num"), ("VanillaNet", "text"), ("VanillaNet ms", "num"), ("ResNet-50 ms", "num"),
+               ("ratio", "num"), ("ratio min", "num"), ("ratio max", "num"), ("rounds", "text"),
+               ("verdict here", "text"), ("A100 eager VanillaNet ms", "num"), ("A100 eager ResNet-50 ms", "num"),
+               ("A100 ratio", "num"), ("A100 TensorRT fp32 ms", "num"), ("A100 TensorRT fp16 ms", "num")],
+              digits={"ratio": 3, "ratio min": 3, "ratio max": 3, "A100 ratio": 3})
+    full = [r for r in lat if r.full_size]
+    vns = [r for r in full if r.family == "vanillanet"]
+    r50 = [r for r in full if r.variant == BASELINE_MODEL]
+    configs = sorted({(r.runtime, r.precision, r.compute, r.input_size, r.batch, r.mkey) for r in vns + r50})
+    if not configs:
+        configs = [(None, None, None, None, None, None)]
+    for runtime, prec, compute, size, batch, mk in configs:
+        def sel(rows, variant):
+            return [r for r in rows if r.variant == variant and
+                    (r.runtime, r.precision, r.compute, r.input_size, r.batch, r.mkey) ==
+                    (runtime, prec, compute, size, batch, mk)]
+        variants = sorted({r.variant for r in vns if (r.runtime, r.precision, r.compute, r.input_size, r.batch, r.mkey)
+                           == (runtime, prec, compute, size, batch, mk)} | {CLAIM_MODEL},
+                          key=lambda v: (v != CLAIM_MODEL, v))
+        for variant in variants:
+            a, b = _pair(sel(vns, variant), sel(r50, BASELINE_MODEL))
+            ratio = lo = hi = None
+            how, verdict = NOT_MEASURED, NOT_MEASURED
+            if a and b:
+                ratio, lo, hi, how = _ratio_spread(a, b)
+                verdict = ("VanillaNet faster" if hi < 1 else "ResNet-50 faster" if lo > 1
+                           else "no clear difference (within the spread)")
+            elif a and not b:
+                verdict = "ResNet-50 not measured"
+            elif b and not a:
+                verdict = f"{variant} not measured"
+            trt = A100_TENSORRT_MS.get(variant, (None, None))
+            a_vn, a_r = A100_EAGER_MS.get(variant), A100_EAGER_MS[BASELINE_MODEL]
+            t.rows.append([runtime or NOT_MEASURED, prec or "-", compute or "-", size, batch, variant,
+                           a.rec["latency"]["median_ms"] if a else None,
+                           b.rec["latency"]["median_ms"] if b else None, ratio, lo, hi, how, verdict,
+                           a_vn, a_r, a_vn / a_r if a_vn else None, trt[0], trt[1]])
+    t.note = ("ratio = VanillaNet median / ResNet-50 median, from records of one bench run where "
+              "possible (interleaved rounds: min/max are per-round ratios). Only full-size models "
+              "(width 1) count. The A100 columns are the authors' PUBLISHED figures (not measured): "
+              "eager PyTorch FP32, batch 1, 224x224; no ResNet-50 TensorRT figure is published there. "
+              "The paper's setting is batch 1 at 224: other inputs are shown but are not its claim.")
+    return t
+
+
+def official_table() -> Table:
+    t = Table("official", "Published reference figures (A100; not measured here)",
+              [("model", "text"), ("A100 eager fp32 ms", "num"), ("A100 TensorRT fp32 ms", "num"),
+               ("A100 TensorRT fp16 ms", "num"), ("ratio to ResNet-50 (eager)", "num")],
+              digits={"ratio to ResNet-50 (eager)": 3})
+    for m, ms in A100_EAGER_MS.items():
+        trt = A100_TENSORRT_MS.get(m, (None, None))
+        t.rows.append([m, ms, trt[0], trt[1], ms / A100_EAGER_MS[BASELINE_MODEL]])
+    t.note = OFFICIAL_SOURCE
+    return t
+
+
+def peak_table(peak: dict) -> Table:
+    t = Table("peak", "Measured matrix-multiply peak of the machine building this report",
+              [("probe", "text"), ("GFLOP/s", "num"), ("GMAC/s", "num")], digits={"GFLOP/s": 1, "GMAC/s": 1})
+    for label, key in (("numpy float32 matmul", "numpy_fp32_gflops"), ("torch float32 mm", "torch_fp32_gflops"),
+                       ("torch bfloat16 mm (informational)", "torch_bf16_gflops")):
+        v = peak.get(key)
+        t.rows.append([label, v, v / 2 if v else None])
+    t.rows.append(["peak used (best fp32)", peak["peak_gflops"], peak["peak_gmacs"]])
+    t.note = peak.get("how", "")
+    return t
+
+
+# ============================================================================ plots
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def plot_latency(lat: list[Row]) -> bytes:
+    plt = _plt()
+    models = sorted({(r.family != "vanillanet", r.model, r.input_size) for r in lat})
+    configs = sorted({r.config for r in lat})
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(models) * max(1, len(configs)) / 2 + 3), 4.5))
+    width = 0.8 / max(1, len(configs))
+    for j, cfg in enumerate(configs):
+        xs, ys, lo, hi = [], [], [], []
+        for i, (_, model, size) in enumerate(models):
+            rows = [r for r in lat if (r.model, r.input_size, r.config) == (model, size, cfg)]
+            r = _pick(rows)
+            if r is None:
+                continue
+            med = r.rec["latency"]["median_ms"]
+            rounds = r.rec.get("round_medians_ms") or [med]
+            xs.append(i + (j - (len(configs) - 1) / 2) * width)
+            ys.append(med)
+            lo.append(max(0.0, med - min(rounds)))
+            hi.append(max(0.0, max(rounds) - med))
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=cfg)
+    ax.set_xticks(range(len(models)))
+    ax.set_xticklabels([f"{m}\n@{s}" for _, m, s in models], fontsize=8)
+    ax.set_ylabel("median latency (ms)")
+    ax.set_title("Latency per model, runtime and precision (error bars: min/max round median)")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def plot_scaling(lat: list[Row]) -> bytes:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    configs = sorted({r.config for r in lat})
+    markers = "os^Dv<>pP*hX"
+    colors = {"vanillanet": "tab:blue", "baseline": "tab:red"}
+    skipped_depth = set()
+    for j, cfg in enumerate(configs):
+        for family in ("vanillanet", "baseline"):
+            rows = {}
+            for r in lat:
+                if r.config == cfg and r.family == family:
+                    rows.setdefault((r.model, r.input_size), []).append(r)
+            picked = [_pick(v) for v in rows.values()]
+            for ax, attr in zip(axes, ("depth", "macs")):
+                pts = [(getattr(r, attr), r.rec["latency"]["median_ms"], r.model) for r in picked
+                       if getattr(r, attr) is not None]
+                if attr == "depth":
+                    skipped_depth |= {r.model for r in picked if r.depth is None}
+                if not pts:
+                    continue
+                pts.sort()
+                xs = [p[0] / (1e9 if attr == "macs" else 1) for p in pts]
+                if family == "vanillanet" and len(pts) > 1:
+                    ax.plot(xs, [p[1] for p in pts], color=colors[family], lw=0.8, alpha=0.5)
+                ax.scatter(xs, [p[1] for p in pts], marker=markers[j % len(markers)],
+                           color=colors.get(family, "gray"), label=f"{family}: {cfg}")
+                for x, p in zip(xs, pts):
+                    ax.annotate(p[2], (x, p[1]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    axes[0].set_xlabel("depth (paper's sense: non-linear layers + 1 / weighted layers)")
+    axes[1].set_xlabel("GMACs per image")
+    for ax in axes:
+        ax.set_ylabel("median latency (ms)")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Latency against depth" + (f" (no depth: {', '.join(sorted(skipped_depth))})"
+                                                 if skipped_depth else ""), fontsize=9)
+    axes[1].set_title("Latency against MACs", fontsize=9)
+    handles, labels = axes[1].get_legend_handles_labels()
+    if handles:
+        uniq = dict(zip(labels, handles))
+        axes[1].legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    return _png(fig)
+
+
+def plot_roofline(lat: list[Row], peak: dict) -> bytes:
+    plt = _plt()
+    rows = [r for r in lat if r.rec.get("gmacs_per_s")]
+    rows.sort(key=lambda r: r.rec["gmacs_per_s"])
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.3 * len(rows) + 1.5)))
+    labels = [f"{r.model}@{r.input_size} {r.config}" for r in rows]
+    vals = [r.rec["gmacs_per_s"] for r in rows]
+    ax.barh(range(len(rows)), vals, color=["tab:blue" if r.family == "vanillanet" else "tab:red" for r in rows])
+    ax.axvline(peak["peak_gmacs"], color="k", ls="--", label=f"fp32 matmul peak {peak['peak_gmacs']:.0f} GMAC/s")
+    if peak.get("torch_bf16_gflops"):
+        ax.axvline(peak["torch_bf16_gflops"] / 2, color="gray", ls=":",
+                   label=f"bf16 matmul {peak['torch_bf16_gflops'] / 2:.0f} GMAC/s")
+    for i, v in enumerate(vals):
+        ax.text(v, i, f" {100 * v / peak['peak_gmacs']:.0f}%", va="center", fontsize=7)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xlabel("achieved GMAC/s (model MACs / median latency)")
+    ax.set_title("Roofline efficiency: achieved rate against the measured matmul peak")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def plot_ratio(table: Table) -> bytes | None:
+    rows = [r for r in table.rows if r[8] is not None]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.35 * len(rows) + 1.5)))
+    for i, r in enumerate(rows):
+        ax.errorbar(r[8], i, xerr=[[r[8] - r[9]], [r[10] - r[8]]], fmt="o", capsize=3, color="tab:blue")
+        if r[15] is not None:
+            ax.plot(r[15], i, "x", color="tab:green")
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{r[5]} / ResNet-50, {r[0]} {r[1]}" + (f" [{r[2]} compute]" if r[2] != r[1] else "")
+                        + f" @{r[3]}" for r in rows], fontsize=7)
+    ax.set_xlabel("latency ratio (< 1: VanillaNet faster); x = published A100 eager ratio")
+    ax.set_title("The paper's claim on this machine")
+    return _png(fig)
+
+
+def plot_int8(table: Table) -> bytes | None:
+    rows = [r for r in table.rows if r[6] is not None]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.35 * len(rows) + 1.5)))
+    for i, r in enumerate(rows):
+        ax.barh(i, r[6], color="tab:purple")
+        ax.errorbar(r[6], i, xerr=[[r[6] - r[7]], [r[8] - r[6]]], fmt="none", capsize=3, color="k")
+        if r[12] is not None:
+            ax.text(r[8], i, f"  top-1 {r[12]:+.2f} pts", va="center", fontsize=7)
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{r[0]}@{r[1]} {r[2]} (fp32 in {r[3]})" for r in rows], fontsize=7)
+    ax.set_xlabel("INT8 speed-up over FP32 (x)")
+    ax.set_title("INT8 speed-up per runtime (and top-1 change where measured)")
+    return _png(fig)
+
+
+# ============================================================================ rendering
+
+_CSS = """body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 6px}
+th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.nm{color:#a00;text-align:center}p.note{font-size:12px;color:#555}img{max-width:100%}
+code{background:#f5f5f5}"""
+
+
+def _md_table(t: Table) -> str:
+    heads = [h for h, _ in t.columns]
+    lines = ["| " + " | ".join(heads) + " |",
+             "|" + "|".join("---:" if k == "num" else "---" for _, k in t.columns) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in t.formatted()]
+    return "\n".join(lines)
+
+
+def _html_table(t: Table) -> str:
+    out = [f'<table id="{t.key}"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h, _ in t.columns)
+           + "</tr></thead><tbody>"]
+    for row in t.formatted():
+        cells = []
+        for (h, kind), c in zip(t.columns, row):
+            cls = "nm" if c == NOT_MEASURED else ("num" if kind == "num" else "text")
+            cells.append(f'<td class="{cls}" data-type="{kind}">{html.escape(c)}</td>')
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def summary_text(report: dict) -> str:
+    """The lines a terminal wants: machine, medians per model/runtime/precision, the verdict."""
+    lines = list(report["machines"]) or ["machine: not recorded"]
+    lines.append(f"measured fp32 matmul peak: {report['peak']['peak_gmacs']:.1f} GMAC/s "
+                 f"({report['peak']['peak_gflops']:.1f} GFLOP/s)")
+    tables = {t["key"]: t for t in report["tables"]}
+    lines.append(f"{'model':<30}{'in':>5} {'runtime / precision':<34}{'median ms':>10}{'round min':>10}"
+                 f"{'round max':>10}{'GMAC/s':>8}")
+    for r in tables["latency"]["rows"]:
+        config = r["runtime"] + " " + r["precision"] + (
+            "" if r["computed in"] == r["precision"] else f" [{r['computed in']} compute]")
+        lines.append(f"{r['model']:<30}{r['input'] or '':>5} {config:<34}{r['median ms']:>10.2f}"
+                     f"{r['round min ms']:>10.2f}{r['round max ms']:>10.2f}{(r['GMAC/s'] or 0):>8.1f}")
+    lines.append("VanillaNet / ResNet-50 latency ratio (< 1: VanillaNet faster; published A100 eager ratio "
+                 f"{A100_EAGER_MS['vanillanet_9'] / A100_EAGER_MS['resnet50']:.3f} for VanillaNet-9):")
+    for r in tables["verdict"]["rows"]:
+        if r["ratio"] is None:
+            why = "" if r["verdict here"] == NOT_MEASURED else f" ({r['verdict here']})"
+            lines.append(f"  {r['runtime']} {r['precision']} {r['VanillaNet']}: {NOT_MEASURED}{why}")
+        else:
+            comp = "" if r["computed in"] == r["precision"] else f" [{r['computed in']} compute]"
+            lines.append(f"  {r['runtime']} {r['precision']}{comp} @{r['input']}: {r['VanillaNet']} "
+                         f"{r['VanillaNet ms']:.2f} ms / ResNet-50 {r['ResNet-50 ms']:.2f} ms = {r['ratio']:.3f} "
+                         f"(rounds {r['ratio min']:.3f}-{r['ratio max']:.3f}; {r['verdict here']})")
+    return "\n".join(lines)
+
+
+def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = None) -> dict:
+    """Read every result record under run_dir; write report.md, report.html, report.json (and
+    the plots as PNG under out_dir/plots/). `peak`: a measure_peak_gmacs() result to reuse;
+    measured now when not given. Returns what report.json holds."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    records, sources, skipped = load_records(run_dir)
+    rows = [normalise(r) for r in records]
+    lat = [r for r in rows if r.kind == "latency" and r.rec.get("ok") and r.rec.get("latency")]
+    failed = [r for r in rows if r.kind == "latency" and not (r.rec.get("ok") and r.rec.get("latency"))]
+    acc = [r for r in rows if r.kind == "accuracy" and r.rec.get("ok", True) and r.rec.get("top1") is not None]
+    peak = peak or measure_peak_gmacs()
+
+    machines = {}
+    for r in rows:
+        if r.machine:
+            machines.setdefault(r.mkey, machine_line(r.machine))
+    tables = [latency_table(lat, peak), verdict_table(lat), int8_table(lat, acc), accuracy_table(acc),
+              official_table(), peak_table(peak)]
+    if failed:
+        tables.append(failures_table(failed))
+    by_key = {t.key: t for t in tables}
+
+    plots: dict[str, bytes] = {}
+    if lat:
+        plots["latency"] = plot_latency(lat)
+        plots["scaling"] = plot_scaling(lat)
+        if any(r.rec.get("gmacs_per_s") for r in lat):
+            plots["roofline"] = plot_roofline(lat, peak)
+    for key, fn, t in (("verdict", plot_ratio, by_key["verdict"]), ("int8", plot_int8, by_key["int8"])):
+        png = fn(t)
+        if png:
+            plots[key] = png
+    captions = {
+        "latency": "Median latency per model x runtime x precision; error bars: min and max round median.",
+        "scaling": "Latency against depth and against MACs: VanillaNet family (blue) next to the deep baselines (red).",
+        "roofline": "Achieved GMAC/s against the measured float32 matmul peak of this machine.",
+        "verdict": "VanillaNet / ResNet-50 latency ratio with its min/max over rounds; x: the published A100 ratio.",
+        "int8": "INT8 speed-up over FP32 per runtime, with the top-1 change where it was measured.",
+    }
+    placement = {"latency": ["latency", "scaling", "roofline"], "verdict": ["verdict"], "int8": ["int8"]}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "plots").mkdir(exist_ok=True)
+    for key, png in plots.items():
+        (out_dir / "plots" / f"{key}.png").write_bytes(png)
+
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    header = [f"Generated {created} from {len(records)} records in {len(sources)} files under `{run_dir}`.",
+              *[f"- {m}" for m in machines.values()],
+              f"- measured peak (report machine): {peak['peak_gmacs']:.1f} GMAC/s fp32 "
+              f"({peak['peak_gflops']:.1f} GFLOP/s), {peak['how']}"]
+    if len(machines) > 1:
+        header.append("- records come from more than one machine: comparisons pair records of the same machine only")
+    if not records:
+        header.append(f"- no latency or accuracy records found under `{run_dir}`: every comparison is "
+                      f"'{NOT_MEASURED}'")
+    notes = ["Baseline and random-weight VanillaNet artifacts carry random weights: their latency is "
+             "real, their accuracy is not. Top-1 figures labelled 'published' come from papers and "
+             "model cards, never from these runs."]
+
+    md = ["# vanillanet-edge report", "", *header, "", *notes, ""]
+    body = [f"<h1>vanillanet-edge report</h1><p>{html.escape(header[0])}</p><ul>"
+            + "".join(f"<li>{html.escape(h[2:])}</li>" for h in header[1:]) + "</ul>"
+            + "".join(f"<p>{html.escape(n)}</p>" for n in notes)]
+    for t in tables:
+        md += [f"## {t.title}", "", _md_table(t), ""]
+        body.append(f"<h2>{html.escape(t.title)}</h2>{_html_table(t)}")
+        if t.note:
+            md += [f"_{t.note}_", ""]
+            body.append(f'<p class="note">{html.escape(t.note)}</p>')
+        for key in placement.get(t.key, []):
+            if key in plots:
+                md += [f"![{captions[key]}](plots/{key}.png)", "", f"_{captions[key]}_", ""]
+                b64 = base64.b64encode(plots[key]).decode("ascii")
+                body.append(f'<figure><img alt="{html.escape(key)}" src="data:image/png;base64,{b64}">'
+                            f"<figcaption>{html.escape(captions[key])}</figcaption></figure>")
+    if skipped:
+        md += ["## Files skipped", ""] + [f"- `{s['file']}`: {s['why']}" for s in skipped] + [""]
+        body.append("<h2>Files skipped</h2><ul>" + "".join(
+            f"<li><code>{html.escape(s['file'])}</code>: {html.escape(s['why'])}</li>" for s in skipped) + "</ul>")
+
+    report = {"schema_version": 1, "created_utc": created, "run_dir": str(run_dir),
+              "sources": sources, "skipped_files": skipped, "records": len(records),
+              "machines": list(machines.values()), "peak": peak,
+              "tables": [t.as_json() for t in tables], "plots": {k: f"plots/{k}.png" for k in plots},
+              "official": {"a100_eager_ms": A100_EAGER_MS, "a100_tensorrt_fp32_fp16_ms": A100_TENSORRT_MS,
+                           "source": OFFICIAL_SOURCE}}
+    (out_dir / "report.md").write_text("\n".join(md))
+    (out_dir / "report.html").write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>vanillanet-edge report</title>"
+        f"<style>{_CSS}</style></head><body>" + "".join(body) + "</body></html>")
+    write_json(out_dir / "report.json", report)
+    return report
+
+
+__all__ = ["build_report", "measure_peak_gmacs", "load_records", "summary_text", "machine_line", "NOT_MEASURED"]
