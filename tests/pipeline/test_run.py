@@ -20,7 +20,8 @@ from vanillanet_edge.pipeline.run import run_pipeline
 def _cfg(tiny, **over) -> dict:
     cfg = {"model": {"checkpoint": str(tiny.path)}, "data": {"root": str(tiny.data)},
            "convert": {"targets": ["onnx"], "precisions": ["fp32"]},
-           "eval": {"limit": 60}, "bench": {"runs": 4, "warmup": 1, "rounds": 1}}
+           "eval": {"limit": 60}, "bench": {"runs": 4, "warmup": 1, "rounds": 1},
+           "baselines": {"models": []}}
     for section, values in over.items():
         cfg.setdefault(section, {}).update(values)
     return cfg
@@ -118,6 +119,8 @@ targets = ["openvino", "onnx"]
 precisions = ["fp32"]
 [eval]
 limit = 40
+[baselines]
+models = []
 [bench]
 runs = 3
 warmup = 1
@@ -139,3 +142,13 @@ rounds = 1
     assert not result["failures"]
     assert {r["artifact"] for r in result["summary"]} >= {"tiny-onnx-fp32", "tiny-openvino-fp32"}
     assert not list((out / "artifacts").glob(".*partial*"))
+
+
+def test_baseline_converted_and_benched_beside_vanillanet(tiny_checkpoint, tmp_path):
+    cfg = _cfg(tiny_checkpoint, baselines={"models": ["resnet18"]}, eval={"limit": 20})
+    result = run_pipeline(cfg, tmp_path / "run", log=lambda m: None)
+    assert not result["failures"]
+    rows = {r["artifact"]: r for r in result["summary"]}
+    base = rows["resnet18-random-onnx-fp32"]
+    assert base["median_ms"] > 0 and base["top1"] is None      # latency only: random weights
+    assert rows["tiny-onnx-fp32"]["top1"] > 0.8

@@ -43,7 +43,7 @@ def main():
       vanillanet-edge train --data data/digits --out tiny.pth
       vanillanet-edge fuse tiny.pth --out tiny-deploy.pth
       vanillanet-edge info vanillanet_5                # params, MACs, per-layer table
-    Or all of it on the built-in default: vanillanet-edge demo
+    Or all of it on the built-in default: vanillanet-edge run   (vanillanet-edge init: a pipeline file)
     """
 
 

@@ -181,6 +181,37 @@ def stage_convert(ctx: Context) -> None:
             ctx.log(f"convert: {target} {precision} ok (rel err {v['rel_err']:.2g}) -> {outcome.folder}")
             ctx.run.record(name, key, [outcome.folder], {"verification": v})
             ctx.artifacts.append(outcome.folder)
+    convert_baselines(ctx)
+
+
+def convert_baselines(ctx: Context) -> None:
+    """Deep baselines at fp32 on the same targets (random weights: latency only, see model/baselines.py)."""
+    b, conv = ctx.cfg["baselines"], ctx.cfg["convert"]
+    if not b["models"]:
+        return
+    from ..converters.convert import convert_one
+    from ..model.baselines import prepare_baseline
+
+    size = b["input_size"] or ctx.cfg["model"]["input_size"] or 32
+    for model in b["models"]:
+        prep = None
+        for target in conv["targets"]:
+            name = f"baseline:{model}:{target}:fp32"
+            key = content_key(model, size, target, conv["batch"])
+            done = ctx.step("convert", name, key)
+            if done:
+                ctx.artifacts.append(ctx.path(done["outputs"][0]))
+                ctx.skipped.append(name)
+                continue
+            prep = prep or prepare_baseline(model, size)
+            ctx.log(f"convert: baseline {model} {target} fp32 at {size}x{size}")
+            outcome = convert_one(prep, target, "fp32", ctx.path("artifacts"), conv["batch"])
+            if not outcome.ok:
+                ctx.log(f"convert: baseline {model} {target} FAILED at {outcome.stage}: {outcome.error}")
+                ctx.failures.append({"step": name, "error": outcome.error})
+                continue
+            ctx.run.record(name, key, [outcome.folder])
+            ctx.artifacts.append(outcome.folder)
 
 
 def stage_calibrate(ctx: Context) -> None:
@@ -226,6 +257,8 @@ def stage_eval(ctx: Context) -> None:
     limit = ctx.cfg["eval"]["limit"] or None
     records = []
     for ref in _refs(ctx):
+        if ref.manifest.get("model", {}).get("family") == "baseline":
+            continue   # random weights: accuracy would mean nothing
         key = content_key(sha256_path(ref.artifact), str(eval_dir), limit)
         name = f"eval:{ref.name}"
         out = ctx.path("results", "eval", f"{ref.name}.json")
