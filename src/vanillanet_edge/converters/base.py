@@ -6,7 +6,9 @@ fusing, choosing inputs, verification, the manifest and atomic publication are s
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +84,16 @@ class Converter(ABC):
     @abstractmethod
     def export(self, request: ConvertRequest, folder: Path) -> ExportResult:
         """Write the artifact into `folder` (a fresh, private folder) and describe it."""
+
+
+@contextlib.contextmanager
+def quiet_output():
+    """Drop a toolchain's progress bars and prints (Python-level stdout/stderr) during export.
+
+    Exceptions still propagate with their messages; our own log lines are printed outside.
+    """
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def package_versions(*names: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import ConversionError, VanillaNetEdgeError
-from .base import Converter, ConvertRequest, ExportResult, package_versions
+from .base import Converter, ConvertRequest, ExportResult, package_versions, quiet_output
 
 # coremltools' activation quantization, as `linear_quantize_activations` runs it in 9.0
 # (optimize/coreml/_post_training_quantization.py), in this order.
@@ -50,8 +50,12 @@ class CoreMlConverter(Converter):
         return package_versions("coremltools")
 
     def export(self, request: ConvertRequest, folder: Path) -> ExportResult:
-        if request.precision == "int8":
-            return self._export_int8(request, folder)
+        with quiet_output():   # coremltools draws a progress bar per MIL pass
+            if request.precision == "int8":
+                return self._export_int8(request, folder)
+            return self._export_float(request, folder)
+
+    def _export_float(self, request: ConvertRequest, folder: Path) -> ExportResult:
         mlmodel = _convert(request, fp16=request.precision == "fp16")
         mlmodel.save(str(folder / "model.mlpackage"))
         notes = {"minimum_deployment_target": "iOS17",
