@@ -63,6 +63,8 @@ def stage_data(ctx: Context) -> None:
         ctx.data_root = Path(root)
         ctx.log(f"data: using {root}")
         return
+    if ctx.cfg["model"]["checkpoint"]:
+        return   # shipping a given net: images come from calibration.data and eval.data
     from ..api import make_digits
 
     key = content_key("digits", 32, 0)
@@ -115,8 +117,7 @@ def stage_fuse(ctx: Context) -> None:
     if ctx.step("fuse", "fuse", key):
         ctx.skipped.append("fuse")
         return
-    val = _split(ctx, "val") if ctx.data_root else None
-    r = fuse_checkpoint(ctx.checkpoint, out, data=val if val and val.is_dir() else None,
+    r = fuse_checkpoint(ctx.checkpoint, out, data=_eval_data(ctx),
                         variant=m["variant"] or None, key=m["key"] or None, input_size=m["input_size"] or None)
     ctx.log(f"fuse: {r.check.random}")
     ctx.run.record("fuse", key, [out, r.report_path], {"rel_err": r.check.random.rel_err})
@@ -155,8 +156,7 @@ def stage_convert(ctx: Context) -> None:
                 ctx.skipped.append(name)
                 continue
             if prep is None:
-                val = _split(ctx, "val") if ctx.data_root else None
-                prep = prepare(ctx.checkpoint, m["input_size"] or None, val if val and val.is_dir() else None,
+                prep = prepare(ctx.checkpoint, m["input_size"] or None, eval_dir,
                                m["variant"] or None, m["key"] or None)
                 if eval_dir:
                     evaluation = load_eval_set(prep, eval_dir)
