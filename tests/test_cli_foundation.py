@@ -28,7 +28,8 @@ COMMANDS = list(all_commands(main))
 
 def test_the_foundation_commands_exist():
     names = {" ".join(path) for path, _ in COMMANDS}
-    assert {"data", "data digits", "train", "fuse", "info", "demo"} <= names
+    assert {"data", "data digits", "train", "fuse", "info", "run", "init", "convert", "calibrate",
+            "bench", "eval", "report", "baseline"} <= names
 
 
 @pytest.mark.parametrize("path", [()] + [p for p, _ in COMMANDS], ids=lambda p: " ".join(p) or "main")

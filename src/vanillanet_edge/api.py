@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from .calibration.digits import write_digits
 from .calibration.images import Preprocessing
@@ -12,7 +11,7 @@ from .calibration.inputs import input_size_of, preprocessing_of, real_inputs_for
 from .converters.convert import ConvertOutcome, Int8Options, convert_checkpoint
 from .errors import FusionError
 from .fileio import write_json
-from .model.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from .model.checkpoint import load_checkpoint, save_checkpoint
 from .model.fuse import FusionCheck, fuse_model, verify_fusion
 from .model.profile import summarize
 from .model.train import TrainConfig, train

@@ -17,3 +17,15 @@ def quantizable_layers(model: nn.Module) -> list[str]:
     Deploy form: stem.0 (4x4 conv), stem.1 (activation), stages.i.conv, stages.i.act, cls.2.
     """
     return [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, Activation))]
+
+
+def check_layer_names(model: nn.Module, names) -> list[str]:
+    """`names` in forward order; an unknown name is refused with the list of real layers."""
+    from ..errors import VanillaNetEdgeError
+
+    layers = quantizable_layers(model)
+    unknown = [n for n in names if n not in layers]
+    if unknown:
+        raise VanillaNetEdgeError(f"cannot keep {', '.join(unknown)} in float: no such quantizable layer",
+                                  hint=f"layers: {', '.join(layers)}")
+    return [n for n in layers if n in set(names)]

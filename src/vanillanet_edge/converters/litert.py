@@ -218,15 +218,9 @@ def _int8_pt2e_path(module: nn.Module, x_nhwc: torch.Tensor, request: ConvertReq
 
 
 def _kept_layers(request: ConvertRequest) -> list[str]:
-    from ..calibration.layers import quantizable_layers
+    from ..calibration.layers import check_layer_names
 
-    wanted = list(request.calibration.excluded_layers)
-    layers = quantizable_layers(request.model)
-    unknown = [n for n in wanted if n not in layers]
-    if unknown:
-        raise VanillaNetEdgeError(f"cannot keep {', '.join(unknown)} in float: no such quantizable layer",
-                                  hint=f"layers: {', '.join(layers)}")
-    return [n for n in layers if n in wanted]     # forward order, no duplicates
+    return check_layer_names(request.model, request.calibration.excluded_layers)   # forward order
 
 
 def _calibration_batches(inputs: np.ndarray, batch: int):

@@ -181,15 +181,10 @@ def map_layers_to_nodes(model) -> dict[str, list[str]]:
 
 
 def _exclusions(request: ConvertRequest, model) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    from ..calibration.layers import quantizable_layers
+    from ..calibration.layers import check_layer_names
 
     layer_nodes = map_layers_to_nodes(model)
-    wanted = list(request.calibration.excluded_layers)
-    torch_layers = quantizable_layers(request.model)
-    unknown = [n for n in wanted if n not in torch_layers]
-    if unknown:
-        raise VanillaNetEdgeError(f"cannot keep {', '.join(unknown)} in float: no such quantizable layer",
-                                  hint=f"layers: {', '.join(torch_layers)}")
+    wanted = check_layer_names(request.model, request.calibration.excluded_layers)
     missing = [n for n in wanted if n not in layer_nodes]
     if missing:
         raise ConversionError(

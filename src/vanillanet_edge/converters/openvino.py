@@ -106,15 +106,10 @@ def map_layers_to_ops(model) -> dict[str, list[str]]:
 
 
 def _ignored(request: ConvertRequest, model) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    from ..calibration.layers import quantizable_layers
+    from ..calibration.layers import check_layer_names
 
     layer_ops = map_layers_to_ops(model)
-    wanted = list(request.calibration.excluded_layers)
-    torch_layers = quantizable_layers(request.model)
-    unknown = [n for n in wanted if n not in torch_layers]
-    if unknown:
-        raise VanillaNetEdgeError(f"cannot keep {', '.join(unknown)} in float: no such quantizable layer",
-                                  hint=f"layers: {', '.join(torch_layers)}")
+    wanted = check_layer_names(request.model, request.calibration.excluded_layers)
     missing = [n for n in wanted if n not in layer_ops]
     if missing:
         raise ConversionError(

@@ -10,7 +10,6 @@ import numpy as np
 
 from ..calibration.images import ImageFolder, Preprocessing, load_images
 from ..errors import DataError
-from ..metrics import compare_logits
 from .artifacts import ArtifactRef
 from .latency import RESULT_SCHEMA
 from .machine import describe_machine

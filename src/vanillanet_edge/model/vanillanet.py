@@ -35,28 +35,8 @@ class VanillaNetConfig:
     def with_(self, **changes) -> "VanillaNetConfig":
         return replace(self, **changes)
 
-    def _size_problem(self, size: int) -> str | None:
-        """Why `size` does not fit this net (None when it does)."""
-        feat = (size + 2 * self.stem_padding - 4) // self.stem_stride + 1
-        if size < 4 or feat < 1:
-            return f"input size {size} is too small for {self.name}'s 4x4 stem"
-        for i, s in enumerate(self.strides):
-            if s == 1:
-                continue
-            target = self.ada_pool[i] if self.ada_pool else 0
-            if target:
-                if feat < target:
-                    return (f"input size {size} gives a {feat}x{feat} map at stage {i}, smaller "
-                            f"than its adaptive pool output {target}x{target}")
-                feat = target
-            else:
-                feat //= s
-                if feat < 1:
-                    return f"input size {size} shrinks to nothing at stage {i} of {self.name}"
-        return None
-
     def min_input_size(self) -> int:
-        return next(n for n in range(4, 4096) if self._size_problem(n) is None)
+        return next(n for n in range(4, 4096) if self._input_size_problem(n) is None)
 
     def check_input_size(self, size: int) -> None:
         """Refuse sizes the net cannot take, before any work starts."""
@@ -85,11 +65,6 @@ class VanillaNetConfig:
                     return f"input size {size} shrinks to nothing at stage {i} of {self.name}"
         return None
 
-    def min_input_size(self) -> int:
-        size = 1
-        while self._input_size_problem(size):
-            size += 1
-        return size
 
 
 class VanillaNet(nn.Module):

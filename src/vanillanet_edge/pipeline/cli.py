@@ -13,22 +13,11 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import click  # noqa: E402
 
 from .. import api  # noqa: E402
-from ..errors import VanillaNetEdgeError
-from ..model.train import TrainConfig
-from ..model.variants import VARIANTS
+from ..model.train import TrainConfig  # noqa: E402
+from ..model.variants import VARIANTS  # noqa: E402
+from .friendly import FriendlyGroup  # noqa: E402
 
 VARIANT_CHOICE = click.Choice(list(VARIANTS))
-
-
-class FriendlyGroup(click.Group):
-    """Turn our errors into a one-paragraph message and exit code 2, without a traceback."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except VanillaNetEdgeError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(2)
 
 
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"],

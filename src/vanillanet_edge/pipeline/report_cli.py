@@ -9,22 +9,10 @@ from pathlib import Path
 
 import click
 
-from ..errors import VanillaNetEdgeError
+from .friendly import FriendlyCommand
 
 
-class _FriendlyCommand(click.Command):
-    """Our errors become one red paragraph and exit code 2 (as the main group does), also when
-    the command is invoked on its own."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except VanillaNetEdgeError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(2)
-
-
-class _BaselineCommand(_FriendlyCommand):
+class _BaselineCommand(FriendlyCommand):
     """Appends the live list of baselines and variants to the help text."""
 
     def format_help_text(self, ctx, formatter):
@@ -38,7 +26,7 @@ class _BaselineCommand(_FriendlyCommand):
             formatter.write_text("\b\n" + "\n".join(rows))
 
 
-@click.command("report", cls=_FriendlyCommand)
+@click.command("report", cls=FriendlyCommand)
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Folder for report.md, report.html, report.json and plots/.")
