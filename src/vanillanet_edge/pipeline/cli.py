@@ -436,14 +436,15 @@ def run_cmd(pipeline, out, only, force, as_json):
 
 
 def _print_summary(result: dict) -> None:
-    click.echo(f"\n{'artifact':<28}{'runtime':<13}{'prec':<6}{'size KB':>9}{'top-1':>9}"
-               f"{'median ms':>11}{'vs eager':>10}")
+    w = max([len("artifact")] + [len(r["artifact"]) for r in result["summary"]]) + 2
+    click.echo(f"\n{'artifact':<{w}}{'runtime':<13}{'prec':<6}{'size KB':>9}{'top-1':>9}"
+               f"{'median ms':>12}{'vs eager':>10}")
     for row in result["summary"]:
         top1 = f"{100 * row['top1']:.2f}%" if row["top1"] is not None else "-"
         med = f"{row['median_ms']:.3f}" if row["median_ms"] is not None else row["status"]
         speed = f"{row['speedup_vs_eager']:.1f}x" if row["speedup_vs_eager"] else "-"
-        click.echo(f"{row['artifact']:<28}{row['runtime']:<13}{row['precision']:<6}"
-                   f"{row['size_kb']:>9.0f}{top1:>9}{med:>11}{speed:>10}")
+        click.echo(f"{row['artifact']:<{w}}{row['runtime']:<13}{row['precision']:<6}"
+                   f"{row['size_kb']:>9.0f}{top1:>9}{med:>12}{speed:>10}")
     for f in result["failures"]:
         click.secho(f"failed: {f['step']}: {f['error']}", fg="red")
     click.echo(f"\nrun folder: {result['out']}")

@@ -97,7 +97,8 @@ def stage_train(ctx: Context) -> None:
                       decay_epochs=t["decay_epochs"], batch_size=t["batch_size"], lr=t["lr"], seed=t["seed"])
     size = m["input_size"] or 32
     key = content_key(cfg.__dict__, size, _data_key(ctx, "train"), _data_key(ctx, "val"))
-    ctx.checkpoint = ctx.path("model", f"{cfg.variant}-w{cfg.width:g}.pth")
+    stem = cfg.variant if cfg.width == 1 else f"tiny-{cfg.variant}"   # names every artifact
+    ctx.checkpoint = ctx.path("model", f"{stem}.pth")
     if not ctx.step("train", "train", key):
         ctx.log(f"train: {cfg.variant} width {cfg.width:g}, {cfg.epochs} epochs on {ctx.data_root}")
         result = train_model(ctx.data_root, ctx.checkpoint, cfg, input_size=size)
@@ -111,7 +112,7 @@ def stage_train(ctx: Context) -> None:
 def stage_fuse(ctx: Context) -> None:
     from ..api import fuse_checkpoint
 
-    out = ctx.path("model", "deploy.pth")
+    out = _deploy_path(ctx)
     m = ctx.cfg["model"]
     key = content_key(ctx.checkpoint_sha, m["variant"], m["key"], m["input_size"])
     if ctx.step("fuse", "fuse", key):
@@ -242,7 +243,11 @@ def stage_calibrate(ctx: Context) -> None:
 
 def _refs(ctx: Context):
     from ..devices.artifacts import resolve
-    return resolve(ctx.artifacts + [ctx.path("model", "deploy.pth")])
+    return resolve(ctx.artifacts + [_deploy_path(ctx)])
+
+
+def _deploy_path(ctx: Context) -> Path:
+    return ctx.path("model", f"{ctx.checkpoint.stem}-deploy.pth")
 
 
 def stage_eval(ctx: Context) -> None:
