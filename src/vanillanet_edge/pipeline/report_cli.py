@@ -12,6 +12,11 @@ import click
 from .friendly import FriendlyCommand
 
 
+# Standalone commands cache their help option on first use: give them -h themselves, so it
+# works however they were first invoked (alone, or under the main group).
+HELP = {"help_option_names": ["-h", "--help"]}
+
+
 class _BaselineCommand(FriendlyCommand):
     """Appends the live list of baselines and variants to the help text."""
 
@@ -26,7 +31,7 @@ class _BaselineCommand(FriendlyCommand):
             formatter.write_text("\b\n" + "\n".join(rows))
 
 
-@click.command("report", cls=FriendlyCommand)
+@click.command("report", cls=FriendlyCommand, context_settings=HELP)
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Folder for report.md, report.html, report.json and plots/.")
@@ -65,7 +70,7 @@ def report_cmd(run_dir, out, peak_size):
                f"({report['records']} records from {len(report['sources'])} files)")
 
 
-@click.command("baseline", cls=_BaselineCommand)
+@click.command("baseline", cls=_BaselineCommand, context_settings=HELP)
 @click.argument("names", nargs=-1, required=True)
 @click.option("--target", "targets", multiple=True, required=True,
               help="onnx, openvino, tflite, coreml or all; repeat or comma-separate for several.")
