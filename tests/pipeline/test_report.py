@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import shutil
+import subprocess
 
 import pytest
 from click.testing import CliRunner
@@ -144,3 +147,34 @@ def test_baseline_command_help_and_bad_name(tmp_path):
         assert word in help_text
     bad = CliRunner().invoke(baseline_cmd, ["resnet51", "--target", "onnx", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "resnet51" in bad.output
+
+
+def _chromium() -> str:
+    """Debian's Chromium; installed on first use where this machine kind allows (root + apt)."""
+    found = shutil.which("chromium")
+    if not found and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900)
+        found = shutil.which("chromium")
+    if not found:
+        pytest.fail("Chromium is needed to check the HTML report in a real browser: apt-get install chromium")
+    return found
+
+
+def test_html_report_renders_in_headless_chromium(run_dir, tmp_path, peak):
+    """Every plot decodes in a real browser, and every number table arrives with numbers."""
+    build_report(run_dir, tmp_path / "rep", peak=peak)
+    html = (tmp_path / "rep" / "report.html").read_text()
+    # A copy with a probe: after load, the title says how many images really decoded.
+    probe = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"
+             "document.title='IMAGES '+i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;});</script>")
+    page = tmp_path / "probe.html"
+    page.write_text(html.replace("</body>", probe + "</body>"))
+    dom = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+         page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    [(ok, total)] = re.findall(r"<title>IMAGES (\d+)/(\d+)</title>", dom)
+    assert int(total) >= 3 and ok == total
+    rendered = _html_cells(dom)
+    assert rendered and all(_is_number(text) for _, kind, text in rendered if kind == "number")
