@@ -12,13 +12,11 @@ from .converters.convert import ConvertOutcome, Int8Options, convert_checkpoint
 from .errors import FusionError
 from .fileio import write_json
 from .model.checkpoint import load_checkpoint, save_checkpoint
-from .model.fuse import FusionCheck, fuse_model, verify_fusion
+from .model.fuse import FUSION_REL_TOL, FusionCheck, fuse_model, verify_fusion
 from .model.profile import summarize
 from .model.train import TrainConfig, train
 from .model.variants import PUBLISHED, VARIANTS, create_model, variant_config
 
-# Fusion is exact algebra; what is left is float32 rounding (seen: ~1e-6 on every variant).
-FUSION_REL_TOL = 1e-5
 
 
 def make_digits(out: str | Path, size: int = 32, seed: int = 0) -> dict:

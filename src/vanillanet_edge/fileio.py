@@ -88,13 +88,13 @@ def clean_partials(folder: str | os.PathLike) -> list[Path]:
         return removed
     for p in folder.glob(".*.partial-*"):
         pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             _remove(p)
             removed.append(p)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

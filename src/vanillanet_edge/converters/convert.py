@@ -23,7 +23,7 @@ from ..errors import ConversionError, FusionError, VanillaNetEdgeError
 from ..fileio import atomic_path, clean_partials, sha256_path, size_bytes, write_json
 from ..model.adapool import replace_adaptive_max_pools
 from ..model.checkpoint import load_checkpoint
-from ..model.fuse import fuse_model, verify_fusion
+from ..model.fuse import FUSION_REL_TOL, fuse_model, verify_fusion
 from ..model.profile import summarize
 from .base import PRECISIONS, ConvertRequest
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, environment_versions
@@ -76,7 +76,7 @@ def prepare(checkpoint: str | Path, input_size: int | None = None, data: str | P
     real, source = real_inputs_for(ckpt, data, size, limit=n_verify)
     if ckpt.form == "train":
         check = verify_fusion(ckpt.model, fused, size, real_inputs=real)
-        if check.random.rel_err > 1e-5 and not allow_inexact:
+        if check.random.rel_err > FUSION_REL_TOL and not allow_inexact:
             raise FusionError(f"fusion check failed before conversion: {check.random}")
     if real is None:
         # No images known: deterministic noise still checks the numerics, and says so.

@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 
 from ..errors import VanillaNetEdgeError
-from ..fileio import _pid_alive, clean_partials, write_json
+from ..fileio import pid_alive, clean_partials, write_json
 
 
 class RunLockedError(VanillaNetEdgeError):
@@ -42,7 +42,7 @@ class RunDir:
                 fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 holder = self._holder()
-                if holder and holder.get("host") == me["host"] and not _pid_alive(int(holder.get("pid", 0))):
+                if holder and holder.get("host") == me["host"] and not pid_alive(int(holder.get("pid", 0))):
                     self.lock_path.unlink(missing_ok=True)   # stale: its process is gone
                     continue
                 raise RunLockedError(
