@@ -178,3 +178,9 @@ def test_html_report_renders_in_headless_chromium(run_dir, tmp_path, peak):
     assert int(total) >= 3 and ok == total
     rendered = _html_cells(dom)
     assert rendered and all(_is_number(text) for _, kind, text in rendered if kind == "number")
+
+
+def test_error_bars_never_negative_when_the_overall_ratio_is_outside_the_rounds():
+    from vanillanet_edge.pipeline.report import _spread
+    assert _spread(1.276, 1.156, 1.266) == [[pytest.approx(0.12)], [0.0]]
+    assert _spread(1.0, 1.2, 1.5) == [[0.0], [0.5]]

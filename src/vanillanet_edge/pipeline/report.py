@@ -585,6 +585,12 @@ def plot_roofline(lat: list[Row], peak: dict) -> bytes:
     return _png(fig)
 
 
+def _spread(value: float, low: float, high: float) -> list[list[float]]:
+    """Error-bar extents around `value`. The overall ratio (median over median) can fall outside
+    the per-round ratios' range, so a side never goes negative."""
+    return [[max(0.0, value - low)], [max(0.0, high - value)]]
+
+
 def plot_ratio(table: Table) -> bytes | None:
     rows = [r for r in table.rows if r[8] is not None]
     if not rows:
@@ -592,7 +598,7 @@ def plot_ratio(table: Table) -> bytes | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, max(3, 0.35 * len(rows) + 1.5)))
     for i, r in enumerate(rows):
-        ax.errorbar(r[8], i, xerr=[[r[8] - r[9]], [r[10] - r[8]]], fmt="o", capsize=3, color="tab:blue")
+        ax.errorbar(r[8], i, xerr=_spread(r[8], r[9], r[10]), fmt="o", capsize=3, color="tab:blue")
         if r[15] is not None:
             ax.plot(r[15], i, "x", color="tab:green")
     ax.axvline(1.0, color="k", lw=0.8)
@@ -612,7 +618,7 @@ def plot_int8(table: Table) -> bytes | None:
     fig, ax = plt.subplots(figsize=(8, max(3, 0.35 * len(rows) + 1.5)))
     for i, r in enumerate(rows):
         ax.barh(i, r[6], color="tab:purple")
-        ax.errorbar(r[6], i, xerr=[[r[6] - r[7]], [r[8] - r[6]]], fmt="none", capsize=3, color="k")
+        ax.errorbar(r[6], i, xerr=_spread(r[6], r[7], r[8]), fmt="none", capsize=3, color="k")
         if r[12] is not None:
             ax.text(r[8], i, f"  top-1 {r[12]:+.2f} pts", va="center", fontsize=7)
     ax.axvline(1.0, color="k", lw=0.8)
