@@ -29,3 +29,16 @@ def check_layer_names(model: nn.Module, names) -> list[str]:
         raise VanillaNetEdgeError(f"cannot keep {', '.join(unknown)} in float: no such quantizable layer",
                                   hint=f"layers: {', '.join(layers)}")
     return [n for n in layers if n in set(names)]
+
+
+def select_layers(model: nn.Module, names, graph_map: dict, graph: str) -> dict:
+    """The graph nodes of the layers `names` (checked as above), from a converter's own
+    torch-name -> node(s) map; a layer the map lacks is an error naming what the map holds."""
+    from ..errors import ConversionError
+
+    wanted = check_layer_names(model, names)
+    missing = [n for n in wanted if n not in graph_map]
+    if missing:
+        raise ConversionError(f"no {graph} node found for layer(s) {', '.join(missing)}; the graph "
+                              f"names only {', '.join(graph_map) or 'no torch modules'}")
+    return {n: graph_map[n] for n in wanted}

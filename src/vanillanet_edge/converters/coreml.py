@@ -66,7 +66,7 @@ class CoreMlConverter(Converter):
         import coremltools.optimize as cto
 
         from ..calibration.coreml_stats import collect_activation_stats
-        from ..calibration.layers import check_layer_names
+        from ..calibration.layers import select_layers
         from ..devices.coreml_mil import MILProgram
 
         cal = request.calibration
@@ -79,12 +79,8 @@ class CoreMlConverter(Converter):
             float_model.save(str(float_path))
             program = MILProgram.load(float_path)
             layer_ops = map_layers_to_conv_ops(request.model, program, _trace_input(request))
-            check_layer_names(request.model, cal.excluded_layers)
-            missing = [name for name in cal.excluded_layers if name not in layer_ops]
-            if missing:
-                raise ConversionError(f"no Core ML conv op found for layer(s) {', '.join(missing)}")
+            keep_float = select_layers(request.model, cal.excluded_layers, layer_ops, "Core ML conv")
             stats = collect_activation_stats(program, cal.inputs, cal.method, cal.percentile)
-            keep_float = {name: layer_ops[name] for name in cal.excluded_layers}
             feeders = _output_quantizers_feeding(program, set(keep_float.values()))
         float_ops = {op: None for op in keep_float.values()}   # None = leave this op alone
 

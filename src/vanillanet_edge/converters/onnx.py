@@ -181,16 +181,11 @@ def map_layers_to_nodes(model) -> dict[str, list[str]]:
 
 
 def _exclusions(request: ConvertRequest, model) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    from ..calibration.layers import check_layer_names
+    from ..calibration.layers import select_layers
 
-    layer_nodes = map_layers_to_nodes(model)
-    wanted = check_layer_names(request.model, request.calibration.excluded_layers)
-    missing = [n for n in wanted if n not in layer_nodes]
-    if missing:
-        raise ConversionError(
-            f"no ONNX node found for layer(s) {', '.join(missing)}: the exporter's module metadata "
-            f"(pkg.torch.onnx.name_scopes) names only {', '.join(layer_nodes) or 'nothing'}")
-    return layer_nodes, {n: layer_nodes[n] for n in wanted}
+    layer_nodes = map_layers_to_nodes(model)   # from the exporter's pkg.torch.onnx.name_scopes
+    return layer_nodes, select_layers(request.model, request.calibration.excluded_layers,
+                                      layer_nodes, "ONNX")
 
 
 def _quantize(request: ConvertRequest, fp32_path: Path, out: Path, tmp: Path, notes: dict) -> dict:

@@ -106,16 +106,11 @@ def map_layers_to_ops(model) -> dict[str, list[str]]:
 
 
 def _ignored(request: ConvertRequest, model) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    from ..calibration.layers import check_layer_names
+    from ..calibration.layers import select_layers
 
-    layer_ops = map_layers_to_ops(model)
-    wanted = check_layer_names(request.model, request.calibration.excluded_layers)
-    missing = [n for n in wanted if n not in layer_ops]
-    if missing:
-        raise ConversionError(
-            f"no OpenVINO convolution found for layer(s) {', '.join(missing)}: conv friendly names "
-            f"carry only {', '.join(layer_ops) or 'no module paths'}")
-    return layer_ops, {n: layer_ops[n] for n in wanted}
+    layer_ops = map_layers_to_ops(model)   # from the conv ops' friendly names (module paths)
+    return layer_ops, select_layers(request.model, request.calibration.excluded_layers,
+                                    layer_ops, "OpenVINO convolution")
 
 
 def _per_image_bytes(model, batch: int) -> int:
