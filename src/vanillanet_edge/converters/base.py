@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,13 +88,23 @@ class Converter(ABC):
 
 
 @contextlib.contextmanager
-def quiet_output():
-    """Drop a toolchain's progress bars and prints (Python-level stdout/stderr) during export.
+def quiet_output(logger: str | None = None, level: int = logging.WARNING, stderr: bool = True):
+    """Drop a toolchain's progress bars and prints during export: Python-level stdout (and
+    stderr unless told otherwise), and, given a logger name ("" = root), its records below `level`.
 
     Exceptions still propagate with their messages; our own log lines are printed outside.
     """
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
+    log = logging.getLogger(logger) if logger is not None else None
+    old = log.level if log else None
+    if log:
+        log.setLevel(level)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), \
+                (contextlib.redirect_stderr(io.StringIO()) if stderr else contextlib.nullcontext()):
+            yield
+    finally:
+        if log:
+            log.setLevel(old)
 
 
 def package_versions(*names: str) -> dict[str, str]:

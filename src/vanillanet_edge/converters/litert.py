@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -69,7 +68,7 @@ from torch import nn
 from ..errors import ConversionError, VanillaNetEdgeError
 from ..model.adapool import FixedAdaptiveMaxPool2d, adaptive_windows
 from ..model.layers import Activation, Block
-from .base import Converter, ConvertRequest, ExportResult, package_versions
+from .base import Converter, ConvertRequest, ExportResult, package_versions, quiet_output
 
 ARTIFACT = "model.tflite"
 INPUT_KEY = "input"      # signature input name (the interpreter calls the tensor serving_default_input)
@@ -663,7 +662,7 @@ def _quiet():
     old = os.environ.get(key)
     os.environ[key] = "n"
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with quiet_output():
             yield
     finally:
         if old is None:

@@ -9,8 +9,6 @@ result counts both the QDQ graph and the QLinearConvs ORT's optimizer really bui
 from __future__ import annotations
 
 import ast
-import contextlib
-import io
 import logging
 import tempfile
 import warnings
@@ -20,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import ConversionError, VanillaNetEdgeError
-from .base import Converter, ConvertRequest, ExportResult, package_versions
+from .base import Converter, ConvertRequest, ExportResult, package_versions, quiet_output
 
 OPSET = 18   # what torch's dynamo exporter writes today; ORT 1.18+ and OpenVINO read it
 
@@ -315,14 +313,6 @@ def _ort_fused_convs(path: Path, tmp: Path) -> int:
     return sum(n.op_type == "QLinearConv" for n in onnx.load(opts.optimized_model_filepath).graph.node)
 
 
-@contextlib.contextmanager
 def _quiet():
     """onnxruntime.quantization prints progress and logs advice on the root logger."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
+    return quiet_output("", logging.ERROR, stderr=False)

@@ -8,8 +8,6 @@ result counts the IR and the precision each conv really runs at in the compiled 
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import warnings
 from pathlib import Path
@@ -19,7 +17,7 @@ import torch
 
 from ..devices.openvino import type_name
 from ..errors import ConversionError, VanillaNetEdgeError
-from .base import Converter, ConvertRequest, ExportResult, package_versions
+from .base import Converter, ConvertRequest, ExportResult, package_versions, quiet_output
 
 _CONV_TYPES = ("Convolution", "GroupConvolution")
 # how each method sets NNCF's activation range estimators (weights: always per-channel min/max)
@@ -270,14 +268,6 @@ def count_int8(model, core) -> dict:
                     "weight constants decompressed by Convert (+Multiply) at load")}
 
 
-@contextlib.contextmanager
 def _quiet():
     """NNCF logs INFO lines and draws progress bars on stdout."""
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
+    return quiet_output("nncf", logging.WARNING, stderr=False)
