@@ -86,7 +86,7 @@ def bench_eager(preps: dict, state_dir: Path, warmup: int, runs: int, rounds: in
     """Rounds interleaved across models, each round a fresh process; records shaped like bench's."""
     import torch
 
-    from vanillanet_edge.devices.latency import RESULT_SCHEMA, summarize_times
+    from vanillanet_edge.devices.latency import RESULT_SCHEMA, median_interval, summarize_times
     from vanillanet_edge.devices.machine import describe_machine
 
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -128,6 +128,7 @@ def bench_eager(preps: dict, state_dir: Path, warmup: int, runs: int, rounds: in
             summary = summarize_times(times, 1)
             macs = prep.model_meta["macs"]
             rec.update({"latency": summary, "round_medians_ms": [statistics.median(x["times_ms"]) for x in rounds_],
+                        "median_interval_ms": median_interval([x["times_ms"] for x in rounds_]),
                         "load_ms": statistics.median(x["load_ms"] for x in rounds_),
                         "first_inference_ms": statistics.median(x["first_inference_ms"] for x in rounds_),
                         "peak_rss_mib": max(x["peak_rss_mib"] for x in rounds_),

@@ -1,14 +1,18 @@
-"""Is a bench median reproducible within the spread bench reports? Bench the same artifacts twice.
+"""Is a bench median reproducible within the interval bench reports? Bench the same artifacts
+several times over.
 
-Usage: python benchmarks/repeatability.py ARTIFACT_OR_DIR... [--runs 60 --rounds 3]
+Usage: python benchmarks/repeatability.py ARTIFACT_OR_DIR... [--runs 60 --rounds 3 --calls 3]
 
-For each artifact, two independent `bench` calls (fresh processes, interleaved rounds) are
-compared: one call's median should fall inside the other call's round-median range (min to
-max of its per-round medians, which is what bench reports as its spread).
+`bench` reports, with each median, a 95% interval for where another call's median should
+fall (devices/latency.median_interval). This script makes `--calls` independent bench calls
+(fresh processes, interleaved rounds) one after the other and checks, for every pair of
+calls, that each call's median lies inside the other's interval. It prints every call and
+the fraction of pair checks that held; the exit status is 0 when all held.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 
 from vanillanet_edge.devices.artifacts import resolve
 from vanillanet_edge.devices.latency import BenchSettings, bench
@@ -19,24 +23,33 @@ def main() -> int:
     ap.add_argument("artifacts", nargs="+")
     ap.add_argument("--runs", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--calls", type=int, default=3)
     args = ap.parse_args()
     refs = resolve(args.artifacts)
     settings = BenchSettings(warmup=5, runs=args.runs, rounds=args.rounds)
-    first, second = bench(refs, settings), bench(refs, settings)
-    print(f"{'artifact':<34}{'median 1':>10}{'spread 1':>20}{'median 2':>10}{'spread 2':>20}  within")
-    ok_all = True
-    for a, b in zip(first, second):
-        if not (a["ok"] and b["ok"]):
-            print(f"{a['name']:<34} {a.get('status')} / {b.get('status')}")
+    calls = [bench(refs, settings) for _ in range(args.calls)]
+    held = checked = 0
+    for i, ref in enumerate(refs):
+        records = [c[i] for c in calls]
+        if not all(r["ok"] for r in records):
+            print(f"{ref.name}: " + " / ".join(r.get("status", "?") for r in records))
             continue
-        lo1, hi1 = min(a["round_medians_ms"]), max(a["round_medians_ms"])
-        lo2, hi2 = min(b["round_medians_ms"]), max(b["round_medians_ms"])
-        m1, m2 = a["latency"]["median_ms"], b["latency"]["median_ms"]
-        within = lo1 <= m2 <= hi1 or lo2 <= m1 <= hi2     # one call's median inside the other's spread
-        ok_all &= within
-        print(f"{a['name']:<34}{m1:>10.3f}{f'[{lo1:.3f}, {hi1:.3f}]':>20}{m2:>10.3f}"
-              f"{f'[{lo2:.3f}, {hi2:.3f}]':>20}  {'yes' if within else 'NO'}")
-    return 0 if ok_all else 1
+        print(ref.name)
+        for n, r in enumerate(records, 1):
+            iv = r["median_interval_ms"]
+            print(f"  call {n}: median {r['latency']['median_ms']:8.3f} ms   95% interval "
+                  f"[{iv['low_ms']:.3f}, {iv['high_ms']:.3f}]   rounds "
+                  + ", ".join(f"{m:.3f}" for m in r["round_medians_ms"]))
+        for a, b in itertools.permutations(records, 2):
+            iv = a["median_interval_ms"]
+            ok = iv["low_ms"] <= b["latency"]["median_ms"] <= iv["high_ms"]
+            held += ok
+            checked += 1
+            if not ok:
+                print(f"  NOT within: median {b['latency']['median_ms']:.3f} outside "
+                      f"[{iv['low_ms']:.3f}, {iv['high_ms']:.3f}]")
+    print(f"{held}/{checked} checks held (each call's median inside every other call's interval)")
+    return 0 if held == checked else 1
 
 
 if __name__ == "__main__":

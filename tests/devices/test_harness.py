@@ -37,6 +37,9 @@ def test_bench_artifacts_and_checkpoint_in_separate_processes(tiny_artifacts, ti
         lat = r["latency"]
         assert lat["runs"] == 12 and 0 < lat["min_ms"] <= lat["median_ms"] <= lat["p99_ms"]
         assert len(r["round_medians_ms"]) == 2
+        iv = r["median_interval_ms"]        # covers the median and every round's median
+        assert iv["low_ms"] <= min(r["round_medians_ms"]) and max(r["round_medians_ms"]) <= iv["high_ms"]
+        assert iv["low_ms"] < lat["median_ms"] < iv["high_ms"] and iv["level"] == 0.95
         assert r["load_ms"] > 0 and r["first_inference_ms"] > 0 and r["peak_rss_mib"] > 50
         assert r["gmacs_per_s"] > 0 and r["machine"]["cpu_model"]
     ov = next(r for r in records if r["runtime"] == "openvino")

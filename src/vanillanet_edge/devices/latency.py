@@ -3,7 +3,9 @@ many runs, percentiles, peak memory, achieved GMAC/s; each runtime in its own pr
 
 `measure_in_process` is the worker (run by `python -m vanillanet_edge.devices.worker`);
 `bench` starts one worker per (artifact, round), interleaving artifacts across rounds so that
-a slow period of a shared machine hits every candidate alike.
+a slow period of a shared machine hits every candidate alike. Where the worker runs is the
+caller's choice (`execute`): a local process by default, a remote device over SSH otherwise;
+either way the worker reports the machine it ran on.
 """
 from __future__ import annotations
 
@@ -49,8 +51,12 @@ def summarize_times(times_ms: list[float], batch: int) -> dict:
 
 
 def measure_in_process(ref: ArtifactRef, runtime: str, settings: BenchSettings) -> dict:
-    """Load, first inference, warm-up, timed runs. Runs inside the worker process."""
+    """Load, first inference, warm-up, timed runs. Runs inside the worker process, so the
+    availability check and the machine description are those of the machine that times."""
     runner = get_runner(runtime)
+    usable, why = runner.latency_availability()
+    if not usable:
+        return {"status": "unavailable", "reason": why, "machine": describe_machine()}
     runner.require()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
@@ -73,7 +79,36 @@ def measure_in_process(ref: ArtifactRef, runtime: str, settings: BenchSettings) 
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"load_ms": load_ms, "first_inference_ms": first_ms, "times_ms": times,
             "peak_rss_mib": peak_rss_mib, "rss_before_load_mib": rss_before / 1024,
-            "session_settings": session.settings}
+            "session_settings": session.settings, "machine": describe_machine(), "status": "ok"}
+
+
+# Two-sided 95% Student t quantiles by degrees of freedom (1..10); the normal 1.96 beyond.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def median_interval(rounds_ms: list[list[float]]) -> dict:
+    """Where the median of another bench call of the same artifact is expected to fall (95%).
+
+    Two sources of variation: between fresh processes (memory placement, thread pinning,
+    the VM's neighbours), seen as the scatter of the per-round medians, and within a
+    process, seen as the standard error of the median of its timed runs. A future call's
+    median differs from this one's by both twice over (each call has its own error), so
+    the half-width is t * sqrt(2 * (s_rounds^2 / n + se_median^2)). The reported interval
+    also always covers every round median. benchmarks/repeatability.py checks it.
+    """
+    medians = [statistics.median(r) for r in rounds_ms]
+    all_times = np.asarray([t for r in rounds_ms for t in r])
+    center = float(np.median(all_times))
+    # Robust spread of single runs (MAD scaled to a std), then the median's standard error.
+    mad_std = 1.4826 * float(np.median(np.abs(all_times - center)))
+    se_median = 1.2533 * mad_std / np.sqrt(len(all_times))
+    n = len(medians)
+    s_rounds = statistics.stdev(medians) if n > 1 else 0.0
+    t = _T95[n - 2] if 2 <= n <= len(_T95) + 1 else 1.96
+    half = t * float(np.sqrt(2 * (s_rounds ** 2 / n + se_median ** 2)))
+    return {"low_ms": min(center - half, *medians), "high_ms": max(center + half, *medians),
+            "level": 0.95, "method": "prediction interval for another call's median "
+            "(between-round scatter + within-round standard error)"}
 
 
 def _run_worker(ref: ArtifactRef, runtime: str, settings: BenchSettings, timeout: float) -> dict:
@@ -87,34 +122,45 @@ def _run_worker(ref: ArtifactRef, runtime: str, settings: BenchSettings, timeout
 
 
 def bench(refs: list[ArtifactRef], settings: BenchSettings, progress=None,
-          timeout: float = 1800) -> list[dict]:
-    """One result record per artifact; rounds interleaved across artifacts, each in a fresh process."""
+          timeout: float = 1800, execute=None) -> list[dict]:
+    """One result record per artifact; rounds interleaved across artifacts, each in a fresh process.
+
+    `execute(ref, runtime, settings, timeout) -> worker result` runs one round somewhere
+    (default: a local worker process); it raises VanillaNetEdgeError on failure.
+    """
+    execute = execute or _run_worker
     per_round = BenchSettings(**{**settings.__dict__,
                                  "runs": max(1, -(-settings.runs // settings.rounds)),
                                  "seconds": settings.seconds / settings.rounds if settings.seconds else None})
     raw: dict[int, list[dict]] = {i: [] for i in range(len(refs))}
     errors: dict[int, str] = {}
     unavailable: dict[int, str] = {}
+    machines: dict[int, dict] = {}     # where an unavailable runtime was asked for
     for r in range(settings.rounds):
         for i, ref in enumerate(refs):
             if i in errors or i in unavailable:
                 continue
             runtime = settings.runtime or ref.runtime
-            usable, why = get_runner(runtime).latency_availability()
-            if not usable:
-                unavailable[i] = why
-                continue
             try:
-                raw[i].append(_run_worker(ref, runtime, per_round, timeout))
-            except (VanillaNetEdgeError, subprocess.TimeoutExpired) as exc:
+                result = execute(ref, runtime, per_round, timeout)
+            except subprocess.TimeoutExpired:
+                errors[i] = f"round {r + 1} of {ref.name} on {runtime} ran past the {timeout:.0f} s timeout"
+            except VanillaNetEdgeError as exc:
                 errors[i] = str(exc)
+            else:
+                if result.get("status") == "unavailable":
+                    unavailable[i] = result["reason"]
+                    machines[i] = result.get("machine")
+                else:
+                    raw[i].append(result)
             if progress:
                 progress(r, i, ref)
-    return [_record(ref, settings, raw[i], errors.get(i), unavailable.get(i)) for i, ref in enumerate(refs)]
+    return [_record(ref, settings, raw[i], errors.get(i), unavailable.get(i), machines.get(i))
+            for i, ref in enumerate(refs)]
 
 
 def _record(ref: ArtifactRef, settings: BenchSettings, rounds: list[dict], error: str | None,
-            unavailable: str | None = None) -> dict:
+            unavailable: str | None = None, machine: dict | None = None) -> dict:
     """One result record; status is ok, failed (an error) or unavailable (cannot be timed here)."""
     runtime = settings.runtime or ref.runtime
     record = {"schema_version": RESULT_SCHEMA, "kind": "latency", "artifact": str(ref.path),
@@ -123,7 +169,8 @@ def _record(ref: ArtifactRef, settings: BenchSettings, rounds: list[dict], error
               "model": ref.manifest.get("model", {}), "input": ref.manifest.get("input", {}),
               "artifact_size_bytes": ref.manifest.get("artifact", {}).get("size_bytes"),
               "settings": {k: v for k, v in settings.__dict__.items()},
-              "machine": describe_machine(), "ok": error is None and bool(rounds),
+              "machine": rounds[-1]["machine"] if rounds else (machine or describe_machine()),
+              "ok": error is None and bool(rounds),
               "status": "unavailable" if unavailable else ("failed" if error or not rounds else "ok")}
     if error:
         record["error"] = error
@@ -138,6 +185,7 @@ def _record(ref: ArtifactRef, settings: BenchSettings, rounds: list[dict], error
     record.update({
         "latency": summary,
         "round_medians_ms": [statistics.median(r["times_ms"]) for r in rounds],
+        "median_interval_ms": median_interval([r["times_ms"] for r in rounds]),
         "load_ms": statistics.median(r["load_ms"] for r in rounds),
         "first_inference_ms": statistics.median(r["first_inference_ms"] for r in rounds),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in rounds),

@@ -353,8 +353,8 @@ def _emit(records, as_json, save, printer):
 def _print_latency(records):
     m = records[0]["machine"]
     click.echo(f"{m['cpu_model']}, {m['logical_cores']} cores, ISA {' '.join(m['isa']) or '-'}, {m['os']}")
-    click.echo(f"{'artifact':<36}{'runtime':<13}{'median':>9}{'p90':>9}{'p99':>9}{'load':>9}"
-               f"{'RSS MiB':>9}{'GMAC/s':>8}  settings")
+    click.echo(f"{'artifact':<36}{'runtime':<13}{'median':>9}{'95% interval':>18}{'p90':>9}{'p99':>9}"
+               f"{'load':>9}{'RSS MiB':>9}{'GMAC/s':>8}  settings")
     for r in records:
         if r["status"] == "unavailable":
             click.secho(f"{r['name']:<36}{r['runtime']:<13} unavailable here: {r['reason']}", fg="yellow")
@@ -365,10 +365,13 @@ def _print_latency(records):
         lat, ss = r["latency"], r["session_settings"]
         extra = ", ".join(f"{k}={v}" for k, v in ss.items() if k in
                           ("inference_precision", "kernels", "threads", "engine", "providers"))
-        click.echo(f"{r['name']:<36}{r['runtime']:<13}{lat['median_ms']:>8.2f}m{lat['p90_ms']:>8.2f}m"
+        iv = r["median_interval_ms"]
+        interval = f"{iv['low_ms']:.2f}-{iv['high_ms']:.2f}"
+        click.echo(f"{r['name']:<36}{r['runtime']:<13}{lat['median_ms']:>8.2f}m{interval:>18}{lat['p90_ms']:>8.2f}m"
                    f"{lat['p99_ms']:>8.2f}m{r['load_ms']:>8.0f}m{r['peak_rss_mib']:>9.0f}"
                    f"{(r['gmacs_per_s'] or 0):>8.1f}  {extra}")
-    click.echo("(ms; medians over all rounds; each artifact in its own process)")
+    click.echo("(ms; medians over all rounds, each artifact in its own process; 95% interval: where "
+               "another call's median is expected to fall)")
 
 
 def _print_accuracy(records):

@@ -265,6 +265,15 @@ class Table:
                 "rows": [dict(zip([h for h, _ in self.columns], r)) for r in self.rows]}
 
 
+def _interval(rec: dict) -> tuple[float, float]:
+    """The 95% interval bench reports for its median (older records: the round min/max)."""
+    iv = rec.get("median_interval_ms")
+    if iv:
+        return iv["low_ms"], iv["high_ms"]
+    rounds = rec.get("round_medians_ms") or [rec["latency"]["median_ms"]]
+    return min(rounds), max(rounds)
+
+
 def _ratio_spread(a: Row, b: Row) -> tuple[float, float, float, str]:
     """median(a)/median(b), and its min/max over rounds: per-round ratios when both came from
     the same bench run with the same rounds (interleaved, so paired), else conservative bounds."""
@@ -303,24 +312,26 @@ def latency_table(lat: list[Row], peak: dict | None) -> Table:
     t = Table("latency", "Latency by model x runtime x precision (batch as recorded)",
               [("model", "text"), ("family", "text"), ("input", "num"), ("batch", "num"),
                ("runtime", "text"), ("precision", "text"), ("computed in", "text"),
-               ("median ms", "num"), ("p90 ms", "num"), ("round min ms", "num"), ("round max ms", "num"),
+               ("median ms", "num"), ("p90 ms", "num"), ("95% low ms", "num"), ("95% high ms", "num"),
                ("spread %", "num"), ("runs", "num"), ("GMACs", "num"), ("GMAC/s", "num"),
                ("% of fp32 peak", "num"), ("size MB", "num"), ("bytes/param", "num"), ("file", "text")],
               digits={"GMACs": 3, "size MB": 1, "spread %": 1, "% of fp32 peak": 1, "GMAC/s": 1})
     for r in sorted(lat, key=lambda r: (r.family != "vanillanet", r.model, r.input_size or 0, r.config)):
         L = r.rec["latency"]
-        rounds = r.rec.get("round_medians_ms") or [L["median_ms"]]
+        low, high = _interval(r.rec)
         g = r.rec.get("gmacs_per_s")
         eff = 100 * g / peak["peak_gmacs"] if g and peak and peak.get("peak_gmacs") else None
         size = r.rec.get("artifact_size_bytes")
         bpp = size / r.params if size and r.params else None
         t.rows.append([r.model, r.family, r.input_size, r.batch, r.runtime, r.precision, r.compute,
-                       L["median_ms"], L.get("p90_ms"), min(rounds), max(rounds),
-                       100 * (max(rounds) - min(rounds)) / L["median_ms"], L.get("runs"),
+                       L["median_ms"], L.get("p90_ms"), low, high,
+                       100 * (high - low) / L["median_ms"], L.get("runs"),
                        r.macs / 1e9 if r.macs else None, g, eff,
                        size / 1e6 if size else None, bpp, r.source])
-    t.note = ("spread = (max - min) of the per-round medians / overall median; each round ran in "
-              "a fresh process, interleaved with the other artifacts of its run. bytes/param near 4 "
+    t.note = ("95% low/high: where another bench call's median is expected to fall (from the scatter "
+              "of the per-round medians and the within-round error; always covering every round); "
+              "spread = (high - low) / median. Each round ran in a fresh process, interleaved with "
+              "the other artifacts of its run. bytes/param near 4 "
               "(fp32), 2 (fp16) or 1 (int8) shows the artifact kept its weights (nothing pruned).")
     return t
 
@@ -504,11 +515,11 @@ def plot_latency(lat: list[Row]) -> bytes:
             if r is None:
                 continue
             med = r.rec["latency"]["median_ms"]
-            rounds = r.rec.get("round_medians_ms") or [med]
+            low, high = _interval(r.rec)
             xs.append(i + (j - (len(configs) - 1) / 2) * width)
             ys.append(med)
-            lo.append(max(0.0, med - min(rounds)))
-            hi.append(max(0.0, max(rounds) - med))
+            lo.append(max(0.0, med - low))
+            hi.append(max(0.0, high - med))
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=cfg)
     ax.set_xticks(range(len(models)))
     ax.set_xticklabels([f"{m}\n@{s}" for _, m, s in models], fontsize=8)
@@ -665,13 +676,13 @@ def summary_text(report: dict) -> str:
     lines.append(f"measured fp32 matmul peak: {report['peak']['peak_gmacs']:.1f} GMAC/s "
                  f"({report['peak']['peak_gflops']:.1f} GFLOP/s)")
     tables = {t["key"]: t for t in report["tables"]}
-    lines.append(f"{'model':<30}{'in':>5} {'runtime / precision':<34}{'median ms':>10}{'round min':>10}"
-                 f"{'round max':>10}{'GMAC/s':>8}")
+    lines.append(f"{'model':<30}{'in':>5} {'runtime / precision':<34}{'median ms':>10}{'95% low':>10}"
+                 f"{'95% high':>10}{'GMAC/s':>8}")
     for r in tables["latency"]["rows"]:
         config = r["runtime"] + " " + r["precision"] + (
             "" if r["computed in"] == r["precision"] else f" [{r['computed in']} compute]")
         lines.append(f"{r['model']:<30}{r['input'] or '':>5} {config:<34}{r['median ms']:>10.2f}"
-                     f"{r['round min ms']:>10.2f}{r['round max ms']:>10.2f}{(r['GMAC/s'] or 0):>8.1f}")
+                     f"{r['95% low ms']:>10.2f}{r['95% high ms']:>10.2f}{(r['GMAC/s'] or 0):>8.1f}")
     lines.append("VanillaNet / ResNet-50 latency ratio (< 1: VanillaNet faster; published A100 eager ratio "
                  f"{A100_EAGER_MS['vanillanet_9'] / A100_EAGER_MS['resnet50']:.3f} for VanillaNet-9):")
     for r in tables["verdict"]["rows"]:
