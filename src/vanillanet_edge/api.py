@@ -141,3 +141,69 @@ def run_pipeline(config=None, out: str | Path = "runs/demo", only=(), force=(), 
     resumable in the run folder `out`. See pipeline/run.py."""
     from .pipeline.run import run_pipeline as _run
     return _run(config, out, tuple(only), tuple(force), log)
+
+
+def resolve_devices(names=None, devices_file: str | Path | None = None):
+    """Device specs by name from a devices file (default ./devices.toml); none named = local."""
+    from .remote.fleet import resolve_devices as _resolve
+    return _resolve(list(names or []), devices_file)
+
+
+def bench(refs, settings, devices=None, accept_new_host_key: bool = False, progress=None) -> list[dict]:
+    """Latency records of artifacts (devices.artifacts.resolve) on each device (default: local)."""
+    from .remote.fleet import bench_on_devices
+    return bench_on_devices(refs, settings, devices or resolve_devices(), accept_new_host_key, progress)
+
+
+def evaluate(refs, data: str | Path, devices=None, limit: int | None = None, runtime: str | None = None,
+             settings: dict | None = None, accept_new_host_key: bool = False, progress_for=None) -> list[dict]:
+    """Accuracy records of artifacts on labelled images, run on each device (default: local)."""
+    from .remote.fleet import eval_on_devices
+    return eval_on_devices(refs, data, devices or resolve_devices(), limit, runtime, settings,
+                           accept_new_host_key, progress_for)
+
+
+def check_devices(names=None, devices_file: str | Path | None = None,
+                  accept_new_host_key: bool = False) -> list[dict]:
+    """Reachability, machine and runtimes of the named devices (default: all in the devices file)."""
+    from .remote.devices_file import load_devices
+    from .remote.fleet import check_devices as _check
+
+    specs = list(load_devices(devices_file).values()) if not names else resolve_devices(names, devices_file)
+    return _check(specs, accept_new_host_key)
+
+
+def clean_devices(names, devices_file: str | Path | None = None) -> list[str]:
+    """Remove vanillanet-edge's working folder (runner, cached artifacts) from each device."""
+    from .remote.device import open_device
+
+    out = []
+    for spec in resolve_devices(names, devices_file):
+        device = open_device(spec)
+        try:
+            out.append(device.clean())
+        finally:
+            device.close()
+    return out
+
+
+def tune(model: str, out: str | Path, device: str = "local", devices_file: str | Path | None = None,
+         options=None, accept_new_host_key: bool = False, log=print) -> dict:
+    """The fastest verified artifact and settings for `model` (checkpoint or variant name) on a
+    device; writes OUT/tune.json and OUT/recommended/<artifact>/ (settings pinned)."""
+    from .remote.device import open_device
+    from .tune.search import tune as _tune
+
+    [spec] = resolve_devices([device], devices_file)
+    handle = open_device(spec, accept_new_host_key)
+    try:
+        return _tune(model, out, handle, options, log)
+    finally:
+        handle.close()
+
+
+def __getattr__(name: str):
+    if name == "TuneOptions":          # loaded on use: the tune package pulls in every converter
+        from .tune.search import TuneOptions
+        return TuneOptions
+    raise AttributeError(name)

@@ -48,3 +48,7 @@ class ConversionError(VanillaNetEdgeError):
 
 class VerificationError(ConversionError):
     """An artifact's outputs differ from the fused PyTorch reference beyond the limits."""
+
+
+class ProfilingNotOfferedError(VanillaNetEdgeError):
+    """A runtime has no per-layer profiler that vanillanet-edge can drive."""

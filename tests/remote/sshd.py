@@ -215,6 +215,26 @@ Subsystem sftp internal-sftp
             p.kill()
             p.wait()
 
+    def drop(self) -> None:
+        """The device goes away mid-run: kill the open sessions too (each per-connection sshd
+        calls setsid, so only a walk of the process tree finds them), then the listener."""
+        if self._proc is None:
+            return
+        victims, frontier = [], [self._proc.pid]
+        while frontier:
+            parent = frontier.pop()
+            for status in Path("/proc").glob("[0-9]*/status"):
+                with contextlib.suppress(OSError, ValueError):
+                    fields = dict(l.split(":\t", 1) for l in status.read_text().splitlines() if ":\t" in l)
+                    if int(fields.get("PPid", "0")) == parent:
+                        child = int(status.parent.name)
+                        victims.append(child)
+                        frontier.append(child)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.stop()
+
     def __enter__(self) -> "LoopbackSshd":
         return self.start()
 

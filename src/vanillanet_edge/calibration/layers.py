@@ -9,14 +9,17 @@ from __future__ import annotations
 from torch import nn
 
 from ..model.layers import Activation
+from ..model.rewrites import DepthwiseOnly
 
 
 def quantizable_layers(model: nn.Module) -> list[str]:
     """Module names of every conv (the activation's depthwise conv included), in forward order.
 
-    Deploy form: stem.0 (4x4 conv), stem.1 (activation), stages.i.conv, stages.i.act, cls.2.
+    Deploy form: stem.0 (4x4 conv), stem.1 (activation), stages.i.conv, stages.i.act, cls.2
+    (the same names after model/rewrites.py, whose depthwise-only activation keeps `act`).
     """
-    return [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, Activation))]
+    kinds = (nn.Conv2d, Activation, DepthwiseOnly)
+    return [name for name, m in model.named_modules() if isinstance(m, kinds)]
 
 
 def check_layer_names(model: nn.Module, names) -> list[str]:

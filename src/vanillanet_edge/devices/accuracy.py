@@ -3,7 +3,6 @@ the fp32 PyTorch reference, images per second. Each artifact is fed through its 
 preprocessing, exactly as it was verified."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import numpy as np
 from ..calibration.images import ImageFolder, Preprocessing, load_images
 from ..errors import DataError
 from .artifacts import ArtifactRef
+from .base import pinned_settings
 from .latency import RESULT_SCHEMA
 from .machine import describe_machine
 from .registry import get_runner
@@ -41,9 +41,9 @@ def _reference_model(ref: ArtifactRef):
 
 
 def evaluate(ref: ArtifactRef, data: str | Path, limit: int | None = None, runtime: str | None = None,
-             settings: dict | None = None, seed: int = 0, progress=None) -> dict:
-    import torch
-
+             settings: dict | None = None, seed: int = 0, progress=None, open_session=None) -> dict:
+    """Accuracy of one artifact. `open_session(ref, runtime, settings)` says where it runs (a
+    remote device's session); by default here. Images are decoded and scored here either way."""
     folder = ImageFolder(data)
     if not folder.labelled:
         raise DataError(f"{data} has no class sub-folders, so accuracy cannot be measured",
@@ -55,18 +55,27 @@ def evaluate(ref: ArtifactRef, data: str | Path, limit: int | None = None, runti
     records = folder.sample(limit, seed)
     prep = Preprocessing.from_dict(ref.manifest["preprocessing"])
     runtime = runtime or ref.runtime
-    session = get_runner(runtime).load(ref.artifact, ref.manifest, **(settings or {}))
+    if open_session is None:
+        session = get_runner(runtime).load(ref.artifact, ref.manifest, **pinned_settings(ref.manifest, settings))
+    else:
+        session = open_session(ref, runtime, settings or {})
+    try:
+        return _score(ref, data, records, prep, runtime, session, progress)
+    finally:
+        session.close()
+
+
+def _score(ref, data, records, prep, runtime, session, progress) -> dict:
+    import torch
+
     reference, ref_note = _reference_model(ref)
     top1 = top5 = agree = seen = skipped = 0
-    run_seconds = 0.0
     for i in range(0, len(records), CHUNK):
         chunk = load_images(records[i:i + CHUNK], prep, min_count=0)
         skipped += len(chunk.skipped)
         if not len(chunk.inputs):
             continue
-        t0 = time.perf_counter()
         logits = session.run_all(chunk.inputs)
-        run_seconds += time.perf_counter() - t0
         top1 += _topk_hits(logits, chunk.labels, 1)
         top5 += _topk_hits(logits, chunk.labels, 5)
         if reference is not None:
@@ -84,5 +93,6 @@ def evaluate(ref: ArtifactRef, data: str | Path, limit: int | None = None, runti
             "session_settings": session.settings, "data": str(data), "images": seen, "skipped": skipped,
             "top1": top1 / seen, "top5": top5 / seen,
             "agreement_with_fp32": (agree / seen) if reference is not None else None,
-            "reference": ref_note, "images_per_s": seen / run_seconds if run_seconds else None,
-            "machine": describe_machine(), "ok": True}
+            "reference": ref_note,
+            "images_per_s": seen / session.compute_seconds if session.compute_seconds else None,
+            "machine": session.machine or describe_machine(), "ok": True}

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendMissingError
+from ..errors import BackendMissingError, ProfilingNotOfferedError
 
 
 class Session(ABC):
@@ -20,6 +21,8 @@ class Session(ABC):
 
     batch: int
     settings: dict          # what was actually used (threads, precision, delegate...)
+    machine: dict | None = None     # where it runs, when that is not this machine (remote devices)
+    compute_seconds: float = 0.0    # time spent in run_all's runs (a device's own clock if remote)
 
     @abstractmethod
     def run(self, x_nchw: np.ndarray) -> np.ndarray:
@@ -33,8 +36,13 @@ class Session(ABC):
             n = len(chunk)
             if n < self.batch:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - n, axis=0)])
+            t0 = time.perf_counter()
             outs.append(np.asarray(self.run(np.ascontiguousarray(chunk, dtype=np.float32)))[:n])
+            self.compute_seconds += time.perf_counter() - t0
         return np.concatenate(outs).astype(np.float32)
+
+    def close(self) -> None:
+        """Release what the session holds (a remote process); local sessions need nothing."""
 
 
 class Runner(ABC):
@@ -65,6 +73,51 @@ class Runner(ABC):
     @abstractmethod
     def load(self, artifact: Path, manifest: dict, **settings) -> Session:
         """Load an artifact (its path and manifest) with runtime settings (threads...)."""
+
+    def tuning_options(self, machine: dict, precision: str) -> list[dict]:
+        """Runtime settings worth trying for an artifact of `precision` on `machine` (its
+        describe_machine() record, which may be a remote device's): what `tune` searches.
+        Each dict is passed to `load` as settings; {} means the runtime's defaults."""
+        return [{}]
+
+    # What to tell a user whose runtime has no per-layer profiler here (runners override).
+    layer_profiling_hint: str = ("per-layer profiles come from the runtime's own profiler; "
+                                 "onnxruntime and openvino artifacts offer one. For this runtime, "
+                                 "`vanillanet-edge bench` gives whole-model latency")
+
+    def profile_layers(self, artifact: Path, manifest: dict, runs: int, warmup: int = 5,
+                       **settings) -> list[dict]:
+        """Per-layer times from the runtime's OWN profiler (never hand-timed layers).
+
+        Loads the artifact with the same settings `load` takes (so the profiled configuration
+        is the benchmarked one), runs `warmup` untimed inferences, then `runs` profiled ones
+        on `example_input(manifest)`. One row per layer/node the runtime executed:
+          name       node/layer name as the runtime reports it (after its graph optimizations)
+          op_type    the runtime's op/node type (e.g. Conv, QLinearConv, Convolution, Reorder)
+          time_ms    mean time per inference (summed over the layer's calls in one inference)
+          calls      how many times it ran during the profiled runs (= runs for most layers)
+          exec_type  what the runtime says it ran: OpenVINO's kernel (brgconv_avx512_I8...);
+                     ONNX Runtime's execution provider (its trace names no kernel)
+          precision  what the runtime reports: the kernel's precision suffix (OpenVINO), the
+                     node's first input type (ONNX Runtime: u8 for QLinearConv...); or None
+        Rows come in the runtime's order; runners without a profiler raise
+        ProfilingNotOfferedError (a VanillaNetEdgeError) with a hint.
+        """
+        raise ProfilingNotOfferedError(f"per-layer profiling is not offered by the {self.name} runtime",
+                                       hint=self.layer_profiling_hint)
+
+
+def example_input(manifest: dict, seed: int = 0) -> np.ndarray:
+    """A fixed random NCHW float32 batch of the artifact's input shape (its manifest's)."""
+    shape = list(manifest["input"]["shape"])
+    nchw = [shape[0], shape[3], shape[1], shape[2]] if manifest["input"].get("layout") == "NHWC" else shape
+    return np.random.default_rng(seed).standard_normal(nchw).astype(np.float32)
+
+
+def pinned_settings(manifest: dict, overrides: dict | None = None) -> dict:
+    """The runtime settings an artifact's manifest pins (written by `tune`), under the caller's
+    own: what bench, eval and a deployed app load the artifact with."""
+    return {**manifest.get("runtime_settings", {}), **(overrides or {})}
 
 
 def to_layout(x_nchw: np.ndarray, layout: str) -> np.ndarray:

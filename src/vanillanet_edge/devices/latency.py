@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import VanillaNetEdgeError
 from .artifacts import ArtifactRef
+from .base import pinned_settings
 from .machine import describe_machine
 from .registry import get_runner
 
@@ -50,6 +51,24 @@ def summarize_times(times_ms: list[float], batch: int) -> dict:
             "throughput_ips": 1000.0 * batch / median if median > 0 else None}
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory, MiB.
+
+    Linux: VmHWM from /proc/self/status. Not getrusage's ru_maxrss: Linux carries that
+    high-water mark across fork+exec, so a worker started by a big parent (torch loaded)
+    would report the parent's memory. macOS: ru_maxrss, which is in bytes there (KiB on Linux).
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 ** 2 if sys.platform == "darwin" else rss / 1024
+
+
 def measure_in_process(ref: ArtifactRef, runtime: str, settings: BenchSettings) -> dict:
     """Load, first inference, warm-up, timed runs. Runs inside the worker process, so the
     availability check and the machine description are those of the machine that times."""
@@ -58,9 +77,12 @@ def measure_in_process(ref: ArtifactRef, runtime: str, settings: BenchSettings) 
     if not usable:
         return {"status": "unavailable", "reason": why, "machine": describe_machine()}
     runner.require()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = peak_rss_mib()
     t0 = time.perf_counter()
-    session = runner.load(ref.artifact, ref.manifest, threads=settings.threads, **settings.options)
+    options = pinned_settings(ref.manifest, settings.options)
+    threads = settings.threads or options.pop("threads", None)
+    options.pop("threads", None)
+    session = runner.load(ref.artifact, ref.manifest, threads=threads, **options)
     load_ms = 1000 * (time.perf_counter() - t0)
     shape = list(ref.manifest["input"]["shape"])
     nchw = [shape[0], shape[3], shape[1], shape[2]] if ref.manifest["input"]["layout"] == "NHWC" else shape
@@ -76,9 +98,9 @@ def measure_in_process(ref: ArtifactRef, runtime: str, settings: BenchSettings) 
         t0 = time.perf_counter()
         session.run(x)
         times.append(1000 * (time.perf_counter() - t0))
-    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_rss = peak_rss_mib()
     return {"load_ms": load_ms, "first_inference_ms": first_ms, "times_ms": times,
-            "peak_rss_mib": peak_rss_mib, "rss_before_load_mib": rss_before / 1024,
+            "peak_rss_mib": peak_rss, "rss_before_load_mib": rss_before,
             "session_settings": session.settings, "machine": describe_machine(), "status": "ok"}
 
 
@@ -106,7 +128,9 @@ def median_interval(rounds_ms: list[list[float]]) -> dict:
     s_rounds = statistics.stdev(medians) if n > 1 else 0.0
     t = _T95[n - 2] if 2 <= n <= len(_T95) + 1 else 1.96
     half = t * float(np.sqrt(2 * (s_rounds ** 2 / n + se_median ** 2)))
-    return {"low_ms": min(center - half, *medians), "high_ms": max(center + half, *medians),
+    # Never below the fastest run seen: a median cannot beat every single run.
+    low = max(center - half, float(all_times.min()))
+    return {"low_ms": min(low, *medians), "high_ms": max(center + half, *medians),
             "level": 0.95, "method": "prediction interval for another call's median "
             "(between-round scatter + within-round standard error)"}
 
@@ -128,21 +152,31 @@ def bench(refs: list[ArtifactRef], settings: BenchSettings, progress=None,
     `execute(ref, runtime, settings, timeout) -> worker result` runs one round somewhere
     (default: a local worker process); it raises VanillaNetEdgeError on failure.
     """
+    return bench_jobs([(ref, settings) for ref in refs], progress, timeout, execute)
+
+
+def _per_round(settings: BenchSettings) -> BenchSettings:
+    return BenchSettings(**{**settings.__dict__, "runs": max(1, -(-settings.runs // settings.rounds)),
+                            "seconds": settings.seconds / settings.rounds if settings.seconds else None})
+
+
+def bench_jobs(jobs: list[tuple[ArtifactRef, BenchSettings]], progress=None, timeout: float = 1800,
+               execute=None) -> list[dict]:
+    """Like `bench`, each artifact with its own settings (runtime options, threads...): what
+    `tune` compares. Rounds are interleaved across all jobs (the most rounds any job asks)."""
+    here = execute is None        # only then is a missing machine description this machine's
     execute = execute or _run_worker
-    per_round = BenchSettings(**{**settings.__dict__,
-                                 "runs": max(1, -(-settings.runs // settings.rounds)),
-                                 "seconds": settings.seconds / settings.rounds if settings.seconds else None})
-    raw: dict[int, list[dict]] = {i: [] for i in range(len(refs))}
+    raw: dict[int, list[dict]] = {i: [] for i in range(len(jobs))}
     errors: dict[int, str] = {}
     unavailable: dict[int, str] = {}
     machines: dict[int, dict] = {}     # where an unavailable runtime was asked for
-    for r in range(settings.rounds):
-        for i, ref in enumerate(refs):
-            if i in errors or i in unavailable:
+    for r in range(max(s.rounds for _, s in jobs) if jobs else 0):
+        for i, (ref, settings) in enumerate(jobs):
+            if i in errors or i in unavailable or r >= settings.rounds:
                 continue
             runtime = settings.runtime or ref.runtime
             try:
-                result = execute(ref, runtime, per_round, timeout)
+                result = execute(ref, runtime, _per_round(settings), timeout)
             except subprocess.TimeoutExpired:
                 errors[i] = f"round {r + 1} of {ref.name} on {runtime} ran past the {timeout:.0f} s timeout"
             except VanillaNetEdgeError as exc:
@@ -155,8 +189,9 @@ def bench(refs: list[ArtifactRef], settings: BenchSettings, progress=None,
                     raw[i].append(result)
             if progress:
                 progress(r, i, ref)
-    return [_record(ref, settings, raw[i], errors.get(i), unavailable.get(i), machines.get(i))
-            for i, ref in enumerate(refs)]
+    return [_record(ref, settings, raw[i], errors.get(i), unavailable.get(i),
+                    machines.get(i) or (describe_machine() if here else None))
+            for i, (ref, settings) in enumerate(jobs)]
 
 
 def _record(ref: ArtifactRef, settings: BenchSettings, rounds: list[dict], error: str | None,
@@ -169,7 +204,7 @@ def _record(ref: ArtifactRef, settings: BenchSettings, rounds: list[dict], error
               "model": ref.manifest.get("model", {}), "input": ref.manifest.get("input", {}),
               "artifact_size_bytes": ref.manifest.get("artifact", {}).get("size_bytes"),
               "settings": {k: v for k, v in settings.__dict__.items()},
-              "machine": rounds[-1]["machine"] if rounds else (machine or describe_machine()),
+              "machine": rounds[-1]["machine"] if rounds else machine,
               "ok": error is None and bool(rounds),
               "status": "unavailable" if unavailable else ("failed" if error or not rounds else "ok")}
     if error:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendMissingError, VanillaNetEdgeError
+from ..errors import BackendMissingError, ProfilingNotOfferedError, VanillaNetEdgeError
 from .base import Runner, Session, to_layout
 
 # (module holding Interpreter, pip distribution), in order of preference
@@ -22,6 +22,11 @@ INTERPRETERS = (("ai_edge_litert.interpreter", "ai-edge-litert"),
                 ("tflite_runtime.interpreter", "tflite-runtime"))
 KERNELS = ("auto", "xnnpack", "builtin")
 _INT_TYPES = (np.int8, np.uint8, np.int16)
+# Per-op profiling: ai-edge-litert's Python API (Interpreter, CompiledModel; checked in 2.3.0)
+# has no profiler hook, and the package ships no benchmark_model binary. LiteRT's own tool
+# for it is benchmark_model --enable_op_profiling=true (tensorflow/lite/tools/benchmark/README.md,
+# "Profiling model operators"; prebuilt binaries: ai.google.dev/edge/litert/models/measurement).
+BENCHMARK_MODEL_DOCS = "https://ai.google.dev/edge/litert/models/measurement#native_benchmark_binary"
 
 
 def find_interpreter():
@@ -99,6 +104,33 @@ class LiteRtRunner(Runner):
     extra = "tflite"
     modules = ("ai_edge_litert",)
     artifact_suffixes = (".tflite",)
+    layer_profiling_hint = ("ai-edge-litert's Python API has no op profiler; LiteRT's benchmark_model tool "
+                            "has one: benchmark_model --graph=model.tflite --enable_op_profiling=true "
+                            f"(prebuilt binaries: {BENCHMARK_MODEL_DOCS})")
+
+    def tuning_options(self, machine: dict, precision: str) -> list[dict]:
+        # XNNPACK against the built-in kernels (their speed order differs by op and precision,
+        # e.g. XNNPACK's int8 7x7 depthwise on x86), at one thread per physical core.
+        cores = machine.get("physical_cores") or machine.get("logical_cores") or 1
+        return [{"kernels": k, "threads": cores} for k in ("xnnpack", "builtin")]
+
+    def profile_layers(self, artifact: Path, manifest: dict, runs: int, warmup: int = 5,
+                       threads: int | None = None, kernels: str = "auto", **_) -> list[dict]:
+        """Not offered from Python; the error's hint is the benchmark_model command that matches
+        this runner's settings (threads, and --use_xnnpack=false where it runs builtin kernels)."""
+        artifact = Path(artifact)
+        if artifact.is_dir():
+            artifact = artifact / manifest.get("artifact", {}).get("file", "model.tflite")
+        builtin = kernels == "builtin" or (kernels == "auto" and is_int8(manifest))
+        command = (f"benchmark_model --graph={artifact} --enable_op_profiling=true --num_threads={threads or 1} "
+                   f"--warmup_runs={warmup} --num_runs={runs}" + (" --use_xnnpack=false" if builtin else ""))
+        raise ProfilingNotOfferedError(
+            f"per-layer profiling is not offered by the {self.name} runtime from Python "
+            f"(ai-edge-litert's Interpreter has no op profiler)",
+            hint=f"run LiteRT's own profiler, the benchmark_model tool (prebuilt linux_x86-64_benchmark_model: "
+                 f"{BENCHMARK_MODEL_DOCS}):\n    {command}"
+                 + ("\n  (--use_xnnpack=false: the built-in kernels this runner uses for int8 / kernels=builtin)"
+                    if builtin else ""))
 
     def availability(self) -> tuple[bool, str]:
         _, package, ver = find_interpreter()

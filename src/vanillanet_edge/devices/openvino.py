@@ -1,16 +1,27 @@
 """OpenVINO runner: any device `available_devices` lists; reports the precision really used."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
-from .base import Runner, Session, to_layout
+from ..errors import VanillaNetEdgeError
+from .base import Runner, Session, example_input, to_layout
+
+# The precision at the end of an OpenVINO CPU exec_type: brgconv_avx512_I8, jit_avx512_bf16...
+_EXEC_PRECISION = re.compile(r"_(i8|u8|i4|u4|i16|u16|i32|i64|bf16|f16|f32|f64|fp16|fp32)$", re.IGNORECASE)
 
 
 def type_name(t) -> str:
     """OpenVINO element type -> 'f32', 'bf16', 'f16'..."""
     return t.get_type_name() if hasattr(t, "get_type_name") else str(t)
+
+
+def exec_precision(exec_type: str) -> str | None:
+    """'brgconv_avx512_I8' -> 'i8'; None where the kernel name carries no precision."""
+    m = _EXEC_PRECISION.search(exec_type or "")
+    return m.group(1).lower() if m else None
 
 
 class _OvSession(Session):
@@ -33,6 +44,11 @@ class OpenVinoRunner(Runner):
 
     def load(self, artifact: Path, manifest: dict, device: str = "CPU", threads: int | None = None,
              precision_hint: str | None = None, performance_hint: str = "LATENCY", **_) -> Session:
+        return self._session(artifact, manifest, device, threads, precision_hint, performance_hint)
+
+    def _session(self, artifact: Path, manifest: dict, device: str, threads: int | None,
+                 precision_hint: str | None, performance_hint: str, profiling: bool = False) -> _OvSession:
+
         import openvino as ov
 
         core = ov.Core()
@@ -41,9 +57,70 @@ class OpenVinoRunner(Runner):
             config["INFERENCE_PRECISION_HINT"] = precision_hint
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        if profiling:
+            config["PERF_COUNT"] = True        # ov.properties.enable_profiling
         compiled = core.compile_model(core.read_model(str(artifact)), device, config)
         settings = {"device": device, "performance_hint": performance_hint,
                     "inference_precision": type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),
                     "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
                     "openvino": ov.__version__}
+        if profiling and int(compiled.get_property("NUM_STREAMS")) != 1:
+            # Counters live in each stream's graph; a request's inferences may land on any of them.
+            raise VanillaNetEdgeError(
+                f"OpenVINO's per-layer counters need one stream; {performance_hint} compiled "
+                f"{compiled.get_property('NUM_STREAMS')}", hint="profile with performance_hint=LATENCY (the default)")
         return _OvSession(compiled, manifest, settings)
+
+    def tuning_options(self, machine: dict, precision: str) -> list[dict]:
+        # The CPU plugin computes float layers in bf16 by default where the CPU has bf16
+        # (AVX512-BF16 or AMX): faster, less exact. f32 is the exact alternative; for int8
+        # artifacts the hint decides the precision of the layers left in float (pools, reorders).
+        # Threads are left to the plugin: its LATENCY hint already uses one per physical core.
+        hints = ["f32"] + (["bf16"] if {"avx512_bf16", "amx_bf16"} & set(machine.get("isa", [])) else [])
+        return [{"precision_hint": h} for h in hints]
+
+    def profile_layers(self, artifact: Path, manifest: dict, runs: int, warmup: int = 5,
+                       device: str = "CPU", threads: int | None = None, precision_hint: str | None = None,
+                       performance_hint: str = "LATENCY", **_) -> list[dict]:
+        """OpenVINO's own performance counters (PERF_COUNT), with the runner's usual settings.
+
+        What get_profiling_info() returns on the CPU plugin (checked on 2026.4, and in its
+        source: Graph::GetPerfData / PerfCount) is, per node, the AVERAGE over every inference
+        the compiled model has run so far: each inference adds the node's time truncated to
+        whole microseconds, real_time = total // count, and status is EXECUTED exactly when that
+        average is > 0. Reading it after each run and summing would therefore be wrong, and a
+        plain reading at the end would include the warm-up runs (the first inference of a
+        compiled model is several times slower, and warming up another compiled model does
+        not help: the cost is per compiled model). So: warm up the profiled model, read the
+        counters, run `runs` more, read again, and difference the cumulative totals
+        (average x inferences). Resolution is OpenVINO's: whole microseconds per node per
+        inference, so a layer under ~1 us reads as 0.
+
+        Kept: nodes reported EXECUTED in either reading (ran with a measurable time). Dropped:
+        NOT_RUN / OPTIMIZED_OUT ones throughout (fused into a neighbour, in-place no-ops such
+        as Reshape, Parameter/Result). OpenVINO does not count calls; its CPU graph runs every
+        node once per inference, so calls = runs.
+        """
+        import openvino as ov
+
+        executed = ov.ProfilingInfo.Status.EXECUTED
+        session = self._session(artifact, manifest, device, threads, precision_hint, performance_hint,
+                                profiling=True)
+        request = session._request
+        x = example_input(manifest)
+        for _ in range(warmup):
+            session.run(x)
+        before = {info.node_name: info for info in request.get_profiling_info()} if warmup else {}
+        for _ in range(runs):
+            session.run(x)
+        rows = []
+        for info in request.get_profiling_info():
+            old = before.get(info.node_name)
+            if info.status != executed and (old is None or old.status != executed):
+                continue
+            total_after = info.real_time.total_seconds() * (warmup + runs)
+            total_before = old.real_time.total_seconds() * warmup if old is not None else 0.0
+            rows.append({"name": info.node_name, "op_type": info.node_type, "exec_type": info.exec_type,
+                         "precision": exec_precision(info.exec_type), "calls": runs,
+                         "time_ms": max(0.0, 1000.0 * (total_after - total_before) / max(runs, 1))})
+        return rows

@@ -264,6 +264,18 @@ def _parse_options(pairs) -> dict:
     return out
 
 
+def device_options(fn):
+    """--device / --devices / --accept-new-host-key, shared by bench and eval."""
+    fn = click.option("--accept-new-host-key", is_flag=True,
+                      help="Trust an SSH device's host key on FIRST contact (printed, saved to its "
+                           "known_hosts); a changed key is always refused.")(fn)
+    fn = click.option("--devices", "devices_file", type=click.Path(path_type=Path), default=None,
+                      help="Devices file (default: ./devices.toml; see `vanillanet-edge devices --help`).")(fn)
+    fn = click.option("--device", "device_names", multiple=True, metavar="NAME",
+                      help="Run on this device of the devices file; repeat for several. Default: local.")(fn)
+    return fn
+
+
 @main.command("bench")
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--runtime", type=_runtime_choice(), default=None,
@@ -277,9 +289,11 @@ def _parse_options(pairs) -> dict:
 @click.option("--set", "options", multiple=True, metavar="KEY=VALUE",
               help="Runner setting, e.g. kernels=builtin (LiteRT), precision_hint=f32 (OpenVINO), "
                    "compute_units=CPU_ONLY (Core ML on macOS).")
+@device_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result records as JSON.")
 @click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write the records to this JSON file.")
-def bench_cmd(artifacts, runtime, threads, warmup, runs, seconds, rounds, options, as_json, save):
+def bench_cmd(artifacts, runtime, threads, warmup, runs, seconds, rounds, options, device_names, devices_file,
+              accept_new_host_key, as_json, save):
     """Latency of artifacts (folders from `convert`, a folder of them, or a checkpoint for PyTorch).
 
     \b
@@ -293,16 +307,19 @@ def bench_cmd(artifacts, runtime, threads, warmup, runs, seconds, rounds, option
       vanillanet-edge bench artifacts/                  # every artifact in the folder
       vanillanet-edge bench artifacts/tiny-tflite-int8 --set kernels=builtin
       vanillanet-edge bench tiny-deploy.pth             # PyTorch eager baseline
+      vanillanet-edge bench artifacts/ --device local --device pi5   # here and on a board (devices.toml)
     """
     from tqdm import tqdm
 
     from ..devices import artifacts as art
-    from ..devices.latency import BenchSettings, bench
+    from ..devices.latency import BenchSettings
 
     refs = art.resolve(artifacts)
+    specs = api.resolve_devices(device_names, devices_file)
     settings = BenchSettings(runtime, threads, warmup, runs, seconds, rounds, _parse_options(options))
-    bar = tqdm(total=rounds * len(refs), desc="bench", unit="run", disable=as_json)
-    records = bench(refs, settings, progress=lambda r, i, ref: bar.update(1))
+    bar = tqdm(total=rounds * len(refs) * len(specs), desc="bench", unit="run", disable=as_json)
+    records = api.bench(refs, settings, specs, accept_new_host_key,
+                        progress=lambda spec, r, i, ref: bar.update(1))
     bar.close()
     _emit(records, as_json, save, _print_latency)
 
@@ -314,24 +331,34 @@ def bench_cmd(artifacts, runtime, threads, warmup, runs, seconds, rounds, option
 @click.option("--limit", type=int, default=None, help="Evaluate a seeded sample of this many images.")
 @click.option("--runtime", type=_runtime_choice(), default=None, help="Override the artifact's runtime.")
 @click.option("--set", "options", multiple=True, metavar="KEY=VALUE", help="Runner setting (see bench).")
+@device_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result records as JSON.")
 @click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write the records to this JSON file.")
-def eval_cmd(artifacts, data_dir, limit, runtime, options, as_json, save):
+def eval_cmd(artifacts, data_dir, limit, runtime, options, device_names, devices_file, accept_new_host_key,
+             as_json, save):
     """Top-1 / top-5 of artifacts on labelled images, and agreement with the fp32 reference.
 
     Each artifact is fed through its own manifest's preprocessing. Core ML off macOS runs
-    through vanillanet-edge's numpy MIL interpreter, and the result says so.
+    through vanillanet-edge's numpy MIL interpreter, and the result says so. On a remote
+    --device, images are decoded here and only the input tensors travel; img/s is the
+    device's own compute time.
     """
     from tqdm import tqdm
 
     from ..devices import artifacts as art
-    from ..devices.accuracy import evaluate
 
-    records = []
-    for ref in art.resolve(artifacts):
-        bar = tqdm(desc=f"eval {ref.name}", unit="img", disable=as_json)
-        records.append(evaluate(ref, data_dir, limit, runtime, _parse_options(options),
-                                progress=bar.update))
+    refs = art.resolve(artifacts)
+    specs = api.resolve_devices(device_names, devices_file)
+    bars = []
+
+    def progress_for(spec, ref):
+        bars.append(tqdm(desc=f"eval {ref.name}" + ("" if spec.is_local else f" on {spec.name}"),
+                         unit="img", disable=as_json))
+        return bars[-1].update
+
+    records = api.evaluate(refs, data_dir, specs, limit, runtime, _parse_options(options),
+                           accept_new_host_key, progress_for)
+    for bar in bars:
         bar.close()
     _emit(records, as_json, save, _print_accuracy)
 
@@ -350,9 +377,28 @@ def _emit(records, as_json, save, printer):
         sys.exit(1)
 
 
+def _by_device(records):
+    """Records grouped by the device they ran on, with a header line for each device."""
+    groups: dict[str, list] = {}
+    for r in records:
+        groups.setdefault(r.get("device", {}).get("name", "local"), []).append(r)
+    for name, recs in groups.items():
+        m = next((r["machine"] for r in recs if r.get("machine")), None)
+        where = recs[0].get("device", {}).get("where", "this machine")
+        desc = (f"{m['cpu_model']}, {m['logical_cores']} cores, ISA {' '.join(m['isa']) or '-'}, {m['os']}"
+                if m else "no machine description (device not reached)")
+        click.secho(f"device {name} ({where}): {desc}", bold=True)
+        yield recs
+
+
 def _print_latency(records):
-    m = records[0]["machine"]
-    click.echo(f"{m['cpu_model']}, {m['logical_cores']} cores, ISA {' '.join(m['isa']) or '-'}, {m['os']}")
+    for group in _by_device(records):
+        _print_latency_rows(group)
+    click.echo("(ms; medians over all rounds, each artifact in its own process; 95% interval: where "
+               "another call's median is expected to fall)")
+
+
+def _print_latency_rows(records):
     click.echo(f"{'artifact':<36}{'runtime':<13}{'median':>9}{'95% interval':>18}{'p90':>9}{'p99':>9}"
                f"{'load':>9}{'RSS MiB':>9}{'GMAC/s':>8}  settings")
     for r in records:
@@ -370,13 +416,19 @@ def _print_latency(records):
         click.echo(f"{r['name']:<36}{r['runtime']:<13}{lat['median_ms']:>8.2f}m{interval:>18}{lat['p90_ms']:>8.2f}m"
                    f"{lat['p99_ms']:>8.2f}m{r['load_ms']:>8.0f}m{r['peak_rss_mib']:>9.0f}"
                    f"{(r['gmacs_per_s'] or 0):>8.1f}  {extra}")
-    click.echo("(ms; medians over all rounds, each artifact in its own process; 95% interval: where "
-               "another call's median is expected to fall)")
 
 
 def _print_accuracy(records):
+    for group in _by_device(records):
+        _print_accuracy_rows(group)
+
+
+def _print_accuracy_rows(records):
     click.echo(f"{'artifact':<36}{'engine':<24}{'top-1':>8}{'top-5':>8}{'agree fp32':>12}{'img/s':>9}")
     for r in records:
+        if not r["ok"]:
+            click.secho(f"{r['name']:<36} FAILED: {r.get('error', '')}", fg="red")
+            continue
         agree = f"{100 * r['agreement_with_fp32']:.2f}%" if r["agreement_with_fp32"] is not None else "-"
         engine = r["engine"] if len(r["engine"]) < 23 else r["engine"][:20] + "..."
         click.echo(f"{r['name']:<36}{engine:<24}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%"
@@ -440,13 +492,16 @@ def run_cmd(pipeline, out, only, force, as_json):
 
 def _print_summary(result: dict) -> None:
     w = max([len("artifact")] + [len(r["artifact"]) for r in result["summary"]]) + 2
-    click.echo(f"\n{'artifact':<{w}}{'runtime':<13}{'prec':<6}{'size KB':>9}{'top-1':>9}"
-               f"{'median ms':>12}{'vs eager':>10}")
+    devices = {r.get("device", "local") for r in result["summary"]}
+    dw = max(len(d) for d in devices | {"device"}) + 2 if len(devices) > 1 else 0
+    click.echo(f"\n{'artifact':<{w}}{'device' if dw else '':<{dw}}{'runtime':<13}{'prec':<6}{'size KB':>9}"
+               f"{'top-1':>9}{'median ms':>12}{'vs eager':>10}")
     for row in result["summary"]:
         top1 = f"{100 * row['top1']:.2f}%" if row["top1"] is not None else "-"
         med = f"{row['median_ms']:.3f}" if row["median_ms"] is not None else row["status"]
         speed = f"{row['speedup_vs_eager']:.1f}x" if row["speedup_vs_eager"] else "-"
-        click.echo(f"{row['artifact']:<{w}}{row['runtime']:<13}{row['precision']:<6}"
+        device = row.get("device", "local") if dw else ""
+        click.echo(f"{row['artifact']:<{w}}{device:<{dw}}{row['runtime']:<13}{row['precision']:<6}"
                    f"{row['size_kb']:>9.0f}{top1:>9}{med:>12}{speed:>10}")
     for f in result["failures"]:
         click.secho(f"failed: {f['step']}: {f['error']}", fg="red")
@@ -474,6 +529,16 @@ from .report_cli import baseline_cmd, report_cmd  # noqa: E402
 
 main.add_command(report_cmd)
 main.add_command(baseline_cmd)
+
+from .devices_cli import devices_group  # noqa: E402
+from .tune_cli import tune_cmd  # noqa: E402
+
+main.add_command(devices_group)
+main.add_command(tune_cmd)
+
+from .profile_cli import profile_cmd  # noqa: E402
+
+main.add_command(profile_cmd)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "warmup": Key(int, 5, "warm-up runs per process"),
         "rounds": Key(int, 3, "interleaved rounds, a fresh process each"),
         "threads": Key(int, 0, "intra-op threads; 0 = each runtime's default"),
+        "devices": Key(list, ["local"], "devices to benchmark on (names in devices_file; local = this machine)"),
+        "devices_file": Key(str, "", "devices.toml naming the devices (see `vanillanet-edge devices --help`)",
+                            is_path=True),
     },
     "baselines": {
         "models": Key(list, ["resnet18"], "deep baselines (timm, random weights: latency only) converted at fp32 "
@@ -146,6 +149,14 @@ def _check_combinations(cfg: dict) -> None:
         raise ConfigError(f"convert.required names {missing[0]!r}, which convert.targets does not include")
     if not cfg["convert"]["targets"] or not cfg["convert"]["precisions"]:
         raise ConfigError("convert.targets and convert.precisions must not be empty")
+    if not cfg["bench"]["devices"]:
+        raise ConfigError("bench.devices must name at least one device", hint="e.g. [\"local\"]")
+    if cfg["bench"]["devices"] != ["local"]:     # unknown names fail now, not after the conversions
+        from ..remote.fleet import resolve_devices
+        try:
+            resolve_devices(cfg["bench"]["devices"], cfg["bench"]["devices_file"] or None)
+        except VanillaNetEdgeError as exc:
+            raise ConfigError(f"bench.devices: {exc}") from None
     if cfg["model"]["checkpoint"] and not cfg["data"]["root"] and "int8" in cfg["convert"]["precisions"] \
             and not cfg["calibration"]["data"]:
         raise ConfigError("int8 for a given checkpoint needs calibration images",

@@ -182,9 +182,15 @@ class Row:
     published_top1: float | None = None
 
     @property
+    def device(self) -> str:
+        """The device (devices.toml name) it ran on; records before remote devices: local."""
+        return (self.rec.get("device") or {}).get("name", "local")
+
+    @property
     def config(self) -> str:
         label = f"{self.runtime} {self.precision}"
-        return label + (f" [{self.compute} compute]" if self.compute != self.precision else "")
+        label += f" [{self.compute} compute]" if self.compute != self.precision else ""
+        return label + (f" @{self.device}" if self.device != "local" else "")
 
     @property
     def full_size(self) -> bool:
@@ -192,7 +198,8 @@ class Row:
 
     @property
     def mkey(self) -> str:
-        return _machine_key(self.machine)
+        """Comparisons pair records of one device and machine only."""
+        return f"{self.device}|{_machine_key(self.machine)}"
 
 
 def _compute_precision(rec: dict) -> str:
@@ -310,20 +317,20 @@ def _pair(a_rows: list[Row], b_rows: list[Row]) -> tuple[Row | None, Row | None]
 
 def latency_table(lat: list[Row], peak: dict | None) -> Table:
     t = Table("latency", "Latency by model x runtime x precision (batch as recorded)",
-              [("model", "text"), ("family", "text"), ("input", "num"), ("batch", "num"),
+              [("model", "text"), ("family", "text"), ("input", "num"), ("batch", "num"), ("device", "text"),
                ("runtime", "text"), ("precision", "text"), ("computed in", "text"),
                ("median ms", "num"), ("p90 ms", "num"), ("95% low ms", "num"), ("95% high ms", "num"),
                ("spread %", "num"), ("runs", "num"), ("GMACs", "num"), ("GMAC/s", "num"),
                ("% of fp32 peak", "num"), ("size MB", "num"), ("bytes/param", "num"), ("file", "text")],
               digits={"GMACs": 3, "size MB": 1, "spread %": 1, "% of fp32 peak": 1, "GMAC/s": 1})
-    for r in sorted(lat, key=lambda r: (r.family != "vanillanet", r.model, r.input_size or 0, r.config)):
+    for r in sorted(lat, key=lambda r: (r.family != "vanillanet", r.model, r.input_size or 0, r.device, r.config)):
         L = r.rec["latency"]
         low, high = _interval(r.rec)
         g = r.rec.get("gmacs_per_s")
         eff = 100 * g / peak["peak_gmacs"] if g and peak and peak.get("peak_gmacs") else None
         size = r.rec.get("artifact_size_bytes")
         bpp = size / r.params if size and r.params else None
-        t.rows.append([r.model, r.family, r.input_size, r.batch, r.runtime, r.precision, r.compute,
+        t.rows.append([r.model, r.family, r.input_size, r.batch, r.device, r.runtime, r.precision, r.compute,
                        L["median_ms"], L.get("p90_ms"), low, high,
                        100 * (high - low) / L["median_ms"], L.get("runs"),
                        r.macs / 1e9 if r.macs else None, g, eff,
@@ -336,11 +343,33 @@ def latency_table(lat: list[Row], peak: dict | None) -> Table:
     return t
 
 
+def devices_table(lat: list[Row]) -> Table:
+    """The same artifacts side by side, one median-latency column per device."""
+    devices = sorted({r.device for r in lat}, key=lambda d: (d != "local", d))
+    t = Table("devices", "Latency by device, side by side (median ms)",
+              [("model", "text"), ("input", "num"), ("runtime", "text"), ("precision", "text")]
+              + [(f"{d} ms", "num") for d in devices])
+    keys = sorted({(r.family != "vanillanet", r.model, r.input_size or 0, r.runtime, r.precision) for r in lat})
+    for _, model, size, runtime, prec in keys:
+        cells = []
+        for d in devices:
+            rows = [r for r in lat if (r.model, r.input_size or 0, r.runtime, r.precision, r.device)
+                    == (model, size, runtime, prec, d)]
+            best = _pick(rows)
+            cells.append(best.rec["latency"]["median_ms"] if best else None)
+        t.rows.append([model, size or None, runtime, prec, *cells])
+    where = {r.device: machine_line(r.machine).removeprefix("machine: ") for r in lat}
+    t.note = "; ".join(f"{d}: {where[d]}" for d in devices)
+    return t
+
+
 def failures_table(failed: list[Row]) -> Table:
-    t = Table("failed", "Records that failed", [("name", "text"), ("runtime", "text"), ("error", "text"),
-                                                ("file", "text")])
+    t = Table("failed", "Records that failed or could not be measured",
+              [("name", "text"), ("device", "text"), ("runtime", "text"), ("status", "text"),
+               ("error", "text"), ("file", "text")])
     for r in failed:
-        t.rows.append([r.name, r.runtime, (r.rec.get("error") or "no rounds")[:300], r.source])
+        why = r.rec.get("error") or r.rec.get("reason") or "no rounds"
+        t.rows.append([r.name, r.device, r.runtime, r.rec.get("status", "failed"), why[:300], r.source])
     return t
 
 
@@ -419,7 +448,8 @@ def verdict_table(lat: list[Row]) -> Table:
                ("batch", "num"), ("VanillaNet", "text"), ("VanillaNet ms", "num"), ("ResNet-50 ms", "num"),
                ("ratio", "num"), ("ratio min", "num"), ("ratio max", "num"), ("rounds", "text"),
                ("verdict here", "text"), ("A100 eager VanillaNet ms", "num"), ("A100 eager ResNet-50 ms", "num"),
-               ("A100 ratio", "num"), ("A100 TensorRT fp32 ms", "num"), ("A100 TensorRT fp16 ms", "num")],
+               ("A100 ratio", "num"), ("A100 TensorRT fp32 ms", "num"), ("A100 TensorRT fp16 ms", "num"),
+               ("device", "text")],
               digits={"ratio": 3, "ratio min": 3, "ratio max": 3, "A100 ratio": 3})
     full = [r for r in lat if r.full_size]
     vns = [r for r in full if r.family == "vanillanet"]
@@ -452,7 +482,8 @@ def verdict_table(lat: list[Row]) -> Table:
             t.rows.append([runtime or NOT_MEASURED, prec or "-", compute or "-", size, batch, variant,
                            a.rec["latency"]["median_ms"] if a else None,
                            b.rec["latency"]["median_ms"] if b else None, ratio, lo, hi, how, verdict,
-                           a_vn, a_r, a_vn / a_r if a_vn else None, trt[0], trt[1]])
+                           a_vn, a_r, a_vn / a_r if a_vn else None, trt[0], trt[1],
+                           mk.split("|")[0] if mk else NOT_MEASURED])
     t.note = ("ratio = VanillaNet median / ResNet-50 median, from records of one bench run where "
               "possible (interleaved rounds: min/max are per-round ratios). Only full-size models "
               "(width 1) count. The A100 columns are the authors' PUBLISHED figures (not measured): "
@@ -607,17 +638,25 @@ def plot_ratio(table: Table) -> bytes | None:
     if not rows:
         return None
     plt = _plt()
+    rows = sorted(rows, key=lambda r: (r[18], r[0], r[1], r[5]))      # grouped by device
+    devices = sorted({r[18] for r in rows})
+    colors = {d: plt.cm.tab10(k % 10) for k, d in enumerate(devices)}
     fig, ax = plt.subplots(figsize=(8, max(3, 0.35 * len(rows) + 1.5)))
     for i, r in enumerate(rows):
-        ax.errorbar(r[8], i, xerr=_spread(r[8], r[9], r[10]), fmt="o", capsize=3, color="tab:blue")
+        ax.errorbar(r[8], i, xerr=_spread(r[8], r[9], r[10]), fmt="o", capsize=3, color=colors[r[18]],
+                    label=r[18] if r[18] not in ax.get_legend_handles_labels()[1] else None)
         if r[15] is not None:
             ax.plot(r[15], i, "x", color="tab:green")
     ax.axvline(1.0, color="k", lw=0.8)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{r[5]} / ResNet-50, {r[0]} {r[1]}" + (f" [{r[2]} compute]" if r[2] != r[1] else "")
-                        + f" @{r[3]}" for r in rows], fontsize=7)
+    ax.set_yticklabels([(f"{r[18]}: " if len(devices) > 1 else "") + f"{r[5]} / ResNet-50, {r[0]} {r[1]}"
+                        + (f" [{r[2]} compute]" if r[2] != r[1] else "") + f" @{r[3]}" for r in rows], fontsize=7)
     ax.set_xlabel("latency ratio (< 1: VanillaNet faster); x = published A100 eager ratio")
-    ax.set_title("The paper's claim on this machine")
+    if len(devices) > 1:
+        ax.legend(title="device", fontsize=7)
+        ax.set_title("The paper's claim on each device")
+    else:
+        ax.set_title(f"The paper's claim on this machine ({devices[0]})")
     return _png(fig)
 
 
@@ -715,6 +754,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = N
             machines.setdefault(r.mkey, machine_line(r.machine))
     tables = [latency_table(lat, peak), verdict_table(lat), int8_table(lat, acc), accuracy_table(acc),
               official_table(), peak_table(peak)]
+    if len({r.device for r in lat}) > 1:
+        tables.insert(1, devices_table(lat))
     if failed:
         tables.append(failures_table(failed))
     by_key = {t.key: t for t in tables}

@@ -46,11 +46,13 @@ def summary_rows(results: dict) -> list[dict]:
     rows = []
     for r in latency:
         median = r["latency"]["median_ms"] if r["ok"] else None
-        rows.append({"artifact": r["name"], "runtime": r["runtime"], "precision": r["precision"],
+        device = r.get("device", {}).get("name", "local")
+        rows.append({"artifact": r["name"], "device": device, "runtime": r["runtime"], "precision": r["precision"],
                      "size_kb": (r.get("artifact_size_bytes") or 0) / 1024,
                      "top1": acc.get(r["artifact"], {}).get("top1"),
                      "engine": acc.get(r["artifact"], {}).get("engine"),
                      "median_ms": median, "status": r.get("status", "ok" if r["ok"] else "failed"),
-                     "speedup_vs_eager": (eager / median) if eager and median else None,
+                     # eager PyTorch runs on this machine only: no cross-device speed-ups
+                     "speedup_vs_eager": (eager / median) if eager and median and device == "local" else None,
                      "note": r.get("reason") or r.get("error")})
     return rows

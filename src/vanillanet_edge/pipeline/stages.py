@@ -284,11 +284,13 @@ def stage_eval(ctx: Context) -> None:
 def stage_bench(ctx: Context) -> None:
     from tqdm import tqdm
 
-    from ..devices.latency import BenchSettings, bench
+    from ..devices.latency import BenchSettings
+    from ..remote.fleet import bench_on_devices, resolve_devices
 
     b = ctx.cfg["bench"]
     refs = _refs(ctx)
-    key = content_key(sorted(sha256_path(r.artifact) for r in refs), b)
+    specs = resolve_devices(b["devices"], b["devices_file"] or None)
+    key = content_key(sorted(sha256_path(r.artifact) for r in refs), b, [s.__dict__ for s in specs])
     out = ctx.path("results", "bench.json")
     done = ctx.step("bench", "bench", key)
     if done:
@@ -297,12 +299,19 @@ def stage_bench(ctx: Context) -> None:
         ctx.skipped.append("bench")
         return
     settings = BenchSettings(threads=b["threads"] or None, warmup=b["warmup"], runs=b["runs"], rounds=b["rounds"])
-    bar = tqdm(total=len(refs) * b["rounds"], desc="bench", unit="run")
-    records = bench(refs, settings, progress=lambda r, i, ref: bar.update(1))
+    bar = tqdm(total=len(refs) * b["rounds"] * len(specs), desc="bench", unit="run")
+    records = bench_on_devices(refs, settings, specs, progress=lambda spec, r, i, ref: bar.update(1))
     bar.close()
     write_json(out, records)
-    ctx.run.record("bench", key, [out])
     ctx.results["bench"] = records
+    # A device that could not be used at all: report it, keep the others' results, and leave the
+    # step unrecorded so that the next run tries again (finished work elsewhere is not redone).
+    down = sorted({r["device"]["name"] for r in records if r.get("device_error")})
+    for name in down:
+        error = next(r["error"] for r in records if r["device"]["name"] == name and not r["ok"])
+        ctx.failures.append({"step": f"bench@{name}", "error": error})
+    if not down:
+        ctx.run.record("bench", key, [out])
 
 
 def stage_report(ctx: Context) -> None:

@@ -1,0 +1,147 @@
+"""`vanillanet-edge profile`: per-layer time of artifacts, from each runtime's own profiler.
+
+Registered in cli.py with `main.add_command(profile_cmd)`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .friendly import FriendlyCommand
+
+# Standalone commands cache their help option on first use: give them -h themselves (as report_cli does).
+HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+NAME_WIDTH = 56
+
+
+@click.command("profile", cls=FriendlyCommand, context_settings=HELP)
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--runs", type=int, default=20, show_default=True,
+              help="Profiled inferences after warm-up; layer times are their mean. As many plain "
+                   "(unprofiled) runs are timed for comparison.")
+@click.option("--warmup", type=int, default=5, show_default=True, help="Untimed inferences first.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads (default: the runtime's).")
+@click.option("--set", "options", multiple=True, metavar="KEY=VALUE",
+              help="Runner setting, as for `bench`: precision_hint=f32 (OpenVINO), provider=... (ONNX Runtime).")
+@click.option("--top", type=int, default=15, show_default=True, help="Layers listed per artifact (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON instead of tables.")
+@click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write the records to this JSON file.")
+def profile_cmd(artifacts, runs, warmup, threads, options, top, as_json, save):
+    """Where the time goes, layer by layer, per artifact, from each runtime's OWN profiler.
+
+    \b
+    ARTIFACTS are artifact folders from `convert`, or folders of them. Per artifact: the
+    slowest layers as the runtime executed them (after its own fusions: names, op types
+    and kernels are the runtime's), their time per inference and share of the total, then
+    the same summed by op type. The runner's usual settings apply (OpenVINO runs "fp32"
+    models in bf16 on AMX CPUs unless --set precision_hint=f32), so what is profiled is
+    what `bench` times.
+
+    \b
+    Profilers used:
+      onnxruntime  ONNX Runtime's session profiler (per-node kernel time, execution provider)
+      openvino     OpenVINO's performance counters (per-node real time, exec_type such as
+                   brgconv_avx512_I8, which shows the precision the kernel really ran in)
+      litert       not offered from Python: the line printed says how to run LiteRT's
+                   benchmark_model --enable_op_profiling=true on the artifact instead
+    Other artifacts are still profiled when one runtime has no profiler.
+
+    \b
+    Profilers add their own cost per layer, so layer times do not add up to a plain
+    inference; each artifact also gets the median of plain timed runs (same settings,
+    no profiler) to compare. Read shares, not absolute times, on tiny models.
+    Exit status: 0 when at least one artifact was profiled and none failed, 1 otherwise.
+
+    \b
+    Examples:
+      vanillanet-edge profile artifacts/                       # every artifact folder in it
+      vanillanet-edge profile artifacts/v5-openvino-int8 --runs 50 --top 0
+      vanillanet-edge profile artifacts/v5-openvino-fp32 --set precision_hint=f32 --threads 1
+      vanillanet-edge profile artifacts/ --json --save runs/r1/profile.json
+    """
+    from ..devices.artifacts import resolve
+    from ..devices.profiling import profile
+    from ..errors import ProfilingNotOfferedError, VanillaNetEdgeError
+    from .cli import _parse_options
+
+    if runs < 1 or warmup < 0:
+        raise click.BadParameter("--runs must be at least 1 and --warmup at least 0")
+    settings = _parse_options(options)
+    records, failed = [], False
+    for ref in resolve(artifacts):
+        try:
+            record = profile(ref, runs=runs, warmup=warmup, threads=threads, options=settings)
+        except ProfilingNotOfferedError as exc:
+            record = _not_done(ref, "not_offered", exc)
+        except VanillaNetEdgeError as exc:
+            record = _not_done(ref, "failed", exc)
+            failed = True
+        records.append(record)
+        if not as_json:
+            _print_record(record, top)
+    if as_json:
+        click.echo(json.dumps(records, indent=2, default=str))
+    if save:
+        from ..fileio import write_json
+        write_json(save, records)
+        if not as_json:
+            click.echo(f"wrote {len(records)} records to {save}")
+    if failed or not any(r["status"] == "ok" for r in records):
+        sys.exit(1)
+
+
+def _not_done(ref, status: str, exc) -> dict:
+    return {"schema_version": 1, "kind": "layer_profile", "status": status, "artifact": str(ref.path),
+            "name": ref.name, "runtime": ref.runtime, "target": ref.manifest.get("target"),
+            "precision": ref.manifest.get("precision"), "reason": exc.args[0] if exc.args else str(exc),
+            "hint": getattr(exc, "hint", None), "rows": []}
+
+
+def _short(text: str, width: int) -> str:
+    """Cut the middle out of long names: the head says where, the tail says what."""
+    text = str(text)
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "~" + text[-(width - 1 - head):]
+
+
+def _ms(v: float) -> str:
+    return f"{v:.4f}" if v < 1 else f"{v:.2f}"
+
+
+def _print_record(r: dict, top: int) -> None:
+    title = f"{r['name']}  ({r['runtime']}, {r.get('precision') or '?'} artifact)"
+    if r["status"] != "ok":
+        color = "yellow" if r["status"] == "not_offered" else "red"
+        click.secho(f"\n{title}", bold=True)
+        click.secho(f"  {'not offered' if r['status'] == 'not_offered' else 'failed'}: {r['reason']}", fg=color)
+        if r.get("hint"):
+            click.echo(f"  hint: {r['hint']}")
+        return
+    from ..devices.profiling import group_by_op_type
+
+    ss = r["session_settings"]
+    ran = ", ".join(f"{k}={v}" for k, v in ss.items() if k in ("inference_precision", "providers", "threads"))
+    click.secho(f"\n{title}", bold=True)
+    click.echo(f"  {ran}")
+    click.echo(f"  profiler: {r['profiler']}; {r['runs']} profiled runs after {r['warmup']} warm-up")
+    click.echo(f"  layers sum to {_ms(r['total_ms'])} ms per inference under the profiler; "
+               f"plain runs: {_ms(r['wall_ms_per_inference'])} ms median")
+    rows = r["rows"] if top <= 0 else r["rows"][:top]
+    click.echo(f"  {'layer':<{NAME_WIDTH}} {'op type':<18} {'exec / kernel':<24} {'prec':<5} {'ms':>8} {'share':>7}")
+    for row in rows:
+        click.echo(f"  {_short(row['name'], NAME_WIDTH):<{NAME_WIDTH}} {_short(row['op_type'], 18):<18} "
+                   f"{_short(row.get('exec_type') or '-', 24):<24} {row.get('precision') or '-':<5} "
+                   f"{_ms(row['time_ms']):>8} {100 * row['share']:>6.1f}%")
+    rest = r["rows"][len(rows):]
+    if rest:
+        click.echo(f"  ... {len(rest)} more layers, {100 * sum(x['share'] for x in rest):.1f}% of the time "
+                   f"(--top 0 lists all)")
+    click.echo(f"  {'by op type':<{NAME_WIDTH}} {'layers':>6} {'ms':>8} {'share':>7}")
+    for g in group_by_op_type(r):
+        click.echo(f"  {_short(g['op_type'], NAME_WIDTH):<{NAME_WIDTH}} {g['layers']:>6} "
+                   f"{_ms(g['time_ms']):>8} {100 * g['share']:>6.1f}%")

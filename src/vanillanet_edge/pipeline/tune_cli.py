@@ -1,0 +1,101 @@
+"""`vanillanet-edge tune` and `recommend`: the fastest verified artifact for a device."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .. import api
+
+
+@click.command("tune")
+@click.argument("model")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for artifacts, tune.json, recommended/.")
+@click.option("--device", "device_name", default="local", show_default=True, help="Device (devices.toml name) to tune for.")
+@click.option("--devices", "devices_file", type=click.Path(path_type=Path), default=None, help="Devices file (default ./devices.toml).")
+@click.option("--budget-ms", type=float, default=None,
+              help="Latency budget per call: pick the most accurate candidate within it (else the fastest).")
+@click.option("--max-drop", type=float, default=None, help="Top-1 points a candidate may lose against fp32 (needs --eval-data).")
+@click.option("--target", "targets", multiple=True, default=("onnx", "openvino", "tflite"), show_default=True,
+              help="Targets to try (repeat).")
+@click.option("--precision", "precisions", multiple=True, default=("fp32", "int8"), show_default=True,
+              help="Artifact precisions to try (repeat); bf16 is tried as a runtime hint where the CPU has it.")
+@click.option("--rewrite", "rewrites", multiple=True, default=("none", "relu_before_pool"), show_default=True,
+              help="Exact graph rewrites to try, each on its own; 'none' = the plain export.")
+@click.option("--batch", "batches", multiple=True, type=int, default=(1,), show_default=True,
+              help="Batch sizes the app can use (repeat); ranking is by time per image.")
+@click.option("--input-size", type=int, default=None, help="Input side (default: the checkpoint's, 224 for variant names).")
+@click.option("--calib-data", type=click.Path(path_type=Path), default=None, help="Images to calibrate int8 on.")
+@click.option("--eval-data", type=click.Path(path_type=Path), default=None, help="Labelled ImageFolder for top-1.")
+@click.option("--runs", type=int, default=60, show_default=True, help="Timed runs per candidate (over all rounds).")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved rounds, a fresh process each.")
+@click.option("--accept-new-host-key", is_flag=True, help="Trust an SSH device's host key on first contact.")
+@click.option("--json", "as_json", is_flag=True, help="Print tune.json.")
+def tune_cmd(model, out, device_name, devices_file, budget_ms, max_drop, targets, precisions, rewrites, batches,
+             input_size, calib_data, eval_data, runs, rounds, accept_new_host_key, as_json):
+    """Find the fastest verified artifact and runtime settings for MODEL on a device.
+
+    MODEL is a checkpoint, or an official variant name (random weights: latency only).
+    Every (target, precision, rewrite, batch) is converted and verified against the fused
+    net; each artifact is tried with the settings its runtime offers on that device
+    (OpenVINO f32/bf16 hints and threads, LiteRT XNNPACK/built-in kernels, ONNX Runtime
+    threads); each candidate's accuracy is checked with its own settings; all are then
+    benchmarked with interleaved rounds. The winner is copied to OUT/recommended/ with its
+    settings pinned in the manifest (bench and eval apply them). The plain OpenVINO INT8
+    export at default settings is always measured as the reference ('vs plain').
+
+    \b
+    Examples:
+      vanillanet-edge tune vanillanet_5 --calib-data data/train --out runs/tune5
+      vanillanet-edge tune tiny.pth --calib-data d/train --eval-data d/val --max-drop 0.5 --out t
+      vanillanet-edge tune tiny.pth --device pi5 --budget-ms 20 --target tflite --out t-pi
+    """
+    opts = api.TuneOptions(
+        targets=tuple(targets), precisions=tuple(precisions),
+        rewrites=tuple(() if r == "none" else (r,) for r in rewrites), batches=tuple(batches),
+        input_size=input_size, budget_ms=budget_ms, max_drop=max_drop,
+        calib_data=str(calib_data) if calib_data else None, eval_data=str(eval_data) if eval_data else None,
+        runs=runs, rounds=rounds)
+    result = api.tune(model, out, device_name, devices_file, opts, accept_new_host_key,
+                      log=(lambda m: None) if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        print_tune(result)
+    if not result.get("recommendation"):
+        sys.exit(1)
+
+
+def print_tune(result: dict) -> None:
+    rows = result["candidates"]
+    click.echo(f"\n{'#':>3} {'candidate':<72}{'ms/img':>9}{'95% interval':>17}{'GMAC/s':>8}{'% peak':>8}"
+               f"{'agree':>8}{'top-1':>8}{'vs plain':>9}")
+    for i, r in enumerate(rows, 1):
+        if not r["ok"]:
+            click.secho(f"{i:>3} {r['label']:<72} {r['status']}: {r['error']}", fg="yellow")
+            continue
+        iv = r["interval_ms"]
+        interval = f"{iv[0] / r['batch']:.2f}-{iv[1] / r['batch']:.2f}"
+        peak = f"{100 * r['fraction_of_peak']:.0f}%" if r["fraction_of_peak"] else "-"
+        top1 = f"{100 * r['top1']:.2f}" if r["top1"] is not None else "-"
+        agree = f"{100 * r['agreement']:.1f}%" if r["agreement"] is not None else "-"
+        speed = f"{r['speedup_vs_anchor']:.2f}x" if r.get("speedup_vs_anchor") else "-"
+        mark = " (plain)" if r["anchor"] else ""
+        line = (f"{i:>3} {(r['label'] + mark)[:71]:<72}{r['ms_per_image']:>9.2f}{interval:>17}"
+                f"{(r['gmacs_per_s'] or 0):>8.1f}{peak:>8}{agree:>8}{top1:>8}{speed:>9}")
+        click.secho(line, fg=None if r["passed_checks"] and r["within_budget"] else "bright_black")
+    for f in result["failed"]:
+        click.secho(f"    not kept: {f['candidate']}: {f['stage']}: {f['error']}", fg="yellow")
+    rec = result.get("recommendation")
+    if rec:
+        click.secho(f"\nrecommended: {rec['label']}\n  {rec['ms_per_image']:.2f} ms per image "
+                    f"(95% interval {rec['interval_ms'][0] / rec['batch']:.2f}-{rec['interval_ms'][1] / rec['batch']:.2f}), "
+                    + (f"top-1 {100 * rec['top1']:.2f}%, " if rec["top1"] is not None else "")
+                    + f"agreement with the fused net {100 * rec['agreement']:.1f}%"
+                    + (f", {rec['speedup_vs_anchor']:.2f}x the plain OpenVINO INT8 export" if rec.get("speedup_vs_anchor") else ""),
+                    fg="green", bold=True)
+        click.echo(f"  pinned in {result['recommended_artifact']}/manifest.json (runtime_settings)")
+    else:
+        click.secho("\nno candidate met the budgets", fg="red")

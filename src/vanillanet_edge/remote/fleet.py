@@ -1,0 +1,82 @@
+"""Several devices at once: bench or eval the same artifacts on each; one device failing
+(down, wrong host key, dropped mid-run) is recorded as failed and never stops the others."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..devices.artifacts import ArtifactRef
+from ..devices.latency import RESULT_SCHEMA, BenchSettings
+from ..errors import DataError, VanillaNetEdgeError
+from .device import open_device
+from .devices_file import DeviceSpec, load_devices, pick
+
+
+def resolve_devices(names: list[str] | None, devices_file: str | Path | None) -> list[DeviceSpec]:
+    specs = load_devices(devices_file)
+    return [pick(specs, n) for n in (names or ["local"])]
+
+
+def _failed(ref: ArtifactRef, spec: DeviceSpec, kind: str, error: Exception) -> dict:
+    return {"schema_version": RESULT_SCHEMA, "kind": kind, "artifact": str(ref.path), "name": ref.name,
+            "target": ref.manifest.get("target"), "precision": ref.manifest.get("precision"),
+            "runtime": ref.runtime, "model": ref.manifest.get("model", {}), "ok": False, "status": "failed",
+            "error": str(error), "device": {"name": spec.name, "where": spec.describe()}, "machine": None,
+            "device_error": getattr(error, "kind", "failed")}
+
+
+def check_devices(specs: list[DeviceSpec], accept_new_host_key: bool = False) -> list[dict]:
+    reports = []
+    for spec in specs:
+        device = open_device(spec, accept_new_host_key)
+        try:
+            reports.append(device.check())
+        finally:
+            device.close()
+    return reports
+
+
+def bench_on_devices(refs: list[ArtifactRef], settings: BenchSettings, specs: list[DeviceSpec],
+                     accept_new_host_key: bool = False, progress=None) -> list[dict]:
+    """Records for every (device, artifact); each tagged with its device."""
+    records = []
+    for spec in specs:
+        try:
+            device = open_device(spec, accept_new_host_key)
+        except VanillaNetEdgeError as exc:
+            records += [_failed(ref, spec, "latency", exc) for ref in refs]
+            continue
+        try:
+            records += device.bench(refs, settings,
+                                    progress=(lambda r, i, ref, s=spec: progress(s, r, i, ref)) if progress else None)
+        finally:
+            device.close()
+    return records
+
+
+def eval_on_devices(refs: list[ArtifactRef], data, specs: list[DeviceSpec], limit=None, runtime=None,
+                    settings: dict | None = None, accept_new_host_key: bool = False,
+                    progress_for=None) -> list[dict]:
+    """Accuracy records for every (device, artifact). Images are decoded here, run there."""
+    from ..devices.accuracy import evaluate
+
+    records = []
+    for spec in specs:
+        try:
+            device = open_device(spec, accept_new_host_key)
+        except VanillaNetEdgeError as exc:
+            records += [_failed(ref, spec, "accuracy", exc) for ref in refs]
+            continue
+        try:
+            for ref in refs:
+                try:
+                    rec = evaluate(ref, data, limit, runtime, settings, open_session=device.open_session,
+                                   progress=progress_for(spec, ref) if progress_for else None)
+                    rec["device"] = {"name": spec.name, "where": spec.describe()}
+                except DataError:
+                    raise                   # the images, not the device: stop and say so
+                except VanillaNetEdgeError as exc:
+                    rec = _failed(ref, spec, "accuracy", exc)
+                records.append(rec)
+        finally:
+            device.close()
+    return records

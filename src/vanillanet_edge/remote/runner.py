@@ -1,0 +1,148 @@
+"""The device side: what runs on a remote machine, from a self-contained zip (see bundle.py).
+
+It needs only Python 3.9+, numpy and the runtimes: the same runner and harness code as a
+local `bench` (devices/*.py), none of torch or the converters.
+
+    python runner.pyz describe [RUNTIME...] -> JSON: machine description, runtimes usable here
+    python runner.pyz latency < job.json    -> JSON: one benchmark round (as devices/worker.py)
+    python runner.pyz receive DEST < x.tar  -> unpack an artifact into DEST, atomically
+    python runner.pyz serve                 -> framed requests on stdin (load, run, close)
+
+serve's frames: one JSON header line, then header["nbytes"] raw bytes (C-order float32).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+PROTOCOL = 1
+
+
+def describe(wanted: list[str]) -> dict:
+    """Machine description and which of the `wanted` runtimes (all when empty) import here."""
+    from ..devices.machine import describe_machine     # stdlib only: works before numpy is there
+
+    out = {"protocol": PROTOCOL, "machine": describe_machine(), "python_executable": sys.executable,
+           "python": sys.version.split()[0], "runtimes": {}}
+    if wanted == ["--machine"]:      # the machine only: no runtime imports (fast)
+        return out
+    try:
+        import numpy  # noqa: F401  (every runner needs it)
+    except ImportError:
+        out["numpy"] = False
+        return out
+    out["numpy"] = True
+    from ..devices.registry import get_runner, runtime_names
+
+    for name in wanted or runtime_names():
+        try:
+            ok, why = get_runner(name).availability()
+        except Exception as exc:        # a broken install must not hide the other runtimes
+            ok, why = False, f"{type(exc).__name__}: {exc}"
+        out["runtimes"][name] = {"available": ok, "reason": why}
+    return out
+
+
+def receive(dest: str) -> dict:
+    """Unpack the tar on stdin next to DEST, then rename into place: never a half artifact."""
+    final = Path(dest)
+    partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    partial.mkdir(parents=True)
+    try:
+        with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
+            for member in tar:     # our own tar, but refuse anything escaping the folder anyway
+                if member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
+                    raise ValueError(f"refusing unsafe path in artifact tar: {member.name}")
+                if not (member.isfile() or member.isdir()):
+                    raise ValueError(f"refusing non-file entry in artifact tar: {member.name}")
+                if hasattr(tarfile, "data_filter"):    # Python >= 3.9.17 / 3.11.4
+                    tar.extract(member, partial, filter="data")
+                else:
+                    tar.extract(member, partial)
+        (partial / ".complete").write_text("ok")
+        if final.exists():            # someone else finished the same content first
+            shutil.rmtree(partial)
+        else:
+            partial.rename(final)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return {"ok": True, "path": str(final)}
+
+
+def _read_frame(stream) -> tuple[dict, bytes] | None:
+    line = stream.readline()
+    if not line:
+        return None
+    header = json.loads(line)
+    data = stream.read(header.get("nbytes", 0)) if header.get("nbytes") else b""
+    return header, data
+
+
+def _write_frame(stream, header: dict, data: bytes = b"") -> None:
+    stream.write((json.dumps({**header, "nbytes": len(data)}) + "\n").encode())
+    stream.write(data)
+    stream.flush()
+
+
+def serve() -> None:
+    """Load one artifact, then run batches until `close` or end of input."""
+    import numpy as np
+
+    from ..devices.artifacts import resolve
+    from ..devices.base import pinned_settings
+    from ..devices.machine import describe_machine
+    from ..devices.registry import get_runner
+
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr          # stray prints of a runtime must not corrupt the frames
+    session = None
+    while True:
+        frame = _read_frame(inp)
+        if frame is None:
+            return
+        header, data = frame
+        try:
+            if header["op"] == "load":
+                [ref] = resolve([Path(header["artifact"])])
+                runner = get_runner(header["runtime"])
+                runner.require()
+                session = runner.load(ref.artifact, ref.manifest,
+                                      **pinned_settings(ref.manifest, header.get("settings", {})))
+                _write_frame(out, {"ok": True, "settings": session.settings, "batch": session.batch,
+                                   "machine": describe_machine()})
+            elif header["op"] == "run":
+                x = np.frombuffer(data, dtype=np.float32).reshape(header["shape"])
+                t0 = time.perf_counter()
+                y = np.ascontiguousarray(session.run_all(x), dtype=np.float32)
+                seconds = time.perf_counter() - t0
+                _write_frame(out, {"ok": True, "shape": list(y.shape), "seconds": seconds}, y.tobytes())
+            elif header["op"] == "close":
+                _write_frame(out, {"ok": True})
+                return
+            else:
+                raise ValueError(f"unknown op {header['op']!r}")
+        except Exception as exc:
+            _write_frame(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else ""
+    if command == "describe":
+        print(json.dumps(describe(argv[1:])))
+    elif command == "latency":
+        from ..devices import worker
+        return worker.main(["latency"])
+    elif command == "receive" and len(argv) == 2:
+        print(json.dumps(receive(argv[1])))
+    elif command == "serve":
+        serve()
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0

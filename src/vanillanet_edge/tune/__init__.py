@@ -1,0 +1,1 @@
+"""Search runtimes, precisions, settings and exact rewrites for the fastest verified artifact."""

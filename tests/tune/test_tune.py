@@ -1,0 +1,90 @@
+"""tune: real conversions of the tiny digits net, real runtimes, interleaved benchmarks."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from vanillanet_edge import api
+from vanillanet_edge.devices.artifacts import resolve
+from vanillanet_edge.devices.latency import BenchSettings, bench
+from vanillanet_edge.model import create_model, fuse_model
+from vanillanet_edge.model.adapool import replace_adaptive_max_pools
+from vanillanet_edge.model.rewrites import apply_rewrites, relu_before_pool
+from vanillanet_edge.pipeline.cli import main
+from vanillanet_edge.tune.search import TuneOptions
+
+
+@pytest.mark.parametrize("variant,size", [("vanillanet_5", 64), ("vanillanet_13_x1_5_ada_pool", 96)])
+def test_relu_before_pool_is_exact(variant, size):
+    torch.manual_seed(0)
+    model = create_model(variant, width=1 / 32, num_classes=10).eval()
+    for m in model.modules():                       # non-trivial BN statistics to fold
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+    fused = replace_adaptive_max_pools(fuse_model(model), size)
+    x = torch.randn(3, 3, size, size)
+    with torch.no_grad():
+        assert torch.equal(fused(x), relu_before_pool(fused)(x))
+    with pytest.raises(ValueError, match="unknown rewrite"):
+        apply_rewrites(fused, ["no_such_rewrite"])
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tune")
+    opts = TuneOptions(targets=("onnx", "openvino"), precisions=("fp32", "int8"),
+                       calib_data=str(tiny_checkpoint.data / "train"), eval_data=str(tiny_checkpoint.data / "val"),
+                       eval_limit=200, max_drop=0.5, warmup=1, runs=8, rounds=2, peaks=False)
+    return api.tune(str(tiny_checkpoint.path), out, options=opts, log=lambda m: None), out
+
+
+def test_tune_ranks_verified_candidates_and_pins_the_winner(tuned):
+    result, out = tuned
+    rows = result["candidates"]
+    assert len(rows) >= 8 and all(r["ok"] for r in rows)
+    per_image = [r["ms_per_image"] for r in rows]
+    assert per_image == sorted(per_image)                          # ranked, fastest first
+    assert {tuple(r["rewrites"]) for r in rows} == {(), ("relu_before_pool",)}
+    assert {r["runtime"] for r in rows} == {"onnxruntime", "openvino"}
+    assert any(r["settings"].get("precision_hint") == "f32" for r in rows)
+    anchor = result["anchor"]
+    assert anchor["target"] == "openvino" and anchor["precision"] == "int8" and anchor["settings"] == {}
+    assert anchor["speedup_vs_anchor"] == pytest.approx(1.0)
+    for r in rows:                                                 # each checked with its own settings
+        assert r["agreement"] is not None and r["top1"] is not None and r["interval_ms"][0] <= r["median_ms"]
+    rec = result["recommendation"]
+    assert rec["passed_checks"] and rec["drop_points"] <= 0.5
+    assert rec["ms_per_image"] == min(r["ms_per_image"] for r in rows if r["passed_checks"])
+
+    pinned = json.loads((out / "recommended" / result["recommended_artifact"].split("/")[-1] / "manifest.json").read_text())
+    assert pinned["runtime_settings"] == rec["settings"] and pinned["tuned"]["median_ms"] == rec["median_ms"]
+    assert json.loads((out / "tune.json").read_text())["recommendation"]["label"] == rec["label"]
+
+
+def test_bench_applies_the_pinned_settings(tuned):
+    result, _ = tuned
+    [ref] = resolve([result["recommended_artifact"]])
+    [record] = bench([ref], BenchSettings(warmup=1, runs=4, rounds=1))
+    assert record["ok"]
+    settings = result["recommendation"]["settings"]
+    ss = record["session_settings"]
+    if "threads" in settings:
+        assert ss["threads"] == settings["threads"]
+    if "precision_hint" in settings:
+        assert ss["inference_precision"] == settings["precision_hint"]
+
+
+def test_budgets_that_nothing_meets_give_no_recommendation(tiny_checkpoint, tuned, tmp_path):
+    _, out = tuned
+    args = ["tune", str(tiny_checkpoint.path), "--out", str(out), "--target", "onnx", "--precision", "fp32",
+            "--rewrite", "none", "--runs", "4", "--rounds", "1", "--budget-ms", "0.000001"]
+    result = CliRunner().invoke(main, args)                      # artifacts reused from the first run
+    assert result.exit_code == 1, result.output
+    assert "no candidate met the budgets" in result.output
+    with pytest.raises(Exception, match="needs calibration images"):
+        api.tune(str(tiny_checkpoint.path), tmp_path, options=TuneOptions(targets=("onnx",), precisions=("int8",)),
+                 log=lambda m: None)
