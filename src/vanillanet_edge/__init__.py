@@ -9,6 +9,7 @@ from importlib import import_module
 _API = {"Int8Options": ".api", "calibrate": ".api", "convert": ".api", "run_pipeline": ".api",
         "fuse_checkpoint": ".api", "make_digits": ".api", "model_info": ".api", "train_model": ".api",
         "bench": ".api", "evaluate": ".api", "check_devices": ".api", "resolve_devices": ".api",
+        "tune": ".api", "recommend": ".api", "TuneOptions": ".api",
         "create_model": ".model", "fuse_model": ".model", "load_checkpoint": ".model",
         "save_checkpoint": ".model", "verify_fusion": ".model"}
 __all__ = list(_API)

@@ -202,6 +202,20 @@ def tune(model: str, out: str | Path, device: str = "local", devices_file: str |
         handle.close()
 
 
+def recommend(models, out: str | Path, budget_ms: float, device: str = "local",
+              devices_file: str | Path | None = None, options=None, log=print) -> dict:
+    """The most accurate of `models` (variant names or checkpoints) that fits `budget_ms` on a device."""
+    from .remote.device import open_device
+    from .tune.recommend import recommend as _recommend
+
+    [spec] = resolve_devices([device], devices_file)
+    handle = open_device(spec)
+    try:
+        return _recommend(list(models), out, handle, budget_ms, options, log)
+    finally:
+        handle.close()
+
+
 def __getattr__(name: str):
     if name == "TuneOptions":          # loaded on use: the tune package pulls in every converter
         from .tune.search import TuneOptions

@@ -29,6 +29,10 @@ def test_pipeline_benches_every_artifact_on_both_devices_side_by_side(tiny_check
     onnx = next(r for r in side["rows"] if r["runtime"] == "onnxruntime")
     assert onnx["local ms"] > 0 and onnx["lo ms"] > 0
     assert {s["device"] for s in result["summary"]} == {"local", "lo"}
+    # where the time goes, from the runtimes' own profilers, for each profiled artifact
+    profile = {t["key"]: t for t in report["tables"]}["profile"]["rows"]
+    assert {r["runtime"] for r in profile} == {"onnxruntime", "openvino"}
+    assert all(r["ms"] >= 0 and 0 <= r["share %"] <= 100 for r in profile)
 
 
 def test_a_device_that_is_down_fails_alone_and_is_retried_next_run(tiny_checkpoint, sshd, free_port, tmp_path):

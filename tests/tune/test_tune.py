@@ -88,3 +88,20 @@ def test_budgets_that_nothing_meets_give_no_recommendation(tiny_checkpoint, tune
     with pytest.raises(Exception, match="needs calibration images"):
         api.tune(str(tiny_checkpoint.path), tmp_path, options=TuneOptions(targets=("onnx",), precisions=("int8",)),
                  log=lambda m: None)
+
+
+def test_recommend_picks_the_most_accurate_model_that_fits_and_labels_the_accuracy(tiny_checkpoint, tmp_path):
+    opts = TuneOptions(targets=("onnx",), precisions=("fp32",), rewrites=((),), input_size=32,
+                       eval_data=str(tiny_checkpoint.data / "val"), eval_limit=100, warmup=1, runs=4, rounds=1,
+                       peaks=False)
+    models = [str(tiny_checkpoint.path), "vanillanet_5"]
+    result = api.recommend(models, tmp_path, budget_ms=5000, options=opts, log=lambda m: None)
+    by_model = {r["source"]: r for r in result["models"]}
+    tiny, random5 = by_model[str(tiny_checkpoint.path)], by_model["vanillanet_5"]
+    assert tiny["fits"] and tiny["accuracy"] > 0.9 and tiny["accuracy_kind"].startswith("measured")
+    # a random-weight variant's top-1 on the user's data means nothing: it is never ranked as measured
+    assert random5["fits"] and not random5["accuracy_kind"].startswith("measured")
+    assert result["accuracy_used"] == "measured" and result["recommendation"]["source"] == str(tiny_checkpoint.path)
+
+    none = api.recommend(models[:1], tmp_path / "tight", budget_ms=1e-6, options=opts, log=lambda m: None)
+    assert none["recommendation"] is None and not none["models"][0]["fits"]

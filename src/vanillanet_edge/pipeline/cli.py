@@ -531,10 +531,11 @@ main.add_command(report_cmd)
 main.add_command(baseline_cmd)
 
 from .devices_cli import devices_group  # noqa: E402
-from .tune_cli import tune_cmd  # noqa: E402
+from .tune_cli import recommend_cmd, tune_cmd  # noqa: E402
 
 main.add_command(devices_group)
 main.add_command(tune_cmd)
+main.add_command(recommend_cmd)
 
 from .profile_cli import profile_cmd  # noqa: E402
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..fileio import write_json
 
 NOT_MEASURED = "not measured"
-RESULT_KINDS = ("latency", "accuracy")
+RESULT_KINDS = ("latency", "accuracy", "layer_profile")
 
 # The paper's headline and the authors' published figures (docs/vanillanet-facts.md): A100,
 # batch 1, 224x224, FP32 eager PyTorch; TensorRT FP32/FP16 where the authors list them.
@@ -360,6 +360,25 @@ def devices_table(lat: list[Row]) -> Table:
         t.rows.append([model, size or None, runtime, prec, *cells])
     where = {r.device: machine_line(r.machine).removeprefix("machine: ") for r in lat}
     t.note = "; ".join(f"{d}: {where[d]}" for d in devices)
+    return t
+
+
+def profile_table(profiles: list[Row], top: int = 6) -> Table:
+    """Where time goes: each profiled artifact's slowest layers, from the runtime's own profiler."""
+    t = Table("profile", "Where the time goes: slowest layers per artifact (runtime profilers)",
+              [("model", "text"), ("runtime", "text"), ("precision", "text"), ("layer", "text"),
+               ("op type", "text"), ("kernel", "text"), ("ms", "num"), ("share %", "num"),
+               ("profiled total ms", "num"), ("plain run ms", "num")],
+              digits={"ms": 3, "share %": 1, "profiled total ms": 3, "plain run ms": 3})
+    for r in sorted(profiles, key=lambda r: (r.family != "vanillanet", r.model, r.config)):
+        rec = r.rec
+        for row in sorted(rec.get("rows", []), key=lambda x: -x["time_ms"])[:top]:
+            t.rows.append([r.model, r.runtime, r.precision, row["name"], row.get("op_type"),
+                           row.get("exec_type"), row["time_ms"], 100 * row.get("share", 0),
+                           rec.get("total_ms"), rec.get("wall_ms_per_inference")])
+    t.note = ("From ONNX Runtime's session profiler and OpenVINO's performance counters (`vanillanet-edge "
+              "profile`); the profiler adds overhead, so compare shares rather than absolute times. "
+              "Layer names are the runtime's, after its own fusions.")
     return t
 
 
@@ -746,6 +765,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = N
     lat = [r for r in rows if r.kind == "latency" and r.rec.get("ok") and r.rec.get("latency")]
     failed = [r for r in rows if r.kind == "latency" and not (r.rec.get("ok") and r.rec.get("latency"))]
     acc = [r for r in rows if r.kind == "accuracy" and r.rec.get("ok", True) and r.rec.get("top1") is not None]
+    profiles = [r for r in rows if r.kind == "layer_profile" and r.rec.get("rows")]
     peak = peak or measure_peak_gmacs()
 
     machines = {}
@@ -756,6 +776,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = N
               official_table(), peak_table(peak)]
     if len({r.device for r in lat}) > 1:
         tables.insert(1, devices_table(lat))
+    if profiles:
+        tables.append(profile_table(profiles))
     if failed:
         tables.append(failures_table(failed))
     by_key = {t.key: t for t in tables}

@@ -310,8 +310,25 @@ def stage_bench(ctx: Context) -> None:
     for name in down:
         error = next(r["error"] for r in records if r["device"]["name"] == name and not r["ok"])
         ctx.failures.append({"step": f"bench@{name}", "error": error})
+    _profile_layers(ctx, refs)
     if not down:
-        ctx.run.record("bench", key, [out])
+        ctx.run.record("bench", key, [out, ctx.path("results", "profile.json")])
+
+
+def _profile_layers(ctx: Context, refs) -> None:
+    """Per-layer profiles (this machine) of every artifact whose runtime has a profiler."""
+    from ..devices.profiling import profile
+    from ..errors import ProfilingNotOfferedError
+
+    records = []
+    for ref in refs:
+        try:
+            records.append(profile(ref, runs=10, warmup=3))
+        except ProfilingNotOfferedError:
+            continue
+        except Exception as exc:        # a profiler failing must not cost the bench results
+            ctx.log(f"profile {ref.name}: {type(exc).__name__}: {exc}")
+    write_json(ctx.path("results", "profile.json"), records)
 
 
 def stage_report(ctx: Context) -> None:

@@ -99,3 +99,63 @@ def print_tune(result: dict) -> None:
         click.echo(f"  pinned in {result['recommended_artifact']}/manifest.json (runtime_settings)")
     else:
         click.secho("\nno candidate met the budgets", fg="red")
+
+
+@click.command("recommend")
+@click.option("--budget-ms", type=float, required=True, help="Latency budget per call on the device.")
+@click.option("--variant", "variants", multiple=True,
+              help="Official variant to consider (repeat): published accuracy, random weights for timing.")
+@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Your own trained checkpoint to consider (repeat; any variant/width): accuracy from --eval-data.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for each model's tune run.")
+@click.option("--device", "device_name", default="local", show_default=True, help="Device to choose for.")
+@click.option("--devices", "devices_file", type=click.Path(path_type=Path), default=None, help="Devices file.")
+@click.option("--target", "targets", multiple=True, default=("onnx", "openvino", "tflite"), show_default=True)
+@click.option("--precision", "precisions", multiple=True, default=("fp32", "int8"), show_default=True)
+@click.option("--input-size", type=int, default=None, help="Input side (default: each model's own).")
+@click.option("--calib-data", type=click.Path(path_type=Path), default=None, help="Images to calibrate int8 on.")
+@click.option("--eval-data", type=click.Path(path_type=Path), default=None,
+              help="Labelled ImageFolder: rank by accuracy measured on it (else by published accuracy).")
+@click.option("--runs", type=int, default=30, show_default=True)
+@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def recommend_cmd(budget_ms, variants, checkpoints, out, device_name, devices_file, targets, precisions,
+                  input_size, calib_data, eval_data, runs, rounds, as_json):
+    """The most accurate model whose fastest verified configuration fits the latency budget.
+
+    
+    Every model given is run through `tune` on the device. Accuracy comes from --eval-data
+    (your labelled images) when given, else from the published ImageNet figures of the official
+    variants; the two kinds are never ranked against each other, and the answer says which
+    kind it used.
+
+    
+    Examples:
+      vanillanet-edge recommend --budget-ms 40 --variant vanillanet_5 --variant vanillanet_6 \\
+          --calib-data calib/ --out runs/rec
+      vanillanet-edge recommend --budget-ms 5 --checkpoint small.pth --checkpoint wide.pth \\
+          --eval-data val/ --calib-data train/ --device pi5 --out runs/rec-pi
+    """
+    opts = api.TuneOptions(targets=tuple(targets), precisions=tuple(precisions), input_size=input_size,
+                           calib_data=str(calib_data) if calib_data else None,
+                           eval_data=str(eval_data) if eval_data else None, runs=runs, rounds=rounds)
+    result = api.recommend(list(variants) + list(checkpoints), out, budget_ms, device_name, devices_file, opts,
+                           log=(lambda m: None) if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        click.echo(f"\n{'model':<32}{'best config':<60}{'ms':>9}{'fits':>6}  accuracy")
+        for r in result["models"]:
+            cfg = r["best"]["label"][:58] if r["best"] else (r["error"] or "-")[:58]
+            ms = f"{r['median_ms']:.2f}" if r["median_ms"] else "-"
+            acc = f"{100 * r['accuracy']:.2f}% ({r['accuracy_kind']})" if r["accuracy"] is not None else r["accuracy_kind"]
+            click.echo(f"{r['model']:<32}{cfg:<60}{ms:>9}{'yes' if r['fits'] else 'no':>6}  {acc}")
+        rec = result["recommendation"]
+        if rec:
+            click.secho(f"\nrecommended for {result['device']} under {budget_ms:g} ms: {rec['model']} "
+                        f"({100 * rec['accuracy']:.2f}% top-1, {rec['accuracy_kind']}) as {rec['best']['label']}, "
+                        f"{rec['median_ms']:.2f} ms", fg="green", bold=True)
+        else:
+            click.secho(f"\nno model fits {budget_ms:g} ms with a known {result['accuracy_used']} accuracy", fg="red")
+    if not result["recommendation"]:
+        sys.exit(1)

@@ -95,12 +95,21 @@ class Candidate:
 
 
 def _prepare(model: str, size: int | None, data: str | None) -> PreparedModel:
-    """A checkpoint file, or an official variant name (random weights: latency only)."""
+    """A checkpoint file, or an official variant name (random weights: latency only).
+
+    A random-weight net is verified on the real images given (calibration or eval), not on
+    random noise: INT8 ranges calibrated on images say nothing about noise."""
+    from ..calibration.images import Preprocessing, load_folder
     from ..model.baselines import prepare_vanillanet_random
     from ..model.variants import VARIANTS
 
     if model in VARIANTS and not Path(model).exists():
-        return prepare_vanillanet_random(model, size or 224)
+        size = size or 224
+        inputs = load_folder(data, Preprocessing.imagenet(size), limit=32, seed=1).inputs if data else None
+        prep = prepare_vanillanet_random(model, size, inputs=inputs)
+        if data:
+            prep.inputs_source = f"real images from {data}"
+        return prep
     return prepare(model, size, data)
 
 
