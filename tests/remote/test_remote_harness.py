@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -154,6 +153,10 @@ def test_unknown_host_key_needs_explicit_acceptance_which_is_reported(sshd, tmp_
 
 
 def test_remote_without_numpy_or_runtime_says_what_to_install(sshd, artifacts, tmp_path):
+    nopy = device_entry(sshd, tmp_path / "wd0", python="/opt/no/such/python3")
+    [report] = api.check_devices(["nopy"], write_devices(tmp_path / "d0.toml", {"nopy": nopy}))
+    assert report["reachable"] and "/opt/no/such/python3 was not found" in report["error"]
+
     bare = device_entry(sshd, tmp_path / "wd1", python="/usr/bin/python3", runtimes=["onnxruntime"])
     [report] = api.check_devices(["bare"], write_devices(tmp_path / "d.toml", {"bare": bare}))
     assert report["reachable"]

@@ -47,6 +47,7 @@ def summarize_times(times_ms: list[float], batch: int) -> dict:
     median = statistics.median(times_ms)
     return {"runs": len(times_ms), "median_ms": median, "mean_ms": statistics.fmean(times_ms),
             "std_ms": statistics.pstdev(times_ms), "min_ms": min(times_ms),
+            "p10_ms": _percentile(times_ms, 10),
             "p90_ms": _percentile(times_ms, 90), "p99_ms": _percentile(times_ms, 99),
             "throughput_ips": 1000.0 * batch / median if median > 0 else None}
 

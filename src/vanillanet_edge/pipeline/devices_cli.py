@@ -78,6 +78,11 @@ def _print_report(r: dict) -> None:
         click.secho(f"{head}: NOT reachable [{r['kind']}]\n  {r['error']}", fg="red")
         return
     click.secho(f"{head}: reachable", fg="green", bold=True)
+    if r.get("error"):                 # reached, but it cannot run the runner
+        click.secho(f"  {r['error']}", fg="red")
+        for m in r.get("missing", []):
+            click.secho(f"  missing {m['what']}: {m['install']}", fg="yellow")
+        return
     click.echo(f"  {r['os']} {r['arch']}, {r['cpu_model']}, {r['logical_cores']} cores, "
                f"{r['memory_gib']} GiB; ISA {' '.join(r['isa']) or '-'}")
     click.echo(f"  python {r['python']} ({r['python_executable']})")

@@ -152,6 +152,13 @@ class SshDevice:
             info = json.loads(self.ssh.run(self._python(f"describe {wanted}"),
                                            timeout=self.spec.connect_timeout_s + 120).stdout.decode().splitlines()[-1])
         except DeviceError as exc:
+            if exc.returncode == 127:        # reached it; the shell found no such Python
+                return {"device": self.spec.name, "where": self.spec.describe(), "reachable": True,
+                        "accepted_host_key": self.ssh.accepted_key, "kind": "python",
+                        "error": f"{self.spec.python} was not found on the device",
+                        "missing": [{"what": f"Python ({self.spec.python})",
+                                     "install": "install Python 3.9+ with numpy there and set `python` "
+                                                "in devices.toml to its absolute path"}]}
             return _check_report(self.spec, None, exc, self.ssh.accepted_key)
         except (json.JSONDecodeError, IndexError):
             exc = DeviceError(f"device '{self.spec.name}': {self.spec.python} did not run the runner",

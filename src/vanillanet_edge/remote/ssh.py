@@ -22,9 +22,10 @@ from .devices_file import DeviceSpec
 class DeviceError(VanillaNetEdgeError):
     """A remote device could not be reached or used; `kind` says why."""
 
-    def __init__(self, message: str, hint: str | None = None, kind: str = "failed"):
+    def __init__(self, message: str, hint: str | None = None, kind: str = "failed", returncode: int | None = None):
         super().__init__(message, hint)
         self.kind = kind      # unreachable | host_key | auth | dropped | timeout | failed
+        self.returncode = returncode     # the remote command's exit status, when it ran
 
 
 def remote_path(path: str) -> str:
@@ -119,7 +120,8 @@ class SshClient:
             raise _classify(self.spec, stderr, self.known_hosts)
         if check and proc.returncode != 0:
             tail = "\n".join(stderr.strip().splitlines()[-8:])
-            raise DeviceError(f"device '{self.spec.name}': `{command[:80]}` exited {proc.returncode}:\n{tail}")
+            raise DeviceError(f"device '{self.spec.name}': `{command[:80]}` exited {proc.returncode}:\n{tail}",
+                              returncode=proc.returncode)
         return proc
 
     def open(self, command: str) -> subprocess.Popen:
