@@ -89,7 +89,7 @@ def _print_report(r: dict) -> None:
     for name, info in r.get("runtimes", {}).items():
         mark = "ok " if info["available"] else "-- "
         ver = f" {info['version']}" if info.get("version") else ""
-        note = "" if info["reason"] == "ok" else f": {info['reason']}"
+        note = "" if info["reason"].startswith("ok") else f": {info['reason']}"
         click.echo(f"  {mark}{name}{ver}{note}")
     for m in r.get("missing", []):
         click.secho(f"  missing {m['what']}: {m['install']}", fg="yellow")
