@@ -91,7 +91,7 @@ def test_budgets_that_nothing_meets_give_no_recommendation(tiny_checkpoint, tune
 
 
 def test_recommend_picks_the_most_accurate_model_that_fits_and_labels_the_accuracy(tiny_checkpoint, tmp_path):
-    opts = TuneOptions(targets=("onnx",), precisions=("fp32",), rewrites=((),), input_size=32,
+    opts = TuneOptions(targets=("onnx",), precisions=("fp32",), rewrites=((),), input_sizes=(32,),
                        eval_data=str(tiny_checkpoint.data / "val"), eval_limit=100, warmup=1, runs=4, rounds=1,
                        peaks=False)
     models = [str(tiny_checkpoint.path), "vanillanet_5"]
@@ -105,3 +105,14 @@ def test_recommend_picks_the_most_accurate_model_that_fits_and_labels_the_accura
 
     none = api.recommend(models[:1], tmp_path / "tight", budget_ms=1e-6, options=opts, log=lambda m: None)
     assert none["recommendation"] is None and not none["models"][0]["fits"]
+
+
+def test_tune_tries_each_allowed_input_size_with_its_own_accuracy(tiny_checkpoint, tmp_path):
+    opts = TuneOptions(targets=("onnx",), precisions=("fp32",), rewrites=((),), input_sizes=(32, 64),
+                       eval_data=str(tiny_checkpoint.data / "val"), eval_limit=100, warmup=1, runs=4, rounds=1,
+                       peaks=False)
+    result = api.tune(str(tiny_checkpoint.path), tmp_path, options=opts, log=lambda m: None)
+    sizes = {r["input_size"]: r for r in result["candidates"]}
+    assert set(sizes) == {32, 64}
+    assert all(r["top1"] is not None and r["agreement"] == 1.0 for r in sizes.values())
+    assert "64px" in sizes[64]["label"] and sizes[64]["median_ms"] > 0

@@ -26,7 +26,9 @@ from .. import api
               help="Exact graph rewrites to try, each on its own; 'none' = the plain export.")
 @click.option("--batch", "batches", multiple=True, type=int, default=(1,), show_default=True,
               help="Batch sizes the app can use (repeat); ranking is by time per image.")
-@click.option("--input-size", type=int, default=None, help="Input side (default: the checkpoint's, 224 for variant names).")
+@click.option("--input-size", "input_sizes", multiple=True, type=int,
+              help="Input sides to try (repeat; default: the checkpoint's, 224 for variant names). "
+                   "Accuracy at each comes from --eval-data.")
 @click.option("--calib-data", type=click.Path(path_type=Path), default=None, help="Images to calibrate int8 on.")
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None, help="Labelled ImageFolder for top-1.")
 @click.option("--runs", type=int, default=60, show_default=True, help="Timed runs per candidate (over all rounds).")
@@ -34,7 +36,7 @@ from .. import api
 @click.option("--accept-new-host-key", is_flag=True, help="Trust an SSH device's host key on first contact.")
 @click.option("--json", "as_json", is_flag=True, help="Print tune.json.")
 def tune_cmd(model, out, device_name, devices_file, budget_ms, max_drop, targets, precisions, rewrites, batches,
-             input_size, calib_data, eval_data, runs, rounds, accept_new_host_key, as_json):
+             input_sizes, calib_data, eval_data, runs, rounds, accept_new_host_key, as_json):
     """Find the fastest verified artifact and runtime settings for MODEL on a device.
 
     MODEL is a checkpoint, or an official variant name (random weights: latency only).
@@ -55,7 +57,7 @@ def tune_cmd(model, out, device_name, devices_file, budget_ms, max_drop, targets
     opts = api.TuneOptions(
         targets=tuple(targets), precisions=tuple(precisions),
         rewrites=tuple(() if r == "none" else (r,) for r in rewrites), batches=tuple(batches),
-        input_size=input_size, budget_ms=budget_ms, max_drop=max_drop,
+        input_sizes=tuple(input_sizes) or (None,), budget_ms=budget_ms, max_drop=max_drop,
         calib_data=str(calib_data) if calib_data else None, eval_data=str(eval_data) if eval_data else None,
         runs=runs, rounds=rounds)
     result = api.tune(model, out, device_name, devices_file, opts, accept_new_host_key,
@@ -112,7 +114,9 @@ def print_tune(result: dict) -> None:
 @click.option("--devices", "devices_file", type=click.Path(path_type=Path), default=None, help="Devices file.")
 @click.option("--target", "targets", multiple=True, default=("onnx", "openvino", "tflite"), show_default=True)
 @click.option("--precision", "precisions", multiple=True, default=("fp32", "int8"), show_default=True)
-@click.option("--input-size", type=int, default=None, help="Input side (default: each model's own).")
+@click.option("--input-size", "input_sizes", multiple=True, type=int,
+              help="Input sides allowed (repeat; default: each model's own). Accuracy at other sizes "
+                   "needs --eval-data: published figures are for 224.")
 @click.option("--calib-data", type=click.Path(path_type=Path), default=None, help="Images to calibrate int8 on.")
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None,
               help="Labelled ImageFolder: rank by accuracy measured on it (else by published accuracy).")
@@ -120,7 +124,7 @@ def print_tune(result: dict) -> None:
 @click.option("--rounds", type=int, default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def recommend_cmd(budget_ms, variants, checkpoints, out, device_name, devices_file, targets, precisions,
-                  input_size, calib_data, eval_data, runs, rounds, as_json):
+                  input_sizes, calib_data, eval_data, runs, rounds, as_json):
     """The most accurate model whose fastest verified configuration fits the latency budget.
 
     
@@ -136,7 +140,7 @@ def recommend_cmd(budget_ms, variants, checkpoints, out, device_name, devices_fi
       vanillanet-edge recommend --budget-ms 5 --checkpoint small.pth --checkpoint wide.pth \\
           --eval-data val/ --calib-data train/ --device pi5 --out runs/rec-pi
     """
-    opts = api.TuneOptions(targets=tuple(targets), precisions=tuple(precisions), input_size=input_size,
+    opts = api.TuneOptions(targets=tuple(targets), precisions=tuple(precisions), input_sizes=tuple(input_sizes) or (None,),
                            calib_data=str(calib_data) if calib_data else None,
                            eval_data=str(eval_data) if eval_data else None, runs=runs, rounds=rounds)
     result = api.recommend(list(variants) + list(checkpoints), out, budget_ms, device_name, devices_file, opts,

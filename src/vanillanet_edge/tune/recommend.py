@@ -22,6 +22,8 @@ def _is_variant(model: str) -> bool:
 
 def _accuracy(model: str, best: dict | None, eval_data: str | None) -> tuple[float | None, str]:
     if _is_variant(model):           # random weights here: only the paper's figure means anything
+        if best and best.get("input_size") != 224:
+            return None, f"unknown at {best['input_size']}px (the published figure is for 224)"
         return PUBLISHED[model]["imagenet_top1"] / 100, "published ImageNet top-1 (paper; not measured here)"
     if eval_data and best and best.get("top1") is not None:
         return best["top1"], f"measured on {eval_data}"

@@ -41,7 +41,7 @@ class TuneOptions:
     precisions: tuple = ("fp32", "int8")
     rewrites: tuple = ((), ("relu_before_pool",))     # each entry: rewrites applied together
     batches: tuple = (1,)                              # >1 only where the app can batch
-    input_size: int | None = None
+    input_sizes: tuple = (None,)                       # None = the checkpoint's own (224 for names)
     budget_ms: float | None = None                     # per call (one batch)
     max_drop: float | None = None                      # top-1 points vs fp32 (needs eval_data)
     calib_data: str | None = None
@@ -76,6 +76,11 @@ class Candidate:
         return self.manifest["precision"]
 
     @property
+    def input_size(self) -> int:
+        shape, layout = self.manifest["input"]["shape"], self.manifest["input"]["layout"]
+        return shape[1] if layout == "NHWC" else shape[2]
+
+    @property
     def batch(self) -> int:
         return self.manifest["input"]["shape"][0]
 
@@ -91,7 +96,8 @@ class Candidate:
     def label(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.settings.items()) or "defaults"
         rw = "+".join(self.rewrites) or "plain"
-        return f"{self.manifest['target']} {self.precision} b{self.batch} [{rw}] {self.runtime} ({opts})"
+        return (f"{self.manifest['target']} {self.precision} {self.input_size}px b{self.batch} [{rw}] "
+                f"{self.runtime} ({opts})")
 
 
 def _prepare(model: str, size: int | None, data: str | None) -> PreparedModel:
@@ -196,22 +202,31 @@ def tune(model: str, out: str | Path, device=None, opts: TuneOptions | None = No
     out = Path(out)
     device = device or LocalDevice(DeviceSpec("local"))
     machine = device.machine()
-    prep = _prepare(model, opts.input_size, opts.eval_data or opts.calib_data)
-    log(f"tune {prep.description} for device '{device.spec.name}' ({machine.get('cpu_model')}, "
-        f"ISA {' '.join(machine.get('isa', []))})")
-    made, failed, evaluation = convert_all(prep, opts, out / "artifacts", log)
+    preps, made, failed = {}, [], []
+    for size in opts.input_sizes:           # each input size: its own model copy, images, checks
+        prep = _prepare(model, size, opts.eval_data or opts.calib_data)
+        if len(opts.input_sizes) > 1:
+            prep = dataclasses.replace(prep, name=f"{prep.name}-{prep.input_size}px")
+        log(f"tune {prep.description} at {prep.input_size}px for device '{device.spec.name}' "
+            f"({machine.get('cpu_model')}, ISA {' '.join(machine.get('isa', []))})")
+        made_s, failed_s, evaluation = convert_all(prep, opts, out / "artifacts", log)
+        preps[prep.input_size] = (prep, evaluation)
+        made += made_s
+        failed += failed_s
     cands = expand(made, machine)
-    # The plain export with default settings is always measured, as the reference point.
+    # The plain export with default settings is always measured, as the reference point
+    # (at the first input size).
     target, precision, rewrites = opts.anchor
-    base = next((c for c in cands if (c.manifest["target"], c.precision, c.rewrites, c.batch)
-                 == (target, precision, tuple(rewrites), 1)), None)
+    first = next(iter(preps))
+    base = next((c for c in cands if (c.manifest["target"], c.precision, c.rewrites, c.batch, c.input_size)
+                 == (target, precision, tuple(rewrites), 1, first)), None)
     if base and not any(_is_anchor(c, opts.anchor) for c in cands):
         cands.insert(0, Candidate(base.artifact, base.manifest, base.runtime, {}, base.rewrites))
 
     kept = []
     for c in cands:
         try:
-            c.checks = check_candidate(c, prep, evaluation)
+            c.checks = check_candidate(c, *preps[c.input_size])
         except Exception as exc:      # a runtime refusing a setting is that candidate's failure only
             failed.append({"candidate": c.label, "stage": "check", "error": f"{type(exc).__name__}: {exc}"})
             continue
@@ -241,7 +256,7 @@ def tune(model: str, out: str | Path, device=None, opts: TuneOptions | None = No
         if anchor_row and anchor_row["ms_per_image"] and r["ms_per_image"]:
             r["speedup_vs_anchor"] = anchor_row["ms_per_image"] / r["ms_per_image"]
     choice = _choose(rows, opts)
-    result = {"schema_version": TUNE_SCHEMA, "model": prep.description, "device": device.spec.name,
+    result = {"schema_version": TUNE_SCHEMA, "model": preps[first][0].description, "device": device.spec.name,
               "machine": machine, "options": dataclasses.asdict(opts), "candidates": rows,
               "failed": failed, "anchor": anchor_row, "recommendation": choice, "peaks": peaks}
     if choice:
@@ -271,6 +286,7 @@ def _row(c: Candidate, peaks: dict | None, opts: TuneOptions) -> dict:
     peak = peak_for(peaks, c.runtime, c.compute) if peaks else None
     within = ok and (opts.budget_ms is None or median <= opts.budget_ms)
     return {"label": c.label, "artifact": str(c.artifact), "target": c.manifest["target"],
+            "input_size": c.input_size,
             "precision": c.precision, "compute": c.compute, "runtime": c.runtime, "settings": c.settings,
             "rewrites": list(c.rewrites), "batch": c.batch, "ok": ok, "status": rec.get("status"),
             "error": rec.get("error") or rec.get("reason"), "median_ms": median,
