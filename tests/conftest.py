@@ -79,3 +79,14 @@ def tiny_checkpoint(tmp_path_factory, digits_dir) -> TrainedNet:
     with _torch_threads(1):
         result = train_model(digits_dir, out, cfg, input_size=32, progress=False)
     return TrainedNet(path=out, data=digits_dir, config=cfg, result=result)
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tiny_checkpoint, tmp_path_factory) -> Path:
+    """ONNX and OpenVINO fp32 artifacts of the shared tiny net, in one folder (a few seconds)."""
+    from vanillanet_edge.converters.convert import convert_checkpoint
+
+    out = tmp_path_factory.mktemp("artifacts")
+    outcomes = convert_checkpoint(tiny_checkpoint.path, ["onnx", "openvino"], ["fp32"], out)
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    return out

@@ -16,7 +16,6 @@ from devices_toml import device_entry, write_devices
 from sshd import LoopbackSshd
 
 from vanillanet_edge import api
-from vanillanet_edge.converters.convert import convert_checkpoint
 from vanillanet_edge.devices.artifacts import resolve
 from vanillanet_edge.devices.latency import BenchSettings
 from vanillanet_edge.pipeline.cli import main
@@ -26,12 +25,10 @@ from vanillanet_edge.remote.devices_file import DeviceConfigError, load_devices,
 QUICK = BenchSettings(warmup=1, runs=6, rounds=2)
 
 
-@pytest.fixture(scope="module")
-def artifacts(tiny_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("remote-artifacts")
-    outcomes = convert_checkpoint(tiny_checkpoint.path, ["onnx", "openvino"], ["fp32"], out)
-    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
-    return out
+@pytest.fixture
+def artifacts(tiny_artifacts):
+    """The shared tiny net's ONNX and OpenVINO fp32 artifacts (tests/conftest.py)."""
+    return tiny_artifacts
 
 
 def spec_of(entry: dict, name: str = "lo"):

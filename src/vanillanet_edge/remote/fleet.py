@@ -35,22 +35,30 @@ def check_devices(specs: list[DeviceSpec], accept_new_host_key: bool = False) ->
     return reports
 
 
-def bench_on_devices(refs: list[ArtifactRef], settings: BenchSettings, specs: list[DeviceSpec],
-                     accept_new_host_key: bool = False, progress=None) -> list[dict]:
-    """Records for every (device, artifact); each tagged with its device."""
+def _on_each_device(specs: list[DeviceSpec], refs: list[ArtifactRef], kind: str, accept_new_host_key: bool,
+                    work) -> list[dict]:
+    """work(device, spec) -> records, for each device in turn; a device that cannot even be
+    opened gets one failed record per artifact, and the others go on."""
     records = []
     for spec in specs:
         try:
             device = open_device(spec, accept_new_host_key)
         except VanillaNetEdgeError as exc:
-            records += [_failed(ref, spec, "latency", exc) for ref in refs]
+            records += [_failed(ref, spec, kind, exc) for ref in refs]
             continue
         try:
-            records += device.bench(refs, settings,
-                                    progress=(lambda r, i, ref, s=spec: progress(s, r, i, ref)) if progress else None)
+            records += work(device, spec)
         finally:
             device.close()
     return records
+
+
+def bench_on_devices(refs: list[ArtifactRef], settings: BenchSettings, specs: list[DeviceSpec],
+                     accept_new_host_key: bool = False, progress=None) -> list[dict]:
+    """Records for every (device, artifact); each tagged with its device."""
+    def work(device, spec):
+        return device.bench(refs, settings, progress=(lambda r, i, ref: progress(spec, r, i, ref)) if progress else None)
+    return _on_each_device(specs, refs, "latency", accept_new_host_key, work)
 
 
 def eval_on_devices(refs: list[ArtifactRef], data, specs: list[DeviceSpec], limit=None, runtime=None,
@@ -59,24 +67,17 @@ def eval_on_devices(refs: list[ArtifactRef], data, specs: list[DeviceSpec], limi
     """Accuracy records for every (device, artifact). Images are decoded here, run there."""
     from ..devices.accuracy import evaluate
 
-    records = []
-    for spec in specs:
-        try:
-            device = open_device(spec, accept_new_host_key)
-        except VanillaNetEdgeError as exc:
-            records += [_failed(ref, spec, "accuracy", exc) for ref in refs]
-            continue
-        try:
-            for ref in refs:
-                try:
-                    rec = evaluate(ref, data, limit, runtime, settings, open_session=device.open_session,
-                                   progress=progress_for(spec, ref) if progress_for else None)
-                    rec["device"] = {"name": spec.name, "where": spec.describe()}
-                except DataError:
-                    raise                   # the images, not the device: stop and say so
-                except VanillaNetEdgeError as exc:
-                    rec = _failed(ref, spec, "accuracy", exc)
-                records.append(rec)
-        finally:
-            device.close()
-    return records
+    def work(device, spec):
+        records = []
+        for ref in refs:
+            try:
+                rec = evaluate(ref, data, limit, runtime, settings, open_session=device.open_session,
+                               progress=progress_for(spec, ref) if progress_for else None)
+                rec["device"] = {"name": spec.name, "where": spec.describe()}
+            except DataError:
+                raise                   # the images, not the device: stop and say so
+            except VanillaNetEdgeError as exc:
+                rec = _failed(ref, spec, "accuracy", exc)
+            records.append(rec)
+        return records
+    return _on_each_device(specs, refs, "accuracy", accept_new_host_key, work)
