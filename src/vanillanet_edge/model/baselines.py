@@ -302,7 +302,7 @@ def _prepared(name, description, meta, source, model, input_size, inputs, inputs
                          fused=model, export_model=model, input_size=input_size,
                          preprocessing=Preprocessing.imagenet(input_size), inputs=inputs,
                          inputs_source=inputs_source, reference=torch_reference(model, inputs),
-                         stats=stats)
+                         stats=stats, random_weights=True)
 
 
 def prepare_baseline(name: str, input_size: int = 224, inputs=None, seed: int = 0,

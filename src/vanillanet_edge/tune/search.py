@@ -169,7 +169,8 @@ def check_candidate(c: Candidate, prep: PreparedModel, evaluation) -> dict:
     """Numbers with the candidate's own settings: agreement with the fused net, and top-1."""
     logits, _ = run_artifact(c.runtime, c.file, c.manifest, prep.inputs, **c.settings)
     limits_for = c.compute if c.compute in LIMITS else "fp16"        # bf16: checked like fp16
-    checks = {"verification": check_limits(compare_logits(logits, prep.reference), limits_for)}
+    checks = {"verification": check_limits(compare_logits(logits, prep.reference), limits_for,
+                                           require_agreement=not prep.random_weights)}
     if evaluation is not None:
         logits, _ = run_artifact(c.runtime, c.file, c.manifest, evaluation.inputs, **c.settings)
         top1 = float((np.asarray(logits).argmax(1) == evaluation.labels).mean())
