@@ -150,7 +150,7 @@ def convert_all(prep: PreparedModel, opts: TuneOptions, out: Path, log) -> tuple
                     if precision not in get_converter(target).precisions:
                         continue
                     folder = out / f"{variant.name}-{target}-{precision}"
-                    if (folder / MANIFEST_NAME).exists():       # converted by an earlier tune run
+                    if _reusable(folder, variant, precision, opts):     # from an earlier tune run
                         made.append((folder, tuple(rewrites)))
                         continue
                     log(f"convert {folder.name}")
@@ -163,6 +163,19 @@ def convert_all(prep: PreparedModel, opts: TuneOptions, out: Path, log) -> tuple
                         failed.append({"candidate": f"{target} {precision} b{batch} [{'+'.join(rewrites) or 'plain'}]",
                                        "stage": outcome.stage, "error": outcome.error})
     return made, failed, evaluation
+
+
+def _reusable(folder: Path, prep: PreparedModel, precision: str, opts: TuneOptions) -> bool:
+    """An artifact an earlier run made from the same weights, rewrites and calibration settings
+    (anything else is converted again and replaces it)."""
+    if not (folder / MANIFEST_NAME).exists():
+        return False
+    m = read_manifest(folder)
+    same = m.get("source") == prep.source and m.get("model", {}).get("rewrites") == prep.model_meta["rewrites"]
+    if precision == "int8":
+        cal = m.get("calibration") or {}
+        same = same and (cal.get("method"), cal.get("samples")) == (opts.calib_method, opts.calib_samples)
+    return same
 
 
 def check_candidate(c: Candidate, prep: PreparedModel, evaluation) -> dict:
