@@ -116,3 +116,14 @@ def test_tune_tries_each_allowed_input_size_with_its_own_accuracy(tiny_checkpoin
     assert set(sizes) == {32, 64}
     assert all(r["top1"] is not None and r["agreement"] == 1.0 for r in sizes.values())
     assert "64px" in sizes[64]["label"] and sizes[64]["median_ms"] > 0
+
+
+def test_tune_layout_axis_adds_nhwc_openvino_artifacts_verified_like_the_rest(tiny_checkpoint, tmp_path):
+    opts = TuneOptions(targets=("openvino", "onnx"), precisions=("fp32",), rewrites=((),), layouts=("native", "NHWC"),
+                       warmup=1, runs=4, rounds=1, peaks=False)
+    result = api.tune(str(tiny_checkpoint.path), tmp_path, options=opts, log=lambda m: None)
+    nhwc = [r for r in result["candidates"] if "NHWC" in r["label"]]
+    assert nhwc and {r["target"] for r in nhwc} == {"openvino"}          # ONNX offers no NHWC option
+    manifest = json.loads((tmp_path / "artifacts" / nhwc[0]["artifact"].split("/")[-1] / "manifest.json").read_text())
+    assert manifest["input"]["layout"] == "NHWC" and manifest["input"]["shape"] == [1, 32, 32, 3]
+    assert all(r["agreement"] == 1.0 and r["ok"] for r in nhwc)

@@ -65,6 +65,9 @@ class Converter(ABC):
     # model's module names (see calibration/layers.py); each converter maps them to its graph.
     int8_methods: tuple[str, ...] = ()
     excludes_layers: bool = False
+    # Input layouts this converter can write besides its native one, asked for with
+    # options["input_layout"] (what `tune` searches as the layout axis).
+    layout_options: tuple[str, ...] = ()
 
     def check_available(self) -> None:
         """Raise BackendMissingError naming the extra to install when the toolchain is absent."""

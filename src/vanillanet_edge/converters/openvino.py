@@ -40,8 +40,9 @@ class OpenVinoConverter(Converter):
     precisions = ("fp32", "fp16", "int8")
     int8_methods = tuple(_METHODS)
     excludes_layers = True
-    description = ("OpenVINO IR (xml + bin), NCHW float32 I/O; fp16 = fp16-compressed weights; "
-                   "int8 = NNCF post-training quantization")
+    layout_options = ("NHWC",)
+    description = ("OpenVINO IR (xml + bin), NCHW float32 I/O (NHWC with input_layout=NHWC); "
+                   "fp16 = fp16-compressed weights; int8 = NNCF post-training quantization")
 
     def library_versions(self) -> dict[str, str]:
         return package_versions("openvino", "nncf")
@@ -64,6 +65,12 @@ class OpenVinoConverter(Converter):
         notes = {}
         if request.precision == "int8":
             model, int8, notes["int8"] = _quantize(request, model, core)
+        layout = request.options.get("input_layout", "NCHW")
+        if layout not in ("NCHW", *self.layout_options):
+            raise ValueError(f"input_layout must be NCHW or NHWC, got {layout!r}")
+        if layout == "NHWC":
+            model = _nhwc_input(model)
+            notes["input_layout"] = "NHWC input; the transpose to the model's NCHW is part of the graph"
         # save_model compresses weights to fp16 unless told not to: do it only when asked
         # (int8 weights are stored as int8 whatever this says; the rest stays f32).
         ov.save_model(model, folder / "model.xml", compress_to_fp16=request.precision == "fp16")
@@ -79,7 +86,19 @@ class OpenVinoConverter(Converter):
         if request.precision == "int8":
             notes["precision_note"] += ("; int8 convs run u8/i8 kernels either way, the float "
                                         "parts (kept-float layers, pools) follow the hint")
-        return ExportResult("model.xml", "NCHW", "input", "logits", notes=notes, int8=int8)
+        return ExportResult("model.xml", layout, "input", "logits", notes=notes, int8=int8)
+
+
+def _nhwc_input(model):
+    """Take NHWC input (camera frames as they come): OpenVINO's own PrePostProcessor inserts
+    the layout conversion into the graph, where the plugin can fuse it into the first conv."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_layout(ov.Layout("NHWC"))
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    return ppp.build()
 
 
 # ----------------------------------------------------------------------------------- INT8

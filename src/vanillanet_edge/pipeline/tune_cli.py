@@ -24,6 +24,9 @@ from .. import api
               help="Artifact precisions to try (repeat); bf16 is tried as a runtime hint where the CPU has it.")
 @click.option("--rewrite", "rewrites", multiple=True, default=("none", "relu_before_pool"), show_default=True,
               help="Exact graph rewrites to try, each on its own; 'none' = the plain export.")
+@click.option("--layout", "layouts", multiple=True, default=("native",), show_default=True,
+              help="Input layouts to try (repeat): native (each target's own), NHWC (OpenVINO can take "
+                   "camera frames as they come; LiteRT is NHWC natively).")
 @click.option("--batch", "batches", multiple=True, type=int, default=(1,), show_default=True,
               help="Batch sizes the app can use (repeat); ranking is by time per image.")
 @click.option("--input-size", "input_sizes", multiple=True, type=int,
@@ -35,7 +38,7 @@ from .. import api
 @click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved rounds, a fresh process each.")
 @click.option("--accept-new-host-key", is_flag=True, help="Trust an SSH device's host key on first contact.")
 @click.option("--json", "as_json", is_flag=True, help="Print tune.json.")
-def tune_cmd(model, out, device_name, devices_file, budget_ms, max_drop, targets, precisions, rewrites, batches,
+def tune_cmd(model, out, device_name, devices_file, budget_ms, max_drop, targets, precisions, rewrites, layouts, batches,
              input_sizes, calib_data, eval_data, runs, rounds, accept_new_host_key, as_json):
     """Find the fastest verified artifact and runtime settings for MODEL on a device.
 
@@ -57,6 +60,7 @@ def tune_cmd(model, out, device_name, devices_file, budget_ms, max_drop, targets
     opts = api.TuneOptions(
         targets=tuple(targets), precisions=tuple(precisions),
         rewrites=tuple(() if r == "none" else (r,) for r in rewrites), batches=tuple(batches),
+        layouts=tuple(layouts),
         input_sizes=tuple(input_sizes) or (None,), budget_ms=budget_ms, max_drop=max_drop,
         calib_data=str(calib_data) if calib_data else None, eval_data=str(eval_data) if eval_data else None,
         runs=runs, rounds=rounds)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ class TuneOptions:
     rewrites: tuple = ((), ("relu_before_pool",))     # each entry: rewrites applied together
     batches: tuple = (1,)                              # >1 only where the app can batch
     input_sizes: tuple = (None,)                       # None = the checkpoint's own (224 for names)
+    layouts: tuple = ("native",)                       # + "NHWC" where a converter can write it
     budget_ms: float | None = None                     # per call (one batch)
     max_drop: float | None = None                      # top-1 points vs fp32 (needs eval_data)
     calib_data: str | None = None
@@ -96,7 +98,8 @@ class Candidate:
     def label(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.settings.items()) or "defaults"
         rw = "+".join(self.rewrites) or "plain"
-        return (f"{self.manifest['target']} {self.precision} {self.input_size}px b{self.batch} [{rw}] "
+        layout = " NHWC" if self.manifest["input"]["layout"] == "NHWC" else ""
+        return (f"{self.manifest['target']} {self.precision} {self.input_size}px b{self.batch}{layout} [{rw}] "
                 f"{self.runtime} ({opts})")
 
 
@@ -142,26 +145,28 @@ def convert_all(prep: PreparedModel, opts: TuneOptions, out: Path, log) -> tuple
     out.mkdir(parents=True, exist_ok=True)
     clean_partials(out)
     made, failed = [], []
-    for rewrites in opts.rewrites:
-        for batch in opts.batches:
-            variant = _with_rewrites(prep, tuple(rewrites), batch)
-            for target in opts.targets:
-                for precision in opts.precisions:
-                    if precision not in get_converter(target).precisions:
-                        continue
-                    folder = out / f"{variant.name}-{target}-{precision}"
-                    if _reusable(folder, variant, precision, opts):     # from an earlier tune run
-                        made.append((folder, tuple(rewrites)))
-                        continue
-                    log(f"convert {folder.name}")
-                    outcome = convert_one(variant, target, precision, out, batch,
-                                          calibration=calibration if precision == "int8" else None,
-                                          evaluation=evaluation)
-                    if outcome.ok:
-                        made.append((outcome.folder, tuple(rewrites)))
-                    else:
-                        failed.append({"candidate": f"{target} {precision} b{batch} [{'+'.join(rewrites) or 'plain'}]",
-                                       "stage": outcome.stage, "error": outcome.error})
+    for rewrites, batch, layout, target, precision in itertools.product(
+            opts.rewrites, opts.batches, opts.layouts, opts.targets, opts.precisions):
+        converter = get_converter(target)
+        if precision not in converter.precisions or (layout != "native" and layout not in converter.layout_options):
+            continue
+        variant = _with_rewrites(prep, tuple(rewrites), batch)
+        if layout != "native":
+            variant = dataclasses.replace(variant, name=f"{variant.name}-{layout.lower()}")
+        folder = out / f"{variant.name}-{target}-{precision}"
+        if _reusable(folder, variant, precision, opts):     # from an earlier tune run
+            made.append((folder, tuple(rewrites)))
+            continue
+        log(f"convert {folder.name}")
+        outcome = convert_one(variant, target, precision, out, batch,
+                              options={"input_layout": layout} if layout != "native" else None,
+                              calibration=calibration if precision == "int8" else None,
+                              evaluation=evaluation)
+        if outcome.ok:
+            made.append((outcome.folder, tuple(rewrites)))
+        else:
+            failed.append({"candidate": f"{target} {precision} b{batch} {layout} [{'+'.join(rewrites) or 'plain'}]",
+                           "stage": outcome.stage, "error": outcome.error})
     return made, failed, evaluation
 
 
@@ -204,7 +209,8 @@ def expand(made, machine: dict) -> list[Candidate]:
 
 def _is_anchor(c: Candidate, anchor: tuple) -> bool:
     target, precision, rewrites = anchor
-    return (c.manifest["target"], c.precision, c.rewrites, c.batch, c.settings) == (target, precision, tuple(rewrites), 1, {})
+    return ((c.manifest["target"], c.precision, c.rewrites, c.batch, c.settings, c.manifest["input"]["layout"])
+            == (target, precision, tuple(rewrites), 1, {}, "NCHW"))
 
 
 def tune(model: str, out: str | Path, device=None, opts: TuneOptions | None = None, log=print) -> dict:
@@ -232,8 +238,9 @@ def tune(model: str, out: str | Path, device=None, opts: TuneOptions | None = No
     # (at the first input size).
     target, precision, rewrites = opts.anchor
     first = next(iter(preps))
-    base = next((c for c in cands if (c.manifest["target"], c.precision, c.rewrites, c.batch, c.input_size)
-                 == (target, precision, tuple(rewrites), 1, first)), None)
+    base = next((c for c in cands if (c.manifest["target"], c.precision, c.rewrites, c.batch, c.input_size,
+                                      c.manifest["input"]["layout"]) == (target, precision, tuple(rewrites), 1, first, "NCHW")),
+                None)
     if base and not any(_is_anchor(c, opts.anchor) for c in cands):
         cands.insert(0, Candidate(base.artifact, base.manifest, base.runtime, {}, base.rewrites))
 
