@@ -207,3 +207,12 @@ def test_cli_bench_on_two_devices_prints_both(sshd, artifacts, tmp_path):
     assert result.exit_code == 0, result.output
     assert "device local (this machine)" in result.output and f"device lo ({sshd.user}@127.0.0.1" in result.output
     assert os.path.getsize(out) > 0
+
+
+def test_matmul_peaks_are_measured_on_the_device(sshd, tmp_path):
+    device = open_device(spec_of(device_entry(sshd, tmp_path / "wd")))
+    try:
+        result = device.peaks(seconds=0.2)
+    finally:
+        device.close()
+    assert result["peaks"]["openvino"]["fp32"]["gmacs_per_s"] > 0 and result["machine"]["cpu_model"]

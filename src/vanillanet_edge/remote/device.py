@@ -55,6 +55,10 @@ class LocalDevice:
         from ..devices.machine import describe_machine
         return describe_machine()
 
+    def peaks(self, seconds: float = 1.0) -> dict:
+        from ..devices.peak import measure_peaks
+        return measure_peaks(seconds_per_probe=seconds)
+
     def check(self) -> dict:
         from .runner import describe
         return _check_report(self.spec, describe(list(self.spec.runtimes)), None)
@@ -171,6 +175,12 @@ class SshDevice:
         self._prepare()
         out = self.ssh.run(self._python("describe --machine"), timeout=self.spec.connect_timeout_s + 60)
         return json.loads(out.stdout.decode().splitlines()[-1])["machine"]
+
+    def peaks(self, seconds: float = 1.0) -> dict:
+        """Matmul peaks per runtime and precision, measured on the device by its runtimes."""
+        self._prepare()
+        out = self.ssh.run(self._python(f"peaks {seconds:g}"), timeout=self.spec.run_timeout_s)
+        return json.loads(out.stdout.decode().splitlines()[-1])
 
     def _round(self, ref: ArtifactRef, runtime: str, settings: BenchSettings, timeout: float) -> dict:
         """One benchmark round on the device, in a fresh Python process there."""

@@ -7,6 +7,7 @@ local `bench` (devices/*.py), none of torch or the converters.
     python runner.pyz latency < job.json    -> JSON: one benchmark round (as devices/worker.py)
     python runner.pyz receive DEST < x.tar  -> unpack an artifact into DEST, atomically
     python runner.pyz serve                 -> framed requests on stdin (load, run, close)
+    python runner.pyz peaks [SECONDS]       -> JSON: matmul peaks per runtime and precision
 
 serve's frames: one JSON header line, then header["nbytes"] raw bytes (C-order float32).
 """
@@ -142,6 +143,10 @@ def main(argv: list[str]) -> int:
         print(json.dumps(receive(argv[1])))
     elif command == "serve":
         serve()
+    elif command == "peaks":         # matmul peaks per precision, through the device's runtimes
+        from ..devices.peak import measure_peaks
+        seconds = float(argv[1]) if len(argv) > 1 else 1.0
+        print(json.dumps(measure_peaks(seconds_per_probe=seconds)))
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -288,11 +288,15 @@ def tune(model: str, out: str | Path, device=None, opts: TuneOptions | None = No
 
 
 def _peaks(device, opts: TuneOptions, log) -> dict | None:
-    if not opts.peaks or not device.spec.is_local:
+    """The device's matmul peaks per precision, measured right after the candidates."""
+    if not opts.peaks:
         return None
-    from ..devices.peak import measure_peaks
-    log("matmul peaks per precision (same run)")
-    return measure_peaks(seconds_per_probe=1.0)
+    log(f"matmul peaks per precision on '{device.spec.name}' (same run)")
+    try:
+        return device.peaks(seconds=1.0)
+    except VanillaNetEdgeError as exc:      # no peak: the table says '-', the ranking stands
+        log(f"peaks not measured: {exc}")
+        return None
 
 
 def _row(c: Candidate, peaks: dict | None, opts: TuneOptions) -> dict:
