@@ -19,7 +19,7 @@ from torch import nn
 
 from ..calibration.dataset import CalibrationSet
 from ..calibration.images import Preprocessing
-from ..errors import BackendMissingError
+from ..errors import BackendMissingError, VanillaNetEdgeError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -68,6 +68,23 @@ class Converter(ABC):
     # Input layouts this converter can write besides its native one, asked for with
     # options["input_layout"] (what `tune` searches as the layout axis).
     layout_options: tuple[str, ...] = ()
+    int8_methods_note: str = ""   # why a common method is missing, for the error's hint
+
+    @classmethod
+    def check_int8_request(cls, calibration: CalibrationSet | None) -> None:
+        """Refuse an INT8 request this toolchain cannot honour, saying what it can do.
+        convert_one calls it before exporting; each converter's quantizer too (export is public)."""
+        if calibration is None:
+            raise VanillaNetEdgeError("int8 needs calibration images",
+                                      hint="pass --calib-data DIR (an image folder like the deployment data)")
+        if calibration.method not in cls.int8_methods:
+            raise VanillaNetEdgeError(
+                f"{cls.target} cannot calibrate with '{calibration.method}'",
+                hint=f"{cls.target} supports: {', '.join(cls.int8_methods) or 'no int8 yet'}"
+                     + (f" ({cls.int8_methods_note})" if cls.int8_methods_note else ""))
+        if calibration.excluded_layers and not cls.excludes_layers:
+            raise VanillaNetEdgeError(f"{cls.target} cannot keep chosen layers in float",
+                                      hint="drop --max-drop for this target")
 
     def check_available(self) -> None:
         """Raise BackendMissingError naming the extra to install when the toolchain is absent."""

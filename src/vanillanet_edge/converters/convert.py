@@ -158,7 +158,7 @@ def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, bat
                 f"{target} does not support {precision} yet",
                 hint=f"{target} supports: {', '.join(converter.precisions)}")
         if precision == "int8":
-            _check_int8_request(converter, calibration)
+            converter.check_int8_request(calibration)
         converter.check_available()
         final = out / artifact_name(prep, target, precision)
         request = ConvertRequest(prep.export_model, precision, prep.input_size, batch,
@@ -209,19 +209,6 @@ def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, bat
     except Exception as exc:  # a toolchain raised: keep its message and say where
         msg = f"{target} {precision} failed during {stage}: {type(exc).__name__}: {exc}"
         return ConvertOutcome(target, precision, False, error=str(ConversionError(msg)), stage=stage)
-
-
-def _check_int8_request(converter, calibration: CalibrationSet | None) -> None:
-    if calibration is None:
-        raise VanillaNetEdgeError("int8 needs calibration images",
-                                  hint="pass --calib-data DIR (an image folder like the deployment data)")
-    if calibration.method not in converter.int8_methods:
-        raise VanillaNetEdgeError(
-            f"{converter.target} cannot calibrate with '{calibration.method}'",
-            hint=f"{converter.target} supports: {', '.join(converter.int8_methods) or 'no int8 yet'}")
-    if calibration.excluded_layers and not converter.excludes_layers:
-        raise VanillaNetEdgeError(f"{converter.target} cannot keep chosen layers in float",
-                                  hint="drop --max-drop for this target")
 
 
 def _measure_accuracy(runtime: str, artifact: Path, manifest: dict, evaluation: EvalSet,

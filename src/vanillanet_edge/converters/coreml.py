@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConversionError, VanillaNetEdgeError
+from ..errors import ConversionError
 from .base import Converter, ConvertRequest, ExportResult, package_versions, quiet_output
 
 # coremltools' activation quantization, as `linear_quantize_activations` runs it in 9.0
@@ -69,9 +69,8 @@ class CoreMlConverter(Converter):
         from ..calibration.layers import select_layers
         from ..devices.coreml_mil import MILProgram
 
+        self.check_int8_request(request.calibration)
         cal = request.calibration
-        if cal is None:
-            raise VanillaNetEdgeError("int8 needs calibration images", hint="pass --calib-data DIR")
         float_model = _convert(request, fp16=True)
         with tempfile.TemporaryDirectory(prefix="vne-coreml-") as tmp:
             # the float program is calibrated (and mapped) as saved, by the interpreter

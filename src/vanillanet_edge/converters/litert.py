@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConversionError, VanillaNetEdgeError
+from ..errors import ConversionError
 from ..model.adapool import FixedAdaptiveMaxPool2d, adaptive_windows
 from ..model.layers import Activation, Block
 from .base import Converter, ConvertRequest, ExportResult, package_versions, quiet_output
@@ -87,6 +87,7 @@ class LiteRtConverter(Converter):
     modules = ("litert_torch", "ai_edge_litert")
     precisions = ("fp32", "fp16", "int8")
     int8_methods = tuple(INT8_OBSERVERS)
+    int8_methods_note = "torchao has no percentile observer"
     excludes_layers = True
     description = ("LiteRT flatbuffer (.tflite) via litert-torch, NHWC float32 I/O (int8: PT2E static, "
                    "int8 I/O), run with the LiteRT interpreter")
@@ -178,13 +179,8 @@ def _int8_pt2e_path(module: nn.Module, x_nhwc: torch.Tensor, request: ConvertReq
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
 
+    LiteRtConverter.check_int8_request(request.calibration)
     cal = request.calibration
-    if cal is None:
-        raise VanillaNetEdgeError("int8 needs calibration images", hint="pass --calib-data DIR")
-    if cal.method not in INT8_OBSERVERS:
-        raise VanillaNetEdgeError(f"tflite cannot calibrate with '{cal.method}'",
-                                  hint=f"tflite supports: {', '.join(INT8_OBSERVERS)} (torchao has no "
-                                       f"percentile observer)")
     keep = _kept_layers(request)
     # layer "stages.1.act" is module "net.wrapped.stages.1.act" inside NhwcInput
     prefix = next(name for name, m in module.named_modules() if m is module.net.wrapped)

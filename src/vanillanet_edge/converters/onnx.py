@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConversionError, VanillaNetEdgeError
+from ..errors import ConversionError
 from .base import Converter, ConvertRequest, ExportResult, package_versions, quiet_output
 
 OPSET = 18   # what torch's dynamo exporter writes today; ORT 1.18+ and OpenVINO read it
@@ -191,12 +191,8 @@ def _quantize(request: ConvertRequest, fp32_path: Path, out: Path, tmp: Path, no
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    OnnxConverter.check_int8_request(request.calibration)
     cal = request.calibration
-    if cal is None:
-        raise VanillaNetEdgeError("int8 needs calibration images", hint="pass --calib-data DIR")
-    if cal.method not in _ORT_METHODS:
-        raise VanillaNetEdgeError(f"onnx cannot calibrate with '{cal.method}'",
-                                  hint=f"onnx supports: {', '.join(_ORT_METHODS)}")
     fp32 = onnx.load(str(fp32_path))
     layer_nodes, keep_float = _exclusions(request, fp32)
     exclude = [name for nodes in keep_float.values() for name in nodes]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..devices.openvino import type_name
-from ..errors import ConversionError, VanillaNetEdgeError
+from ..errors import ConversionError
 from .base import Converter, ConvertRequest, ExportResult, package_versions, quiet_output
 
 _CONV_TYPES = ("Convolution", "GroupConvolution")
@@ -161,12 +161,8 @@ def _quantize(request: ConvertRequest, model, core):
                                                    RangeEstimatorParametersSet,
                                                    StatisticsCollectorParameters, StatisticsType)
 
+    OpenVinoConverter.check_int8_request(request.calibration)
     cal = request.calibration
-    if cal is None:
-        raise VanillaNetEdgeError("int8 needs calibration images", hint="pass --calib-data DIR")
-    if cal.method not in _METHODS:
-        raise VanillaNetEdgeError(f"openvino cannot calibrate with '{cal.method}'",
-                                  hint=f"openvino supports: {', '.join(_METHODS)}")
     layer_ops, keep_float = _ignored(request, model)
     shape = list(model.inputs[0].get_partial_shape().to_shape())
     n = len(cal.inputs)
