@@ -1,6 +1,8 @@
 """Errors a user can act on. Every error names what went wrong and what to do next."""
 from __future__ import annotations
 
+import difflib
+
 
 class VanillaNetEdgeError(Exception):
     """Base class: `str(err)` is the message, `err.hint` says what to do about it."""
@@ -52,3 +54,9 @@ class VerificationError(ConversionError):
 
 class ProfilingNotOfferedError(VanillaNetEdgeError):
     """A runtime has no per-layer profiler that vanillanet-edge can drive."""
+
+
+def did_you_mean(name: str, options) -> str:
+    """"did you mean 'x'? " for the closest of `options` to a mistyped `name`, else ""."""
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f"did you mean '{close[0]}'? " if close else ""

@@ -6,12 +6,11 @@ Errors name the key's path (`calibration.samples`) and a hint.
 """
 from __future__ import annotations
 
-import difflib
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import VanillaNetEdgeError
+from ..errors import VanillaNetEdgeError, did_you_mean
 
 ALL_TARGETS = ["onnx", "openvino", "tflite", "coreml"]
 
@@ -87,18 +86,13 @@ def _type_name(t) -> str:
     return {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "true/false"}.get(t, str(t))
 
 
-def _suggest(name: str, options) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f"did you mean '{close[0]}'? " if close else ""
-
-
 def validate(raw: dict, base: Path) -> dict:
     """Fill defaults, check names, types, choices and files; paths resolved against `base`."""
     cfg: dict[str, dict] = {}
     for section in raw:
         if section not in SCHEMA:
             raise ConfigError(f"unknown section [{section}]",
-                              hint=f"{_suggest(section, SCHEMA)}sections: {', '.join(SCHEMA)}")
+                              hint=f"{did_you_mean(section, SCHEMA)}sections: {', '.join(SCHEMA)}")
         if not isinstance(raw[section], dict):
             raise ConfigError(f"'{section}' must be a [{section}] table")
     for section, keys in SCHEMA.items():
@@ -106,7 +100,7 @@ def validate(raw: dict, base: Path) -> dict:
         for name in given:
             if name not in keys:
                 raise ConfigError(f"unknown key {section}.{name}",
-                                  hint=f"{_suggest(name, keys)}keys of [{section}]: {', '.join(keys)}")
+                                  hint=f"{did_you_mean(name, keys)}keys of [{section}]: {', '.join(keys)}")
         cfg[section] = {}
         for name, key in keys.items():
             value = given.get(name, key.default)
@@ -134,7 +128,7 @@ def _check_combinations(cfg: dict) -> None:
 
     if cfg["model"]["variant"] and cfg["model"]["variant"] not in VARIANTS:
         raise ConfigError(f"model.variant: unknown variant {cfg['model']['variant']!r}",
-                          hint=f"{_suggest(cfg['model']['variant'], VARIANTS)}choose one of {', '.join(VARIANTS)}")
+                          hint=f"{did_you_mean(cfg['model']['variant'], VARIANTS)}choose one of {', '.join(VARIANTS)}")
     if cfg["train"]["decay_epochs"] > cfg["train"]["epochs"]:
         raise ConfigError("train.decay_epochs exceeds train.epochs",
                           hint="act_learn must reach 1 before training ends, or the net cannot be fused")

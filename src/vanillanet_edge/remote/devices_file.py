@@ -12,13 +12,12 @@ A device named `local` always exists (this machine, no SSH) unless the file rede
 """
 from __future__ import annotations
 
-import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import VanillaNetEdgeError
+from ..errors import VanillaNetEdgeError, did_you_mean
 
 DEFAULT_FILE = "devices.toml"
 LOCAL = "local"
@@ -78,11 +77,6 @@ KEYS = {  # key -> (type, meaning); the dataclass defaults are the defaults
 }
 
 
-def _suggest(name: str, options) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f"did you mean '{close[0]}'? " if close else ""
-
-
 def _check_url(name: str, url: str) -> None:
     if url == LOCAL:
         return
@@ -117,7 +111,7 @@ def parse_devices(raw: dict, source: str = DEFAULT_FILE, base: Path | None = Non
                                              "(identity_file) or an ssh-agent")
             if key not in KEYS:
                 raise DeviceConfigError(f"{source}: unknown key devices.{name}.{key}",
-                                        hint=f"{_suggest(key, KEYS)}keys: {', '.join(KEYS)}")
+                                        hint=f"{did_you_mean(key, KEYS)}keys: {', '.join(KEYS)}")
             want, meaning = KEYS[key]
             value = table[key]
             if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
@@ -144,7 +138,7 @@ def _check_runtimes(name: str, runtimes: list, source: str) -> None:
     for r in runtimes:
         if r not in runtime_names():
             raise DeviceConfigError(f"{source}: devices.{name}.runtimes: unknown runtime {r!r}",
-                                    hint=f"{_suggest(str(r), runtime_names())}runtimes: {', '.join(runtime_names())}")
+                                    hint=f"{did_you_mean(str(r), runtime_names())}runtimes: {', '.join(runtime_names())}")
 
 
 def load_devices(path: str | Path | None = None) -> dict[str, DeviceSpec]:
@@ -167,6 +161,6 @@ def load_devices(path: str | Path | None = None) -> dict[str, DeviceSpec]:
 def pick(specs: dict[str, DeviceSpec], name: str) -> DeviceSpec:
     if name not in specs:
         raise DeviceConfigError(f"no device named '{name}'",
-                                hint=f"{_suggest(name, specs)}devices: {', '.join(specs)} "
+                                hint=f"{did_you_mean(name, specs)}devices: {', '.join(specs)} "
                                      f"(add it to {DEFAULT_FILE} or pass --devices FILE)")
     return specs[name]
