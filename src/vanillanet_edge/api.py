@@ -1,6 +1,7 @@
 """The Python API. The CLI (pipeline/cli.py) is a thin layer over these functions."""
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,11 +180,8 @@ def clean_devices(names, devices_file: str | Path | None = None) -> list[str]:
 
     out = []
     for spec in resolve_devices(names, devices_file):
-        device = open_device(spec)
-        try:
+        with closing(open_device(spec)) as device:
             out.append(device.clean())
-        finally:
-            device.close()
     return out
 
 
@@ -195,11 +193,8 @@ def tune(model: str, out: str | Path, device: str = "local", devices_file: str |
     from .tune.search import tune as _tune
 
     [spec] = resolve_devices([device], devices_file)
-    handle = open_device(spec, accept_new_host_key)
-    try:
+    with closing(open_device(spec, accept_new_host_key)) as handle:
         return _tune(model, out, handle, options, log)
-    finally:
-        handle.close()
 
 
 def recommend(models, out: str | Path, budget_ms: float, device: str = "local",
@@ -209,11 +204,8 @@ def recommend(models, out: str | Path, budget_ms: float, device: str = "local",
     from .tune.recommend import recommend as _recommend
 
     [spec] = resolve_devices([device], devices_file)
-    handle = open_device(spec)
-    try:
+    with closing(open_device(spec)) as handle:
         return _recommend(list(models), out, handle, budget_ms, options, log)
-    finally:
-        handle.close()
 
 
 def __getattr__(name: str):

@@ -649,8 +649,8 @@ def plot_roofline(lat: list[Row], peak: dict) -> bytes:
 
 
 def _spread(value: float, low: float, high: float) -> list[list[float]]:
-    """Error-bar extents around `value`. The overall ratio (median over median) can fall outside
-    the per-round ratios' range, so a side never goes negative."""
+    """Error-bar extents around `value`; a side never goes negative (bounds built from unpaired
+    rounds are not guaranteed to hold the point estimate)."""
     return [[max(0.0, value - low)], [max(0.0, high - value)]]
 
 

@@ -255,10 +255,10 @@ class RemoteSession(Session):
         self.compute_seconds = 0.0        # time the device spent computing (no transfers)
 
     def _call(self, header: dict, data: bytes = b"") -> tuple[dict, bytes]:
-        from .runner import _read_frame, _write_frame
+        from .runner import read_frame, write_frame
         try:
-            _write_frame(self._proc.stdin, header, data)
-            frame = _read_frame(self._proc.stdout)
+            write_frame(self._proc.stdin, header, data)
+            frame = read_frame(self._proc.stdout)
         except (BrokenPipeError, ValueError):
             frame = None
         if frame is None:

@@ -2,6 +2,7 @@
 (down, wrong host key, dropped mid-run) is recorded as failed and never stops the others."""
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 from ..devices.artifacts import ArtifactRef
@@ -27,11 +28,8 @@ def _failed(ref: ArtifactRef, spec: DeviceSpec, kind: str, error: Exception) -> 
 def check_devices(specs: list[DeviceSpec], accept_new_host_key: bool = False) -> list[dict]:
     reports = []
     for spec in specs:
-        device = open_device(spec, accept_new_host_key)
-        try:
+        with closing(open_device(spec, accept_new_host_key)) as device:
             reports.append(device.check())
-        finally:
-            device.close()
     return reports
 
 
@@ -46,10 +44,8 @@ def _on_each_device(specs: list[DeviceSpec], refs: list[ArtifactRef], kind: str,
         except VanillaNetEdgeError as exc:
             records += [_failed(ref, spec, kind, exc) for ref in refs]
             continue
-        try:
+        with closing(device):
             records += work(device, spec)
-        finally:
-            device.close()
     return records
 
 

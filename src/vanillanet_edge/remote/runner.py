@@ -76,7 +76,7 @@ def receive(dest: str) -> dict:
     return {"ok": True, "path": str(final)}
 
 
-def _read_frame(stream) -> tuple[dict, bytes] | None:
+def read_frame(stream) -> tuple[dict, bytes] | None:
     line = stream.readline()
     if not line:
         return None
@@ -85,7 +85,7 @@ def _read_frame(stream) -> tuple[dict, bytes] | None:
     return header, data
 
 
-def _write_frame(stream, header: dict, data: bytes = b"") -> None:
+def write_frame(stream, header: dict, data: bytes = b"") -> None:
     stream.write((json.dumps({**header, "nbytes": len(data)}) + "\n").encode())
     stream.write(data)
     stream.flush()
@@ -104,7 +104,7 @@ def serve() -> None:
     sys.stdout = sys.stderr          # stray prints of a runtime must not corrupt the frames
     session = None
     while True:
-        frame = _read_frame(inp)
+        frame = read_frame(inp)
         if frame is None:
             return
         header, data = frame
@@ -115,21 +115,21 @@ def serve() -> None:
                 runner.require()
                 session = runner.load(ref.artifact, ref.manifest,
                                       **pinned_settings(ref.manifest, header.get("settings", {})))
-                _write_frame(out, {"ok": True, "settings": session.settings, "batch": session.batch,
+                write_frame(out, {"ok": True, "settings": session.settings, "batch": session.batch,
                                    "machine": describe_machine()})
             elif header["op"] == "run":
                 x = np.frombuffer(data, dtype=np.float32).reshape(header["shape"])
                 t0 = time.perf_counter()
                 y = np.ascontiguousarray(session.run_all(x), dtype=np.float32)
                 seconds = time.perf_counter() - t0
-                _write_frame(out, {"ok": True, "shape": list(y.shape), "seconds": seconds}, y.tobytes())
+                write_frame(out, {"ok": True, "shape": list(y.shape), "seconds": seconds}, y.tobytes())
             elif header["op"] == "close":
-                _write_frame(out, {"ok": True})
+                write_frame(out, {"ok": True})
                 return
             else:
                 raise ValueError(f"unknown op {header['op']!r}")
         except Exception as exc:
-            _write_frame(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            write_frame(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
 
 def main(argv: list[str]) -> int:
