@@ -7,6 +7,7 @@ leaves the folder consistent: finished steps stay valid, an unfinished one is re
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -14,11 +15,22 @@ import socket
 from pathlib import Path
 
 from ..errors import VanillaNetEdgeError
-from ..fileio import pid_alive, clean_partials, write_json
+from ..fileio import clean_partials, write_json
 
 
 class RunLockedError(VanillaNetEdgeError):
     pass
+
+
+def _read_holder(fd: int) -> dict | None:
+    """The pid and host the lock's holder wrote, or None (not written yet, or garbage)."""
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"null")
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and data.get("pid") and data.get("host"):
+        return {"pid": data["pid"], "host": data["host"]}
+    return None
 
 
 def content_key(*parts) -> str:
@@ -32,40 +44,63 @@ class RunDir:
         self.state_path = self.path / "state.json"
         self.lock_path = self.path / ".lock"
         self.state: dict = {}
+        self._lock_fd: int | None = None
 
     # -- lock ------------------------------------------------------------------------------
+    # The lock is an flock on `.lock`, which the kernel releases when the holder exits, however
+    # it exits (crash, SIGKILL, power cut): no stale lock to judge, no PID to trust, and two
+    # processes can never both hold it. The file itself stays; the pid and host written into
+    # it only name the holder in the error message. Deleting it on release would let a third
+    # process lock a fresh file while a second still waits on the old one.
     def __enter__(self) -> "RunDir":
         self.path.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        while True:
-            try:
-                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                holder = self._holder()
-                if holder and holder.get("host") == me["host"] and not pid_alive(int(holder.get("pid", 0))):
-                    self.lock_path.unlink(missing_ok=True)   # stale: its process is gone
-                    continue
-                raise RunLockedError(
-                    f"{self.path} is in use by another run (pid {holder.get('pid')} on {holder.get('host')})",
-                    hint="wait for it to finish, or use another --out") from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            break
-        clean_partials(self.path)
-        for sub in self.path.iterdir():
-            if sub.is_dir():
-                clean_partials(sub)
-        self.state = self._read_state()
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise VanillaNetEdgeError(
+                f"cannot open the lock file {self.lock_path}: {exc.strerror}",
+                hint="it should be a plain file; remove it if nothing is running in that folder") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            who = (f"pid {holder['pid']} on host {holder['host']}" if holder
+                   else "another process (it has not written its pid yet)")
+            raise RunLockedError(
+                f"run folder {self.path} is in use by {who}",
+                hint="wait for that run to finish, or pass another --out") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+        try:
+            info = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info, 0)
+            clean_partials(self.path)
+            for sub in self.path.iterdir():
+                if sub.is_dir():
+                    clean_partials(sub)
+            self.state = self._read_state()
+        except BaseException:
+            self._release()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        self.lock_path.unlink(missing_ok=True)
+        self._release()
 
-    def _holder(self) -> dict:
+    def _release(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is None:
+            return
         try:
-            return json.loads(self.lock_path.read_text() or "{}")
-        except (OSError, json.JSONDecodeError):
-            return {}
+            os.ftruncate(fd, 0)      # no longer anyone's: the next error message must not name us
+        except OSError:
+            pass
+        finally:
+            os.close(fd)             # releases the flock
 
     # -- state -----------------------------------------------------------------------------
     def _read_state(self) -> dict:
