@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 from .calibration.digits import write_digits
-from .calibration.images import Preprocessing
+from .calibration.images import Preprocessing, skipped_record
 from .calibration.inputs import input_size_of, preprocessing_of, real_inputs_for
 from .converters.convert import ConvertOutcome, Int8Options, convert_checkpoint
 from .errors import FusionError
@@ -52,7 +52,8 @@ def fuse_checkpoint(ckpt_path: str | Path, out: str | Path, data: str | Path | N
     ckpt = load_checkpoint(ckpt_path, variant=variant, key=key)
     size = input_size_of(ckpt, input_size)
     fused = fuse_model(ckpt.model, allow_inexact=allow_inexact)
-    real, real_source = real_inputs_for(ckpt, data, size)
+    skipped = []
+    real, real_source = real_inputs_for(ckpt, data, size, skipped=skipped)
     check = verify_fusion(ckpt.model, fused, size, real_inputs=real)
     worst = max(check.random.rel_err, check.real.rel_err if check.real else 0.0)
     exact = ckpt.model.act_learn == 1.0 or ckpt.form == "deploy"
@@ -70,7 +71,7 @@ def fuse_checkpoint(ckpt_path: str | Path, out: str | Path, data: str | Path | N
         "weights_key": ckpt.weights_key, "variant": ckpt.config.name, "width": ckpt.config.width,
         "variant_source": ckpt.variant_source, "act_learn": ckpt.model.act_learn,
         "exact": exact, "tolerance_rel": FUSION_REL_TOL, "input_size": size,
-        "real_inputs_from": real_source, **check.as_dict(),
+        "real_inputs_from": real_source, **skipped_record(skipped), **check.as_dict(),
         "params_train": sum(p.numel() for p in ckpt.model.parameters()),
         "params_deploy": sum(p.numel() for p in fused.parameters()),
         "output": str(out),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .images import ImageFolder, Preprocessing, load_images
+from .images import ImageFolder, Preprocessing, describe_skipped, load_images, skipped_record
 
 MIN_CALIBRATION_IMAGES = 8   # fewer gives ranges that depend on a handful of pixels
 
@@ -32,7 +32,7 @@ class CalibrationSet:
     def describe(self) -> dict:
         return {"method": self.method, "samples": int(len(self.inputs)), "seed": self.seed,
                 "source": self.source, "files_sha256": self.files_sha256, "found": self.found,
-                "skipped": len(self.skipped), "skipped_files": [f for f, _ in self.skipped[:20]],
+                **skipped_record(self.skipped),
                 "excluded_layers": list(self.excluded_layers),
                 **({"percentile": self.percentile} if self.method == "percentile" else {})}
 
@@ -50,7 +50,8 @@ def load_calibration(folder: str | Path, prep: Preprocessing, samples: int = 128
     if len(loaded.inputs) < min_count:
         raise DataError(
             f"only {len(loaded.inputs)} usable calibration images in {folder} "
-            f"({len(images)} found, {len(loaded.skipped)} unreadable); INT8 needs at least {min_count}",
+            f"({len(images)} found, {len(loaded.skipped)} unreadable); INT8 needs at least {min_count}"
+            + ("\n" + describe_skipped(loaded.skipped) if loaded.skipped else ""),
             hint="point --calib-data at a folder of real images like those the model will see")
     root = Path(folder)
     names = "\n".join(str(p.relative_to(root)) for p in loaded.paths)

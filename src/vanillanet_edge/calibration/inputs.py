@@ -24,8 +24,9 @@ def input_size_of(ckpt: LoadedCheckpoint, input_size: int | None = None) -> int:
 
 
 def real_inputs_for(ckpt: LoadedCheckpoint, data: str | Path | None, size: int,
-                    limit: int = 32) -> tuple[torch.Tensor | None, str]:
-    """Real images to verify on: the folder given, else the val split the net was trained on."""
+                    limit: int = 32, skipped: list | None = None) -> tuple[torch.Tensor | None, str]:
+    """Real images to verify on: the folder given, else the val split the net was trained on.
+    Unreadable files are skipped; their (file, why) are appended to `skipped` when given."""
     if data is not None and not Path(data).is_dir():
         raise DataError(f"image folder not found: {data}", hint="pass an existing folder to --data")
     candidates = [Path(data)] if data else []
@@ -35,5 +36,7 @@ def real_inputs_for(ckpt: LoadedCheckpoint, data: str | Path | None, size: int,
     for folder in candidates:
         if folder.is_dir():
             imgs = load_folder(folder, preprocessing_of(ckpt, size), limit=limit, seed=0)
+            if skipped is not None:
+                skipped.extend(imgs.skipped)
             return torch.from_numpy(imgs.inputs), f"real images from {folder}"
     return None, "none available (pass --data DIR to verify on real images)"

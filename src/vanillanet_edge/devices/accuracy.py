@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..calibration.images import ImageFolder, Preprocessing, load_images
+from ..calibration.images import ImageFolder, Preprocessing, describe_skipped, load_images, skipped_record
 from ..errors import DataError
 from .artifacts import ArtifactRef
 from .base import pinned_settings
@@ -69,11 +69,14 @@ def _score(ref, data, records, prep, runtime, session, progress) -> dict:
     import torch
 
     reference, ref_note = _reference_model(ref)
-    top1 = top5 = agree = seen = skipped = 0
+    top1 = top5 = agree = seen = 0
+    skipped = []
     for i in range(0, len(records), CHUNK):
         chunk = load_images(records[i:i + CHUNK], prep, min_count=0)
-        skipped += len(chunk.skipped)
+        skipped += chunk.skipped
         if not len(chunk.inputs):
+            if progress:
+                progress(len(records[i:i + CHUNK]))
             continue
         logits = session.run_all(chunk.inputs)
         top1 += _topk_hits(logits, chunk.labels, 1)
@@ -86,11 +89,13 @@ def _score(ref, data, records, prep, runtime, session, progress) -> dict:
         if progress:
             progress(len(records[i:i + CHUNK]))
     if seen == 0:
-        raise DataError(f"none of the {len(records)} images in {data} could be read")
+        raise DataError(f"none of the {len(records)} images in {data} could be read:\n"
+                        + describe_skipped(skipped),
+                        hint="point --data at a folder of images PIL can decode (PNG, JPEG, ...)")
     return {"schema_version": RESULT_SCHEMA, "kind": "accuracy", "artifact": str(ref.path), "name": ref.name,
             "target": ref.manifest.get("target"), "precision": ref.manifest.get("precision"),
             "runtime": runtime, "engine": session.settings.get("engine", runtime),
-            "session_settings": session.settings, "data": str(data), "images": seen, "skipped": skipped,
+            "session_settings": session.settings, "data": str(data), "images": seen, **skipped_record(skipped),
             "top1": top1 / seen, "top5": top5 / seen,
             "agreement_with_fp32": (agree / seen) if reference is not None else None,
             "reference": ref_note,

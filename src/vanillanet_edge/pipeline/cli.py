@@ -104,6 +104,7 @@ def fuse_cmd(checkpoint, out, data_dir, variant, key, input_size, allow_inexact)
     click.echo(f"params {rep['params_train']:,} -> {rep['params_deploy']:,} after fusion")
     click.echo(f"random inputs: {r.check.random}")
     click.echo(f"real inputs:   {r.check.real if r.check.real else rep['real_inputs_from']}")
+    _echo_skipped(rep)
     if not rep["exact"]:
         click.secho(f"INEXACT fusion at act_learn {rep['act_learn']:g}: outputs differ as shown", fg="yellow")
     click.echo(f"wrote {r.checkpoint} and {r.report_path}")
@@ -239,6 +240,7 @@ def calibrate_cmd(checkpoint, data_dir, out, samples, seed, input_size):
         bar.close()
     cal = report["calibration"]
     click.echo(f"{cal['samples']} images from {cal['source']} ({cal['skipped']} unreadable skipped)")
+    _echo_skipped(cal)
     click.echo(f"{'layer':<16}{'rel err':>10}{'top-1 agree':>13}   input range")
     for row in report["sensitivity"]:
         st = report["layers"][row["layer"]]
@@ -280,7 +282,7 @@ def device_options(fn):
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--runtime", type=_runtime_choice(), default=None,
               help="Override the artifact's own runtime (e.g. torch for a checkpoint).")
-@click.option("--threads", type=int, default=None, help="Intra-op threads (default: the runtime's).")
+@click.option("--threads", type=int, default=None, help="Intra-op threads for every runtime (default: one per physical core, the same for all).")
 @click.option("--warmup", type=int, default=10, show_default=True)
 @click.option("--runs", type=int, default=100, show_default=True, help="Timed runs in total, over all rounds.")
 @click.option("--seconds", type=float, default=None, help="Time budget instead of --runs.")
@@ -418,9 +420,25 @@ def _print_latency_rows(records):
                    f"{(r['gmacs_per_s'] or 0):>8.1f}  {extra}")
 
 
+def _echo_skipped(record: dict) -> None:
+    """The unreadable images a run skipped (record: skipped, skipped_files), one line each."""
+    if record.get("skipped"):
+        click.secho(f"{record['skipped']} unreadable image(s) skipped:", fg="yellow")
+        for s in record.get("skipped_files", []):
+            click.echo(f"  {s['file']}: {s['why']}")
+        if record["skipped"] > len(record.get("skipped_files", [])):
+            click.echo(f"  ... and {record['skipped'] - len(record.get('skipped_files', []))} more (see the JSON)")
+
+
 def _print_accuracy(records):
     for group in _by_device(records):
         _print_accuracy_rows(group)
+    shown = set()   # every artifact reads the same files: list each set of skipped files once
+    for r in records:
+        key = repr(r.get("skipped_files"))
+        if r.get("skipped") and key not in shown:
+            shown.add(key)
+            _echo_skipped(r)
 
 
 def _print_accuracy_rows(records):
