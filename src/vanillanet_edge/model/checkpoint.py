@@ -8,6 +8,7 @@ Pickles are read with `torch.load(weights_only=True)`: nothing in a file is ever
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import math
 import pickle
@@ -30,6 +31,19 @@ SAFE_GLOBALS = [argparse.Namespace]
 # Where to look for weights, in the order the authors' evaluation prefers them.
 WEIGHT_KEYS = ("model_ema", "model", "state_dict", "module")
 META_KEY = "vanillanet_edge"   # our own metadata inside checkpoints we write
+
+# Size bounds, checked before torch reads any tensor data. A release file holds at most a few
+# copies of the training-form weights (model, EMA, Adam's two moments): the total stored size may
+# be that many fp32 copies of the variant named by --variant (else the largest variant) plus slack.
+# torch.save stores zip entries uncompressed and float weights barely compress, so a deflated entry
+# that inflates more than MAX_INFLATION times is refused whatever the budget (a 405 KB file
+# inflating to 256 MiB, say).
+WEIGHT_COPIES = 5
+SIZE_SLACK = 64 << 20
+MAX_INFLATION = 4
+INFLATION_SLACK = 1 << 20
+MAX_INPUT_SIZE = 2048          # the largest input size metadata may record
+MAX_RESIZE = 2 * MAX_INPUT_SIZE
 
 
 @dataclass
@@ -63,13 +77,63 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_checkpoint_file(path: str | Path):
-    """Read a checkpoint without executing anything in it."""
+@functools.lru_cache(maxsize=None)
+def size_budget(variant: str | None = None) -> int:
+    """The most bytes a checkpoint's tensors may take once read (see WEIGHT_COPIES)."""
+    names = [variant] if variant in VARIANTS else list(VARIANTS)
+    numel = max(_train_form_numel(VARIANTS[n]) for n in names)
+    return WEIGHT_COPIES * 4 * numel + SIZE_SLACK
+
+
+def _train_form_numel(cfg: VanillaNetConfig) -> int:
+    """Parameters and buffers of the training form, counted on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        return sum(t.numel() for t in VanillaNet(cfg).state_dict().values())
+
+
+def _refuse_oversized(path: Path, variant: str | None) -> None:
+    """Refuse a file whose tensors would take more memory than any checkpoint of the variant
+    needs, from the zip's central directory alone (nothing is inflated or unpickled)."""
+    budget, size = size_budget(variant), path.stat().st_size
+    whom = f"{variant}" if variant in VARIANTS else "any official variant"
+    hint = "pass the right --variant, or re-save only the weights with torch.save(state_dict)"
+    if size > budget:
+        raise CheckpointError(f"{path} is {size:,} bytes, more than a checkpoint of {whom} needs "
+                              f"(at most {budget:,})", hint=hint)
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":   # torch's own test for its zip format
+            return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            entries = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
+            NotImplementedError) as exc:
+        raise CheckpointError(f"{path} ({size} bytes) is truncated or not a checkpoint: "
+                              f"its zip directory is unreadable ({_first_line(exc)})",
+                              hint="re-download or re-save the file") from None
+    total = sum(e.file_size for e in entries)
+    packed = [e for e in entries if e.compress_type != zipfile.ZIP_STORED]
+    inflated = sum(e.file_size for e in packed)
+    if inflated > MAX_INFLATION * sum(e.compress_size for e in packed) + INFLATION_SLACK:
+        raise CheckpointError(
+            f"refused to load {path}: its compressed entries would inflate from "
+            f"{sum(e.compress_size for e in packed):,} to {inflated:,} bytes, which weights do not "
+            f"do (torch.save does not compress); nothing was read",
+            hint="re-save the weights with torch.save(state_dict) or as safetensors")
+    if total > budget:
+        raise CheckpointError(f"refused to load {path}: its entries hold {total:,} bytes once read, "
+                              f"more than a checkpoint of {whom} needs (at most {budget:,})", hint=hint)
+
+
+def read_checkpoint_file(path: str | Path, variant: str | None = None):
+    """Read a checkpoint without executing anything in it, and without reading more bytes than
+    a checkpoint of `variant` (default: any official variant) can need."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}", hint="check the path")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    _refuse_oversized(path, variant)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -128,7 +192,7 @@ def select_state_dict(obj, key: str | None = None) -> tuple[dict, str | None]:
     """Pick the weights inside a checkpoint object; EMA first, as the authors evaluate."""
     if key is not None:
         if not isinstance(obj, dict) or key not in obj:
-            have = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+            have = sorted(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
             raise CheckpointError(f"the checkpoint has no entry '{key}' (it has {have})")
         if not _is_state_dict(obj[key]):
             raise CheckpointError(f"entry '{key}' is not a state_dict of tensors")
@@ -145,6 +209,19 @@ def select_state_dict(obj, key: str | None = None) -> tuple[dict, str | None]:
     raise CheckpointError(f"the file holds a {type(obj).__name__}, not a checkpoint dict")
 
 
+def _check_tensors(sd: dict) -> None:
+    """Weights are plain dense CPU tensors whose values are all stored: a broadcast view
+    (stride 0) or a meta tensor could claim any shape and make the model built to fit it huge."""
+    for k, t in sd.items():
+        if t.layout != torch.strided or t.device.type != "cpu" or t.is_quantized or t.is_complex():
+            raise CheckpointError(f"tensor '{k}' is not a plain weight tensor ({t.layout}, {t.dtype}, "
+                                  f"{t.device.type})", hint="re-save the weights with torch.save(state_dict)")
+        if t.numel() and t.numel() * t.element_size() > t.untyped_storage().nbytes():
+            raise CheckpointError(f"tensor '{k}' of shape {tuple(t.shape)} stores only "
+                                  f"{t.untyped_storage().nbytes():,} bytes: not a weights file",
+                                  hint="re-save the weights with torch.save(state_dict)")
+
+
 def detect_form(sd: dict) -> str:
     if "stem1.0.weight" in sd:
         return "train"
@@ -156,21 +233,28 @@ def detect_form(sd: dict) -> str:
         f"'stem.0.weight' (deploy form); its first keys are {sample}")
 
 
+def _out_channels(sd: dict, key: str) -> int:
+    w = sd[key]
+    if w.dim() != 4 or w.shape[0] < 1:
+        raise CheckpointError(f"'{key}' has shape {tuple(w.shape)}, not that of a conv weight "
+                              f"(out, in, kh, kw): the file is damaged or not a VanillaNet")
+    return int(w.shape[0])
+
+
 def _channels(sd: dict, form: str) -> tuple[list[int], int, int]:
     """(channel widths, num_classes, number of stages) read from tensor shapes."""
-    stem = sd["stem1.0.weight" if form == "train" else "stem.0.weight"]
+    stem = "stem1.0.weight" if form == "train" else "stem.0.weight"
     n_stages = len({int(m.group(1)) for k in sd for m in [re.match(r"stages\.(\d+)\.", k)] if m})
     conv = "conv2.0.weight" if form == "train" else "conv.weight"
-    dims = [stem.shape[0]]
+    dims = [_out_channels(sd, stem)]
     for i in range(n_stages):
-        w = sd.get(f"stages.{i}.{conv}")
-        if w is None:
+        if f"stages.{i}.{conv}" not in sd:
             raise CheckpointError(f"stage {i} has no '{conv}' weight: the file is incomplete")
-        dims.append(w.shape[0])
-    head = sd.get("cls2.0.weight" if form == "train" else "cls.2.weight")
-    if head is None:
+        dims.append(_out_channels(sd, f"stages.{i}.{conv}"))
+    head = "cls2.0.weight" if form == "train" else "cls.2.weight"
+    if head not in sd:
         raise CheckpointError("the classifier weight is missing: the file is incomplete")
-    return dims, head.shape[0], n_stages
+    return dims, _out_channels(sd, head), n_stages
 
 
 def infer_config(sd: dict, form: str, hint_name: str | None = None,
@@ -208,14 +292,25 @@ def infer_config(sd: dict, form: str, hint_name: str | None = None,
 
 def _arg(args, name):
     """Read one setting from the authors' argparse.Namespace (or a dict of the same)."""
-    return args.get(name) if isinstance(args, dict) else getattr(args, name, None)
+    if isinstance(args, dict):
+        return args.get(name)
+    return getattr(args, name, None) if isinstance(args, argparse.Namespace) else None
+
+
+def _finite(x) -> bool:
+    """A real number (not a bool), finite."""
+    try:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    except OverflowError:   # an int too large for a float
+        return False
 
 
 def _act_learn_from_args(args, epoch) -> float | None:
     """The slope the authors' schedule had reached at the saved epoch, when it can be told."""
     decay = _arg(args, "decay_epochs")
     # The authors' script also saves epoch="best" / "best-ema": the schedule point is unknown.
-    if args is None or not decay or not isinstance(epoch, (int, float)):
+    # Values of other types or ranges are treated the same way: the schedule is not known.
+    if args is None or not _finite(decay) or decay <= 0 or not _finite(epoch) or epoch < 0:
         return None
     progress = min(1.0, float(epoch) / float(decay))
     if _arg(args, "decay_linear") is False:
@@ -231,7 +326,7 @@ def _variant_hint(path: Path, variant: str | None, meta: dict, args) -> tuple[st
         return variant, "named by --variant"
     if meta.get("variant") in VARIANTS:
         return meta["variant"], "recorded in the checkpoint"
-    if _arg(args, "model") in VARIANTS:
+    if isinstance(_arg(args, "model"), str) and _arg(args, "model") in VARIANTS:
         return _arg(args, "model"), "args.model of the authors' training script"
     in_name = [n for n in VARIANTS if n in path.stem]
     if in_name:
@@ -254,26 +349,154 @@ def _describe_mismatch(model: VanillaNet, sd: dict) -> str:
 
 
 def build_from_state_dict(sd: dict, config: VanillaNetConfig, form: str) -> VanillaNet:
-    model = VanillaNet(config, deploy=(form == "deploy"))
-    problems = _describe_mismatch(model, sd)
+    # Compare shapes on the meta device first: nothing is allocated for a net that does not fit
+    # (shapes in a damaged file could describe a net of any size).
+    with torch.device("meta"):
+        shapes = VanillaNet(config, deploy=(form == "deploy"))
+    problems = _describe_mismatch(shapes, sd)
     if problems:
         raise CheckpointError(
             f"the weights do not fit {config.name} (width {config.width:g}, {form} form): {problems}")
-    model.load_state_dict(sd, strict=True)
+    model = VanillaNet(config, deploy=(form == "deploy"))
+    try:
+        model.load_state_dict(sd, strict=True)
+    except (RuntimeError, TypeError, ValueError) as exc:   # e.g. a dtype that cannot be copied
+        raise CheckpointError(f"the weights cannot be loaded into {config.name}: {_first_line(exc)}",
+                              hint="re-save the weights as float tensors") from None
     return model.eval()
+
+
+def _plain(x, depth: int = 0) -> bool:
+    """JSON-like data (what metadata may hold): str, finite numbers, bool, None, lists, str-keyed dicts."""
+    if depth > 8:
+        return False
+    if x is None or isinstance(x, (str, bool)) or _finite(x):
+        return True
+    if isinstance(x, (list, tuple)):
+        return all(_plain(v, depth + 1) for v in x)
+    if isinstance(x, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in x.items())
+    return False
+
+
+def _number(lo: float, hi: float, integer: bool = False):
+    def check(v):
+        if not _finite(v) or (integer and not isinstance(v, int)):
+            return f"must be {'an integer' if integer else 'a number'}"
+        return None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}"
+    return check
+
+
+def _one_of(*options):
+    return lambda v: None if isinstance(v, str) and v in options else f"must be one of {', '.join(options)}"
+
+
+def _of_type(*types):
+    return lambda v: None if isinstance(v, types) else f"must be a {' or '.join(t.__name__ for t in types)}"
+
+
+def _str_list(v):
+    if not isinstance(v, (list, tuple)) or not all(isinstance(c, str) for c in v):
+        return "must be a list of strings"
+    return None
+
+
+def _val_top1(v):
+    return None if v is None else _number(0, 1)(v)
+
+
+# Our metadata keys (written by save_checkpoint, train and fuse) and what each may hold.
+# Other keys are kept if they hold plain data (fuse copies them on; convert writes some to JSON).
+META_CHECKS = {
+    "variant": _one_of(*VARIANTS), "width": _number(1e-6, 64), "num_classes": _number(1, 1e6, True),
+    "act_learn": _number(0, 1), "form": _one_of("train", "deploy"),
+    "input_size": _number(1, MAX_INPUT_SIZE, True), "preprocessing": _of_type(dict),
+    "class_names": _str_list, "val_top1": _val_top1, "train_seconds": _number(0, math.inf),
+    "trained_on": _of_type(str), "fused_from": _of_type(str), "fused_from_sha256": _of_type(str),
+}
+
+
+def _meta_error(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{path}: the vanillanet-edge metadata in the file is invalid: {what}",
+                           hint=f"fix or drop the file's '{META_KEY}' entry, e.g. re-save the weights "
+                                f"alone with torch.save({{'model': state_dict}}, path)")
+
+
+def validate_meta(raw, path: Path) -> dict:
+    """Our metadata entry, checked key by key before anything uses it."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _meta_error(path, f"a {type(raw).__name__}, not a dict")
+    for k, v in raw.items():
+        if not isinstance(k, str):
+            raise _meta_error(path, f"key {k!r} is not a string")
+        problem = META_CHECKS[k](v) if k in META_CHECKS else (None if _plain(v) else "is not plain data")
+        if problem:
+            shown = repr(v) if len(repr(v)) < 60 else repr(v)[:57] + "..."
+            raise _meta_error(path, f"'{k}' {problem} (it is {shown})")
+    meta = dict(raw)
+    if "preprocessing" in meta:
+        meta["preprocessing"] = _check_preprocessing(meta["preprocessing"], path)
+        crop, size = meta["preprocessing"]["crop"], meta.get("input_size")
+        if size is not None and crop != size:
+            raise _meta_error(path, f"preprocessing crops {crop} pixels but input_size is {size}")
+    return meta
+
+
+def _check_preprocessing(d: dict, path: Path) -> dict:
+    from ..calibration.images import Preprocessing
+    from ..errors import VanillaNetEdgeError
+
+    want = {"resize", "crop", "interpolation", "mean", "std"}
+    if set(d) != want:
+        raise _meta_error(path, f"'preprocessing' has keys {sorted(map(str, d))}, expected {sorted(want)}")
+    for k in ("resize", "crop"):
+        problem = _number(1, MAX_RESIZE, True)(d[k])
+        if problem:
+            raise _meta_error(path, f"'preprocessing.{k}' {problem} (it is {d[k]!r})")
+    for k in ("mean", "std"):
+        v = d[k]
+        if (not isinstance(v, (list, tuple)) or len(v) != 3 or not all(_finite(c) for c in v)
+                or (k == "std" and not all(c > 0 for c in v))):
+            raise _meta_error(path, f"'preprocessing.{k}' must be 3 {'positive ' if k == 'std' else ''}"
+                                    f"numbers (it is {v!r})")
+    try:
+        Preprocessing.from_dict(d)
+    except (VanillaNetEdgeError, TypeError, ValueError) as exc:
+        raise _meta_error(path, f"'preprocessing' {_first_line(exc)}") from None
+    return dict(d)
+
+
+def _check_meta_fits(meta: dict, config: VanillaNetConfig, path: Path) -> None:
+    """The metadata's sizes and names against the net the weights turned out to be."""
+    for what, size in (("input_size", meta.get("input_size")),
+                       ("preprocessing.crop", (meta.get("preprocessing") or {}).get("crop"))):
+        if size is None:
+            continue
+        problem = config._input_size_problem(size)
+        if problem:
+            raise _meta_error(path, f"'{what}' {size} does not fit {config.name}: {problem} "
+                                    f"(it takes {config.min_input_size()} to {MAX_INPUT_SIZE})")
+    names = meta.get("class_names")
+    if names is not None and len(names) != config.num_classes:
+        raise _meta_error(path, f"'class_names' names {len(names)} classes, the weights have "
+                                f"{config.num_classes}")
 
 
 def load_checkpoint(path: str | Path, variant: str | None = None, key: str | None = None,
                     num_classes: int | None = None) -> LoadedCheckpoint:
     """Load any supported checkpoint into a VanillaNet, strictly, and say what was used."""
     path = Path(path)
-    obj = read_checkpoint_file(path)
+    obj = read_checkpoint_file(path, variant)
     sd, used_key = select_state_dict(obj, key)
+    _check_tensors(sd)
     form = detect_form(sd)
-    meta = dict(obj.get(META_KEY) or {}) if isinstance(obj, dict) else {}
+    meta = validate_meta(obj.get(META_KEY), path) if isinstance(obj, dict) else {}
     args = obj.get("args") if isinstance(obj, dict) else None
     named, named_by = _variant_hint(path, variant, meta, args)
     config, source = infer_config(sd, form, named, named_by)
+    _check_meta_fits(meta, config, path)
     if num_classes is not None and num_classes != config.num_classes:
         raise CheckpointError(f"the checkpoint has {config.num_classes} classes, not {num_classes}")
     model = build_from_state_dict(sd, config, form)
