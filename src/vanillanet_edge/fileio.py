@@ -28,6 +28,36 @@ _PARTIAL_RE = re.compile(r"\..+\.partial-([0-9a-f]{16}|[0-9]+)")
 _OLD_RE = re.compile(r"\..+\.old-([0-9a-f]{16}|[0-9]+)")
 
 
+# fds holding an flock for this process (a run lock, a partial being written). A process that
+# forks without exec (a library's helper, multiprocessing's fork) would share each lock with
+# the child, and a child that outlives a killed parent would keep it: a dead run's folder would
+# stay locked and its partials look alive. The child closes its copies at once; the lock stays
+# the parent's alone. (Children started by exec never see them: the fds are close-on-exec.)
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_held_locks_in_child() -> None:
+    for fd in list(_HELD_LOCKS):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks_in_child)
+
+
+def hold_lock(fd: int) -> int:
+    """Mark `fd`, which holds an flock, as this process's own (forked children drop it)."""
+    _HELD_LOCKS.add(fd)
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    """Close a `hold_lock` fd: its flock is released."""
+    _HELD_LOCKS.discard(fd)
+    os.close(fd)
+
+
 def _tag() -> str:
     return secrets.token_hex(8)
 
@@ -69,10 +99,11 @@ def _make_partial(final: Path, is_dir: bool) -> tuple[Path, int]:
             continue
         except FileNotFoundError:          # a cleaner took the new folder before we opened it
             continue
+        hold_lock(fd)
         fcntl.flock(fd, fcntl.LOCK_EX)      # waits only while a cleaner examines it
         if _same_inode(tmp, fd):
             return tmp, fd
-        os.close(fd)
+        release_lock(fd)
 
 
 def _fsync_path(path: Path, directory: bool = False) -> None:
@@ -198,7 +229,7 @@ def atomic_path(final: str | os.PathLike, is_dir: bool = False):
         _remove(tmp)
         raise
     finally:
-        os.close(lock_fd)
+        release_lock(lock_fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

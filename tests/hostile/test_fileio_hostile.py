@@ -152,6 +152,36 @@ def test_writer_killed_mid_write_publishes_nothing_and_is_cleaned(tmp_path, kind
     assert list(tmp_path.iterdir()) == []    # ... goes with the next clean
 
 
+FORKING_WRITER = """
+import os, sys, time
+from vanillanet_edge.fileio import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_text("half")
+    child = os.fork()              # as a library's helper process does, without exec
+    if child == 0:                 # fork() has returned here: the at-fork handlers ran
+        print(os.getpid(), flush=True)
+        time.sleep(600)
+        os._exit(0)
+    time.sleep(600)
+"""
+
+
+def test_partial_of_a_killed_writer_is_cleaned_though_its_forked_child_lives(tmp_path):
+    writer = _python(FORKING_WRITER, str(tmp_path / "out.bin"), stdout=subprocess.PIPE)
+    child = int(writer.stdout.readline())
+    try:
+        [partial] = list(tmp_path.iterdir())
+        assert clean_partials(tmp_path) == []
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        os.kill(child, 0)                              # the child still runs
+        assert clean_partials(tmp_path) == [partial] and list(tmp_path.iterdir()) == []
+    finally:
+        writer.kill()
+        writer.wait()
+        os.kill(child, signal.SIGKILL)
+
+
 def test_left_over_old_copy_is_removed_by_the_next_write_and_by_clean(tmp_path):
     # A crash between moving the previous folder aside and renaming the new one into place
     # (where a swap is not supported) leaves `.NAME.old-TAG`.

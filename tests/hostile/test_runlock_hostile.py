@@ -27,6 +27,18 @@ with RunDir(sys.argv[1]):
     time.sleep(600)
 """
 
+FORKING_HOLDER = """
+import os, sys, time
+from vanillanet_edge.pipeline.rundir import RunDir
+with RunDir(sys.argv[1]):
+    child = os.fork()              # as a library's helper process does, without exec
+    if child == 0:                 # fork() has returned here: the at-fork handlers ran
+        print(os.getpid(), flush=True)
+        time.sleep(600)
+        os._exit(0)
+    time.sleep(600)
+"""
+
 RACER = """
 import sys, time
 from pathlib import Path
@@ -89,6 +101,23 @@ def test_a_live_rival_process_is_named_and_its_death_frees_the_folder(tmp_path):
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == holder.pid   # its leftover
     with RunDir(tmp_path):
         pass
+
+
+def test_a_forked_child_outliving_its_killed_parent_does_not_hold_the_lock(tmp_path):
+    holder = _python(FORKING_HOLDER, str(tmp_path))
+    child = int(holder.stdout.readline())
+    try:
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid} "):
+            RunDir(tmp_path).__enter__()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        os.kill(child, 0)                              # the child still runs ...
+        with RunDir(tmp_path):                         # ... and the folder is free
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+        os.kill(child, signal.SIGKILL)
 
 
 def test_a_locked_folder_fails_the_cli_with_exit_2(tmp_path):

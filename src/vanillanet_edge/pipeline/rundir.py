@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 
 from ..errors import VanillaNetEdgeError
-from ..fileio import clean_partials, write_json
+from ..fileio import clean_partials, hold_lock, release_lock, write_json
 
 
 class RunLockedError(VanillaNetEdgeError):
@@ -60,18 +60,19 @@ class RunDir:
             raise VanillaNetEdgeError(
                 f"cannot open the lock file {self.lock_path}: {exc.strerror}",
                 hint="it should be a plain file; remove it if nothing is running in that folder") from None
+        hold_lock(fd)                # a forked child must not keep the folder locked
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
-            os.close(fd)
+            release_lock(fd)
             who = (f"pid {holder['pid']} on host {holder['host']}" if holder
                    else "another process (it has not written its pid yet)")
             raise RunLockedError(
                 f"run folder {self.path} is in use by {who}",
                 hint="wait for that run to finish, or pass another --out") from None
         except BaseException:
-            os.close(fd)
+            release_lock(fd)
             raise
         self._lock_fd = fd
         try:
@@ -100,7 +101,7 @@ class RunDir:
         except OSError:
             pass
         finally:
-            os.close(fd)             # releases the flock
+            release_lock(fd)
 
     # -- state -----------------------------------------------------------------------------
     def _read_state(self) -> dict:
