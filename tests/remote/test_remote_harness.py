@@ -76,7 +76,8 @@ def test_remote_bench_and_eval_match_local_and_artifacts_are_sent_once(sshd, art
         assert r["ok"], r.get("error")
         assert r["latency"]["runs"] == 6 and r["machine"]["cpu_model"] and r["peak_rss_mib"] > 10
     assert {r["device"]["name"] for r in records} == {"local", "lo"}
-    sent = sorted(p.name for p in (wd / "artifacts").iterdir())
+    own = wd / "vanillanet-edge"         # the folder of ours inside workdir
+    sent = sorted(p.name for p in (own / "artifacts").iterdir())
     assert len(sent) == len(refs)        # one content-addressed folder per artifact
 
     # A second call finds everything there: nothing is sent again.
@@ -86,7 +87,7 @@ def test_remote_bench_and_eval_match_local_and_artifacts_are_sent_once(sshd, art
         assert all(r["ok"] for r in again) and device._uploaded == []
     finally:
         device.close()
-    assert sorted(p.name for p in (wd / "artifacts").iterdir()) == sent
+    assert sorted(p.name for p in (own / "artifacts").iterdir()) == sent
 
     acc = api.evaluate(refs[:1], digits_dir / "val", specs, limit=40)
     local, remote = acc
@@ -96,14 +97,15 @@ def test_remote_bench_and_eval_match_local_and_artifacts_are_sent_once(sshd, art
 
 
 def test_keep_cache_false_removes_what_was_sent_and_clean_removes_the_workdir(sshd, artifacts, tmp_path):
-    wd = tmp_path / "wd"
+    wd = tmp_path / "wd"                 # does not exist yet: made by us, so clean removes it too
     entry = device_entry(sshd, wd, keep_cache=False)
     [rec] = api.bench(resolve([artifacts])[:1], QUICK, [spec_of(entry)])
     assert rec["ok"], rec.get("error")
-    assert list((wd / "artifacts").iterdir()) == []      # nothing left behind but the runner
-    assert len(list(wd.glob("runner-*.pyz"))) == 1
+    own = wd / "vanillanet-edge"
+    assert list((own / "artifacts").iterdir()) == []      # nothing left behind but the runner
+    assert len(list(own.glob("runner-*.pyz"))) == 1
     [line] = api.clean_devices(["lo"], write_devices(tmp_path / "d.toml", {"lo": entry}))
-    assert "removed" in line and not wd.exists()
+    assert line.endswith(": removed") and not own.exists() and not wd.exists()
 
 
 # -- failures: each device's own, never the others' ---------------------------------------------------

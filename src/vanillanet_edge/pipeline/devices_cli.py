@@ -17,7 +17,8 @@ url = "ssh://pi@192.168.1.20"           # ssh://user@host[:port]
 identity_file = "~/.ssh/id_ed25519"      # SSH key (or leave out and use ssh-agent); never a password
 known_hosts = "~/.ssh/known_hosts"       # the device's host key must be in here (or --accept-new-host-key)
 python = "/home/pi/venv/bin/python"      # Python 3.9+ with numpy and the runtimes
-workdir = "~/.cache/vanillanet-edge"     # runner and artifacts go here (`devices clean pi5` removes it)
+workdir = "~/.cache"                     # we make workdir/vanillanet-edge/ for runner and artifacts
+                                         # (`devices clean pi5` removes only what we put there)
 runtimes = ["onnxruntime", "litert"]     # what to use there; leave out for every runtime it has
 connect_timeout_s = 10
 run_timeout_s = 900                      # per benchmark round / eval
@@ -42,7 +43,7 @@ def devices_group():
       vanillanet-edge devices example > devices.toml     # then edit
       vanillanet-edge devices check                      # every device in ./devices.toml
       vanillanet-edge bench artifacts/ --device local --device pi5
-      vanillanet-edge devices clean pi5                  # remove our folder from the device
+      vanillanet-edge devices clean pi5                  # remove what we put on the device
     """
 
 
@@ -100,7 +101,12 @@ def _print_report(r: dict) -> None:
 @click.option("--devices", "devices_file", type=click.Path(path_type=Path), default=None,
               help="Devices file (default: ./devices.toml).")
 def clean_cmd(names, devices_file):
-    """Remove vanillanet-edge's working folder (runner, cached artifacts) from the devices."""
+    """Remove what vanillanet-edge put on the devices (runner, cached artifacts).
+
+    Only workdir/vanillanet-edge/ is touched, and only when it holds our marker: the runners,
+    artifacts/ and our marker go, then the folder itself if nothing else is in it. Other files
+    are never removed.
+    """
     for line in api.clean_devices(list(names), devices_file):
         click.echo(line)
 

@@ -8,6 +8,7 @@ that device's own machine description.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import tarfile
 from importlib.metadata import PackageNotFoundError, version
@@ -22,13 +23,18 @@ from ..errors import VanillaNetEdgeError
 from ..fileio import sha256_path
 from . import bundle
 from .devices_file import DeviceSpec
+from .runner import COMPLETE, content_digest
 from .ssh import DeviceError, SshClient, remote_path
 
 # What to pip-install on a device for each runtime (the host's versions, when it has them).
 DEVICE_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "litert": "ai-edge-litert",
                    "coreml": "coremltools", "torch": "torch"}
 FATAL = ("unreachable", "host_key", "auth", "dropped")   # no point trying the next round
-MARKER = ".vanillanet-edge-workdir"
+MARKER = ".vanillanet-edge-workdir"      # only ever in our own folder (spec.own_dir)
+NOT_OURS = 3                            # exit status of the prepare script: own_dir is someone else's
+# Run on the device by its Python: exit 0 when file argv[1] has sha256 argv[2] and size argv[3].
+_VERIFY = ("import hashlib,sys;p,h,n=sys.argv[1:];d=open(p,'rb').read();"
+           "sys.exit(0 if len(d)==int(n) and hashlib.sha256(d).hexdigest()==h else 3)")
 
 
 def install_command(python: str, packages: list[str]) -> str:
@@ -95,51 +101,98 @@ class SshDevice:
     def _prepare(self) -> None:
         if self._runner:
             return
-        wd = remote_path(self.spec.workdir)
-        out = self.ssh.run(f"mkdir -p {wd}/artifacts && cd {wd} && touch {MARKER} && pwd",
-                           timeout=self.spec.connect_timeout_s + 30).stdout.decode().strip()
-        self._workdir = out.splitlines()[-1]
+        out = self.ssh.run(self._prepare_script(), timeout=self.spec.connect_timeout_s + 30, check=False)
+        if out.returncode == NOT_OURS:
+            raise DeviceError(
+                f"device '{self.spec.name}': {self.spec.own_dir} already exists and is not ours "
+                "(it holds files but no vanillanet-edge marker); refusing to use or clean it",
+                hint="move that folder away, or set workdir in devices.toml to another folder "
+                     "(we make and use only its vanillanet-edge/ subfolder)")
+        if out.returncode != 0:
+            tail = "\n".join(out.stderr.decode(errors="replace").strip().splitlines()[-5:])
+            raise DeviceError(f"device '{self.spec.name}': could not make {self.spec.own_dir} "
+                              f"(exit {out.returncode}):\n{tail}", returncode=out.returncode)
+        self._workdir = out.stdout.decode().strip().splitlines()[-1]
+        self.ssh.pid_dir = f"{self._workdir}/run"
         data, digest = bundle.build()
         runner = f"{self._workdir}/runner-{digest[:16]}.pyz"
-        q = remote_path(runner)
-        have = self.ssh.run(f"test -f {q} && echo yes || echo no").stdout.decode().strip()
-        if have != "yes":       # write then rename: a cut transfer never leaves a broken runner
-            self.ssh.run(f"cat > {q}.partial && mv {q}.partial {q}", input=data)
+        have = self.ssh.run(f"{self._verify_command(remote_path(runner), digest, len(data))} 2>/dev/null "
+                            "&& echo yes || echo no")
+        if have.stdout.decode().strip().splitlines()[-1:] != ["yes"]:
+            up = self.ssh.run(self.runner_upload_command(runner, digest, len(data)), input=data, check=False)
+            if up.returncode == 3:
+                raise DeviceError(f"device '{self.spec.name}': the runner arrived incomplete or changed "
+                                  "(size or sha256 differ from what was sent); nothing was kept",
+                                  hint="rerun; if it keeps failing, check the connection and the device's disk space")
+            if up.returncode != 0:
+                tail = "\n".join(up.stderr.decode(errors="replace").strip().splitlines()[-5:])
+                raise DeviceError(f"device '{self.spec.name}': sending the runner failed "
+                                  f"(exit {up.returncode}):\n{tail}", returncode=up.returncode)
         self._runner = runner
+
+    def _prepare_script(self) -> str:
+        """Make (or find) our own folder inside workdir and print its absolute path. The marker
+        goes only into a folder we just created or that is empty; a non-empty folder without it
+        is someone else's (exit NOT_OURS). The marker says whether we made workdir too."""
+        wd, own, mark = (remote_path(self.spec.workdir), remote_path(self.spec.own_dir),
+                         remote_path(f"{self.spec.own_dir}/{MARKER}"))
+        return (f"if [ -d {wd} ]; then made=no; else mkdir -p {wd} || exit 1; made=yes; fi; "
+                f"if mkdir {own} 2>/dev/null; then echo made_parent=$made > {mark} || exit 1; "
+                f"elif [ -f {mark} ]; then :; "
+                f"elif [ -d {own} ] && [ -z \"$(ls -A {own})\" ]; then echo made_parent=no > {mark} || exit 1; "
+                f"else exit {NOT_OURS}; fi; "
+                f"mkdir -p {own}/artifacts {own}/run && cd {own} && pwd")
+
+    def _verify_command(self, quoted_path: str, digest: str, size: int) -> str:
+        return f"{remote_path(self.spec.python)} -c {shlex.quote(_VERIFY)} {quoted_path} {digest} {size}"
+
+    def runner_upload_command(self, runner: str, digest: str, size: int) -> str:
+        """stdin to a hidden partial file, checked (size, sha256) by the device's Python, then
+        renamed: a cut transfer is never published as the runner. Exit 3: it did not match."""
+        part = remote_path(str(Path(runner).with_name(f".{Path(runner).name}.partial-"))) + "$$"
+        return (f"cat > {part} && {self._verify_command(part, digest, size)} "
+                f"&& mv -f {part} {remote_path(runner)}; rc=$?; rm -f {part}; exit $rc")
 
     def _python(self, args: str) -> str:
         return f"cd {remote_path(self._workdir)} && {remote_path(self.spec.python)} {remote_path(self._runner)} {args}"
 
+    def receive_command(self, target: str, digest: tuple[int, int, str]) -> str:
+        """The device command that unpacks an artifact tar from stdin into `target`, publishing
+        it only when its files match `digest` (count, bytes, sha256 of the listing)."""
+        files, nbytes, sha = digest
+        return self._python(f"receive {remote_path(target)} {files} {nbytes} {sha}")
+
     def _artifact(self, ref: ArtifactRef) -> str:
-        """The artifact's folder on the device; sent only when that content is not there yet."""
+        """The artifact's folder on the device; sent only when that content is not there yet
+        (its .complete names the content digest: a folder published by an older, unchecked
+        transfer is sent again)."""
         key = str(ref.path)
         if key in self._sent:
             return self._sent[key]
         digest = sha256_path(ref.path)[:20]
         folder = f"{self._workdir}/artifacts/{digest}"
         target = f"{folder}/{ref.path.name}"
-        have = self.ssh.run(f"test -f {remote_path(target)}/.complete && echo yes || echo no").stdout.decode().strip()
-        if have != "yes":
-            self._send(ref.path, folder, target)
+        content = content_digest(ref.path)
+        have = self.ssh.run(f"cat {remote_path(target)}/{COMPLETE} 2>/dev/null; true").stdout.decode().strip()
+        if have != content[2]:
+            self._send(ref.path, folder, target, content)
             self._uploaded.append(folder)
         self._sent[key] = target
         return target
 
-    def _send(self, local: Path, folder: str, target: str) -> None:
+    def _send(self, local: Path, folder: str, target: str, content: tuple[int, int, str]) -> None:
         # Remove partial uploads a killed run left behind (older than an hour), then stream a tar.
         self.ssh.run(f"mkdir -p {remote_path(folder)} && find {remote_path(self._workdir + '/artifacts')} "
                      f"-mindepth 2 -maxdepth 2 -name '.*.partial-*' -mmin +60 -exec rm -rf {{}} + ; true")
-        proc = self.ssh.open(self._python(f"receive {remote_path(target)}"))
+        proc = self.ssh.open(self.receive_command(target, content))
         try:
-            with tarfile.open(fileobj=proc.stdin, mode="w|") as tar:
-                for path in sorted(local.rglob("*")):
-                    tar.add(path, arcname=str(path.relative_to(local)), recursive=False)
+            write_tar(local, proc.stdin)
         except BrokenPipeError:     # the device side died: its stderr below says why
             pass
         try:
             _, err = proc.communicate(timeout=self.spec.run_timeout_s)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            self.ssh.abort(proc)
             raise DeviceError(f"device '{self.spec.name}': sending {local.name} took over "
                               f"{self.spec.run_timeout_s:.0f} s", kind="timeout") from None
         if proc.returncode == 255:
@@ -228,10 +281,24 @@ class SshDevice:
             raise
 
     def clean(self) -> str:
-        """Remove the device's whole working folder (only if it is ours: it holds our marker)."""
+        """Remove what we put on the device: in our own folder (only when it holds our marker)
+        the runners, artifacts/, run/ and the marker; then the folder itself when that left it
+        empty, and workdir when we created it and it is empty. Nothing else is touched."""
+        own, mark = remote_path(self.spec.own_dir), remote_path(f"{self.spec.own_dir}/{MARKER}")
         wd = remote_path(self.spec.workdir)
-        out = self.ssh.run(f"if [ -f {wd}/{MARKER} ]; then rm -rf {wd} && echo removed; else echo absent; fi")
-        return f"{self.spec.workdir} on {self.spec.name}: {out.stdout.decode().strip()}"
+        script = (f"if [ -f {mark} ]; then "
+                  f"if grep -q made_parent=yes {mark}; then made=yes; else made=no; fi; "
+                  f"rm -rf {own}/artifacts {own}/run && rm -f {own}/runner-*.pyz {own}/.runner-*.pyz.partial-* "
+                  f"&& rm -f {mark} || exit 1; "
+                  f"if rmdir {own} 2>/dev/null; then echo removed; else echo kept-others; fi; "
+                  f"if [ $made = yes ]; then rmdir {wd} 2>/dev/null; fi; true; "
+                  f"elif [ -e {own} ]; then echo not-ours; else echo absent; fi")
+        out = self.ssh.run(script).stdout.decode().strip().splitlines()[-1:]
+        said = {"removed": "removed",
+                "kept-others": "removed our files; kept the folder, which holds files that are not ours",
+                "not-ours": "not ours (no vanillanet-edge marker): left alone",
+                "absent": "absent"}.get(out[0] if out else "", "absent")
+        return f"{self.spec.own_dir} on {self.spec.name}: {said}"
 
     def close(self) -> None:
         """Remove what this call sent unless the device keeps a cache; close the connection."""
@@ -316,6 +383,13 @@ def _check_report(spec: DeviceSpec, info: dict | None, error: DeviceError | None
                           "install": install_command(spec.python, [DEVICE_PACKAGES[name]])}
                          for name in wanted if not info["runtimes"].get(name, {}).get("available")]
     return report
+
+
+def write_tar(local: Path, stream) -> None:
+    """An artifact folder as an uncompressed tar stream (the files content_digest lists)."""
+    with tarfile.open(fileobj=stream, mode="w|") as tar:
+        for path in sorted(local.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(local)), recursive=False)
 
 
 def open_device(spec: DeviceSpec, accept_new_host_key: bool = False):

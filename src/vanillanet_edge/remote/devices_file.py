@@ -5,13 +5,14 @@
     identity_file = "~/.ssh/id_ed25519"     # key only: passwords are never read from or written to a file
     known_hosts = "~/.ssh/known_hosts"      # host keys are checked against this file
     python = "/home/pi/venv/bin/python"     # the device's Python (needs numpy and the runtimes)
-    workdir = "~/.cache/vanillanet-edge"    # where the runner and the artifacts go on the device
+    workdir = "~/.cache"                    # we make and use only workdir/vanillanet-edge/ on the device
     runtimes = ["onnxruntime", "litert"]    # what to use there; empty = every runtime it has
 
 A device named `local` always exists (this machine, no SSH) unless the file redefines it.
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,10 @@ DEFAULT_FILE = "devices.toml"
 LOCAL = "local"
 # Key names that would mean a secret in our file: refused, never stored or read.
 SECRET_KEYS = ("password", "passphrase", "pass", "secret", "token")
+# Our own folder inside the device's workdir: the only place we create, mark and clean.
+OWN_FOLDER = "vanillanet-edge"
+# What a host or user name may hold: nothing ssh could read as an option or a shell word.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._:\[\]-]+")
 
 
 class DeviceConfigError(VanillaNetEdgeError):
@@ -36,7 +41,7 @@ class DeviceSpec:
     identity_file: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
     python: str = "python3"
-    workdir: str = "~/.cache/vanillanet-edge"
+    workdir: str = "~/.cache"              # we use only workdir/vanillanet-edge/ (own_dir)
     runtimes: tuple[str, ...] = ()
     connect_timeout_s: float = 10.0
     run_timeout_s: float = 900.0
@@ -59,6 +64,11 @@ class DeviceSpec:
     def user(self) -> str | None:
         return urlsplit(self.url).username
 
+    @property
+    def own_dir(self) -> str:
+        """The device folder that is ours: created, marked and cleaned by us, inside workdir."""
+        return f"{self.workdir.rstrip('/')}/{OWN_FOLDER}"
+
     def describe(self) -> str:
         return "this machine" if self.is_local else f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
 
@@ -68,7 +78,7 @@ KEYS = {  # key -> (type, meaning); the dataclass defaults are the defaults
     "identity_file": (str, "private key file for SSH (an ssh-agent works too)"),
     "known_hosts": (str, "known_hosts file the host key is checked against"),
     "python": (str, "the device's Python interpreter (absolute path recommended)"),
-    "workdir": (str, "folder on the device for the runner and artifacts"),
+    "workdir": (str, f"folder on the device; we make our own {OWN_FOLDER}/ in it for the runner and artifacts"),
     "runtimes": (list, "runtimes to use there; empty = all it has"),
     "connect_timeout_s": ((int, float), "seconds to wait for the SSH connection"),
     "run_timeout_s": ((int, float), "seconds one benchmark round or eval may take"),
@@ -92,6 +102,28 @@ def _check_url(name: str, url: str) -> None:
         raise DeviceConfigError(f"devices.{name}.url holds a password",
                                 hint="vanillanet-edge never stores passwords: use a key (identity_file) "
                                      "or an ssh-agent, and remove the password from the URL")
+    # The host and user go to ssh as its destination argument: a name starting with '-' (or
+    # holding spaces, '=', quotes...) would be read as an ssh option such as -oProxyCommand=...
+    for what, value in (("user", parts.username), ("host", parts.hostname)):
+        if value is not None and (not _SAFE_NAME.fullmatch(value) or value.startswith("-")):
+            raise DeviceConfigError(
+                f"devices.{name}.url: refusing the {what} name {value!r} in {url!r}",
+                hint=f"a {what} name may hold only letters, digits and . - _ : [ ] and may not start "
+                     "with '-'; options for ssh belong in ~/.ssh/config, not in the URL")
+
+
+def _check_workdir(name: str, workdir: str, source: str) -> None:
+    """Refuse a workdir that is the home or root folder, or that climbs with '..'."""
+    parts = [p for p in workdir.strip().split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise DeviceConfigError(f"{source}: devices.{name}.workdir {workdir!r} has a '..' component",
+                                hint="give a plain folder such as \"~/.cache\" (we make our own "
+                                     f"{OWN_FOLDER}/ inside it)")
+    if not parts or parts == ["~"]:
+        raise DeviceConfigError(f"{source}: devices.{name}.workdir {workdir!r} is the home or root folder "
+                                "(or empty)",
+                                hint="give a folder below it, such as \"~/.cache\" (we make our own "
+                                     f"{OWN_FOLDER}/ inside it and `devices clean` removes only that)")
 
 
 def parse_devices(raw: dict, source: str = DEFAULT_FILE, base: Path | None = None) -> dict[str, DeviceSpec]:
@@ -117,10 +149,15 @@ def parse_devices(raw: dict, source: str = DEFAULT_FILE, base: Path | None = Non
             if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
                 raise DeviceConfigError(f"{source}: devices.{name}.{key} has the wrong type ({value!r})",
                                         hint=meaning)
+            if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
+                raise DeviceConfigError(f"{source}: devices.{name}.{key} holds a control character "
+                                        f"({value!r})", hint=meaning)
         url = table.get("url", LOCAL if name == LOCAL else "")
         if not url:
             raise DeviceConfigError(f"{source}: devices.{name} has no url", hint=KEYS["url"][1])
         _check_url(name, url)
+        if "workdir" in table:
+            _check_workdir(name, table["workdir"], source)
         values = {k: v for k, v in table.items() if k != "url"}
         for key in ("identity_file", "known_hosts"):   # local files: relative to the devices file
             if key in values and base is not None and not values[key].startswith("~"):

@@ -5,7 +5,9 @@ local `bench` (devices/*.py), none of torch or the converters.
 
     python runner.pyz describe [RUNTIME...] -> JSON: machine description, runtimes usable here
     python runner.pyz latency < job.json    -> JSON: one benchmark round (as devices/worker.py)
-    python runner.pyz receive DEST < x.tar  -> unpack an artifact into DEST, atomically
+    python runner.pyz receive DEST FILES BYTES SHA256 < x.tar
+                                            -> unpack an artifact into DEST, atomically, only
+                                               when its files match (see content_digest)
     python runner.pyz serve                 -> framed requests on stdin (load, run, close)
     python runner.pyz peaks [SECONDS]       -> JSON: matmul peaks per runtime and precision
 
@@ -13,6 +15,7 @@ serve's frames: one JSON header line, then header["nbytes"] raw bytes (C-order f
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,6 +25,34 @@ import time
 from pathlib import Path
 
 PROTOCOL = 1
+COMPLETE = ".complete"       # written last into a received artifact: the content digest's sha256
+
+
+class IncompleteTransfer(Exception):
+    """What arrived is not what the host sent (a cut or altered stream)."""
+
+
+def content_files(folder: Path) -> list[Path]:
+    """The regular files under `folder` (not .complete), sorted: what content_digest covers."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not p.is_symlink() and p.relative_to(folder).as_posix() != COMPLETE)
+
+
+def content_digest(folder: Path) -> tuple[int, int, str]:
+    """(files, bytes, sha256) of a folder's files: the sha256 covers each file's relative path,
+    size and own sha256, so a missing, extra, cut or renamed file changes it. The host computes
+    it before sending; the device recomputes it over what it unpacked before publishing."""
+    total, listing = 0, hashlib.sha256()
+    files = content_files(folder)
+    for path in files:
+        h, size = hashlib.sha256(), 0
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+                size += len(block)
+        total += size
+        listing.update(f"{path.relative_to(folder).as_posix()}\0{size}\0{h.hexdigest()}\n".encode())
+    return len(files), total, listing.hexdigest()
 
 
 def describe(wanted: list[str]) -> dict:
@@ -49,25 +80,40 @@ def describe(wanted: list[str]) -> dict:
     return out
 
 
-def receive(dest: str) -> dict:
-    """Unpack the tar on stdin next to DEST, then rename into place: never a half artifact."""
+def receive(dest: str, expected: tuple[int, int, str], stream=None) -> dict:
+    """Unpack the tar on stdin next to DEST, check its files against `expected` (the host's
+    content_digest), then rename into place: never a half artifact. A stream cut between two
+    members reads like a clean end of archive; only the digest tells it from a whole one."""
     final = Path(dest)
     partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
     partial.mkdir(parents=True)
     try:
-        with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
+        with tarfile.open(fileobj=stream or sys.stdin.buffer, mode="r|") as tar:
             for member in tar:     # our own tar, but refuse anything escaping the folder anyway
                 if member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
                     raise ValueError(f"refusing unsafe path in artifact tar: {member.name}")
                 if not (member.isfile() or member.isdir()):
                     raise ValueError(f"refusing non-file entry in artifact tar: {member.name}")
+                if Path(member.name).as_posix() == COMPLETE:
+                    raise ValueError(f"refusing {COMPLETE} inside an artifact tar")
                 if hasattr(tarfile, "data_filter"):    # Python >= 3.9.17 / 3.11.4
                     tar.extract(member, partial, filter="data")
                 else:
                     tar.extract(member, partial)
-        (partial / ".complete").write_text("ok")
-        if final.exists():            # someone else finished the same content first
-            shutil.rmtree(partial)
+        got = content_digest(partial)
+        if tuple(got) != tuple(expected):
+            raise IncompleteTransfer(f"the artifact arrived incomplete or changed: {got[0]} files, {got[1]} "
+                                     f"bytes, sha256 {got[2][:16]}... where {expected[0]} files, "
+                                     f"{expected[1]} bytes, sha256 {expected[2][:16]}... were sent")
+        (partial / COMPLETE).write_text(expected[2] + "\n")
+        if final.exists():
+            if (final / COMPLETE).is_file() and (final / COMPLETE).read_text().strip() == expected[2]:
+                shutil.rmtree(partial)         # someone else finished the same content first
+            else:                              # left by an older, unchecked transfer: replace it
+                old = final.with_name(f".{final.name}.partial-{os.getpid()}-old")
+                final.rename(old)
+                partial.rename(final)
+                shutil.rmtree(old, ignore_errors=True)
         else:
             partial.rename(final)
     except BaseException:
@@ -139,8 +185,12 @@ def main(argv: list[str]) -> int:
     elif command == "latency":
         from ..devices import worker
         return worker.main(["latency"])
-    elif command == "receive" and len(argv) == 2:
-        print(json.dumps(receive(argv[1])))
+    elif command == "receive" and len(argv) == 5:
+        try:
+            print(json.dumps(receive(argv[1], (int(argv[2]), int(argv[3]), argv[4]))))
+        except (IncompleteTransfer, tarfile.TarError, ValueError) as exc:
+            print(f"receive: {type(exc).__name__}: {exc}; nothing was published", file=sys.stderr)
+            return 3
     elif command == "serve":
         serve()
     elif command == "peaks":         # matmul peaks per precision, through the device's runtimes

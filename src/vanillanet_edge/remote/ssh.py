@@ -6,9 +6,16 @@ Host keys are always checked: StrictHostKeyChecking=yes against the device's kno
 file, or accept-new (first contact only, never a changed key) when the user passes
 --accept-new-host-key, and then we say which key was accepted. BatchMode=yes means ssh never
 prompts, so no password can be typed, asked for or stored.
+
+The destination always follows `--`, so nothing in devices.toml can become an ssh option (and
+devices_file.py refuses such names anyway). Once the device's own folder is known
+(`pid_dir`), every command runs under a shell that records its pid, which OpenSSH makes a
+process-group leader; when a call times out, a second ssh call kills that whole group, so a
+round that ran past its timeout cannot keep running on the device and skew the next ones.
 """
 from __future__ import annotations
 
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -88,6 +95,8 @@ class SshClient:
         # with another process, so a host-key check cannot be skipped through it.
         self._control_dir = tempfile.mkdtemp(prefix="vne-ssh-")
         self.accepted_key: str | None = None
+        # A device folder of ours for pid files: set once known, then every command is guarded.
+        self.pid_dir: str | None = None
 
     def _base(self) -> list[str]:
         s = self.spec
@@ -100,18 +109,48 @@ class SshClient:
                 "-o", "ControlPersist=60", "-p", str(s.port)]
         if s.identity_file:
             args += ["-o", "IdentitiesOnly=yes", "-i", str(Path(s.identity_file).expanduser())]
-        return args + [f"{s.user}@{s.host}" if s.user else s.host]
+        return args
+
+    def _dest(self) -> list[str]:
+        """`--` then the destination: never read as an option, whatever the name holds."""
+        s = self.spec
+        return ["--", f"{s.user}@{s.host}" if s.user else s.host]
+
+    def _guard(self, command: str) -> tuple[str, str | None]:
+        """The command run by a shell that records its pid (its process group, under OpenSSH)
+        in a pid file of ours, removed when it ends; (command line, pid file or None)."""
+        if not self.pid_dir:
+            return command, None
+        pid_file = f"{self.pid_dir}/{secrets.token_hex(8)}.pid"
+        q = remote_path(pid_file)
+        return f"echo $$ > {q} || exit 1; ( {command}\n); rc=$?; rm -f {q}; exit $rc", pid_file
+
+    def kill_remote(self, pid_file: str | None) -> None:
+        """Kill what a guarded command left running on the device (its whole process group)."""
+        if not pid_file:
+            return
+        q = remote_path(pid_file)
+        script = (f'p=$(cat {q} 2>/dev/null); if [ -n "$p" ]; then '
+                  f'kill -KILL -- -"$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; fi; rm -f {q}; true')
+        try:
+            subprocess.run(self._base() + self._dest() + [script], capture_output=True,
+                           stdin=subprocess.DEVNULL, timeout=self.spec.connect_timeout_s + 15)
+        except (subprocess.TimeoutExpired, OSError):
+            pass           # the device is gone too: nothing left to skew
 
     def run(self, command: str, input: bytes | None = None, timeout: float | None = None,
             check: bool = True) -> subprocess.CompletedProcess:
-        """Run a shell command line on the device; raise DeviceError on connection problems."""
+        """Run a shell command line on the device; raise DeviceError on connection problems.
+        On a timeout the remote command is killed too (when pid_dir is set)."""
         before = self._known_keys() if self.accept_new else None
+        line, pid_file = self._guard(command)
         try:
-            proc = subprocess.run(self._base() + [command], input=input, capture_output=True,
+            proc = subprocess.run(self._base() + self._dest() + [line], input=input, capture_output=True,
                                   timeout=timeout or self.spec.run_timeout_s)
         except subprocess.TimeoutExpired:
+            self.kill_remote(pid_file)
             raise DeviceError(f"device '{self.spec.name}': no answer within "
-                              f"{timeout or self.spec.run_timeout_s:.0f} s",
+                              f"{timeout or self.spec.run_timeout_s:.0f} s (the remote command was stopped)",
                               hint="raise run_timeout_s in devices.toml for slow boards", kind="timeout") from None
         stderr = proc.stderr.decode(errors="replace")
         if before is not None:
@@ -125,9 +164,18 @@ class SshClient:
         return proc
 
     def open(self, command: str) -> subprocess.Popen:
-        """A long-lived command with pipes (the eval server)."""
-        return subprocess.Popen(self._base() + [command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        """A long-lived command with pipes (the eval server, an upload); `abort` stops it."""
+        line, pid_file = self._guard(command)
+        proc = subprocess.Popen(self._base() + self._dest() + [line], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.vne_pid_file = pid_file
+        return proc
+
+    def abort(self, proc: subprocess.Popen) -> None:
+        """Stop an `open` command here and on the device."""
+        proc.kill()
+        proc.wait()
+        self.kill_remote(getattr(proc, "vne_pid_file", None))
 
     def classify(self, stderr: str) -> DeviceError:
         return _classify(self.spec, stderr, self.known_hosts)
@@ -146,7 +194,8 @@ class SshClient:
 
     def close(self) -> None:
         """Stop the master connection and remove its private socket folder."""
-        subprocess.run(self._base()[:-1] + ["-O", "exit", self._base()[-1]], capture_output=True, timeout=10)
+        subprocess.run(self._base() + ["-O", "exit"] + self._dest(), capture_output=True,
+                       stdin=subprocess.DEVNULL, timeout=10)
         shutil.rmtree(self._control_dir, ignore_errors=True)
 
     def __enter__(self):
