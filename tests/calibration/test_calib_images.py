@@ -174,3 +174,20 @@ def test_impossible_preprocessing_is_refused():
     with pytest.raises(DataError, match="interpolation"):
         Preprocessing(resize=32, crop=32, interpolation="lanczos9")
     assert Preprocessing.imagenet(224, crop_pct=1.0).resize == 224
+
+
+def test_calibration_set_lists_skipped_files_with_why(tmp_path):
+    from vanillanet_edge.calibration.dataset import load_calibration
+
+    for i in range(8):
+        write_image(tmp_path / "cal" / f"{i}.png", color=(i * 30, 0, 0))
+    (tmp_path / "cal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    (tmp_path / "cal" / "notes.jpg").write_text("text")
+    cal = load_calibration(tmp_path / "cal", Preprocessing(resize=32, crop=32), samples=64)
+    d = cal.describe()
+    assert d["samples"] == 8 and d["found"] == 10 and d["skipped"] == 2
+    assert sorted(Path(s["file"]).name for s in d["skipped_files"]) == ["broken.png", "notes.jpg"]
+    assert all(s["why"] for s in d["skipped_files"])
+    with pytest.raises(DataError) as err:          # too few left: the message names the skipped files
+        load_calibration(tmp_path / "cal", Preprocessing(resize=32, crop=32), samples=64, min_count=9)
+    assert "broken.png" in str(err.value) and "notes.jpg" in str(err.value)
