@@ -71,6 +71,11 @@ class RunDir:
             raise RunLockedError(
                 f"run folder {self.path} is in use by {who}",
                 hint="wait for that run to finish, or pass another --out") from None
+        except OSError as exc:       # e.g. ENOLCK: a network file system without locking
+            release_lock(fd)
+            raise VanillaNetEdgeError(
+                f"cannot lock {self.lock_path}: {exc.strerror}",
+                hint="put the run folder (--out) on a file system that supports file locks") from None
         except BaseException:
             release_lock(fd)
             raise
