@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,6 +116,37 @@ def test_replacing_across_kinds_leaves_no_leftovers(tmp_path):
     write_json(final, [2])                              # a file over a folder
     assert final.is_file() and final.read_text().strip().endswith("]")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thing"]
+
+
+def test_data_and_folders_reach_the_disk_before_and_after_the_rename(tmp_path):
+    """What survives a power cut is what was fsync'ed: read the real system calls (strace)."""
+    if not shutil.which("strace"):
+        pytest.skip("strace is not installed")
+    code = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from vanillanet_edge.fileio import atomic_path, atomic_write_text
+        d = Path(sys.argv[1])
+        atomic_write_text(d / "out.txt", "x")
+        with atomic_path(d / "pkg", is_dir=True) as tmp:
+            (tmp / "sub").mkdir()
+            (tmp / "sub" / "w.bin").write_bytes(b"1")
+    """)
+    run = subprocess.run(["strace", "-f", "-qq", "-y", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
+                          sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    if run.returncode and "ptrace" in run.stderr:
+        pytest.skip(f"strace cannot trace here: {run.stderr.strip()[:200]}")
+    assert run.returncode == 0, run.stderr
+    d = str(tmp_path)
+    calls = [re.sub(r"\.partial-[0-9a-f]{16}", ".partial", line) for line in run.stderr.splitlines()
+             if line.startswith(("fsync(", "rename")) and d in line]
+    calls = [re.sub(r"^fsync\(\d+<(.*)>\).*", r"fsync \1", c) for c in calls]
+    calls = [re.sub(r'^rename\w*\(.*"(.*)", .*"(.*)".*', r"rename \1 \2", c) for c in calls]
+    assert calls == [
+        f"fsync {d}/.out.txt.partial", f"fsync {d}",
+        f"rename {d}/.out.txt.partial {d}/out.txt", f"fsync {d}",
+        f"fsync {d}/.pkg.partial/sub/w.bin", f"fsync {d}/.pkg.partial/sub", f"fsync {d}/.pkg.partial",
+        f"fsync {d}", f"rename {d}/.pkg.partial {d}/pkg", f"fsync {d}"]
 
 
 # -- killed writers -----------------------------------------------------------------------------
