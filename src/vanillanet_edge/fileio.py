@@ -92,15 +92,23 @@ def _make_partial(final: Path, is_dir: bool) -> tuple[Path, int]:
         try:
             if is_dir:
                 os.mkdir(tmp, 0o777)       # the umask applies, as for any folder we make
-                fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             else:
                 fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         except FileExistsError:
             continue
-        except FileNotFoundError:          # a cleaner took the new folder before we opened it
-            continue
+        if is_dir:
+            try:
+                fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:      # a cleaner took the new folder before we opened it
+                continue
         hold_lock(fd)
-        fcntl.flock(fd, fcntl.LOCK_EX)      # waits only while a cleaner examines it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a cleaner examines it
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+                release_lock(fd)
+                raise
+            return tmp, fd                 # no locks on this file system: its partials stay
         if _same_inode(tmp, fd):
             return tmp, fd
         release_lock(fd)
@@ -297,8 +305,8 @@ def _abandoned(p: Path, tag: str) -> bool:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False                   # its writer is alive
+        except OSError:                    # its writer is alive (or this file system cannot lock)
+            return False
         if tag.isdigit() and pid_alive(int(tag)):
             return False
         if not _same_inode(p, fd):
