@@ -120,5 +120,18 @@ def pinned_settings(manifest: dict, overrides: dict | None = None) -> dict:
     return {**manifest.get("runtime_settings", {}), **(overrides or {})}
 
 
+def resolve_threads(threads) -> int:
+    """The thread count a session runs with: the caller's, else one per physical core
+    (machine.default_threads). Always an integer, so every record states the number it used."""
+    from .machine import default_threads
+
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        from ..errors import VanillaNetEdgeError
+        raise VanillaNetEdgeError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
 def to_layout(x_nchw: np.ndarray, layout: str) -> np.ndarray:
     return np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1) if layout == "NHWC" else x_nchw)

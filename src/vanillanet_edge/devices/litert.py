@@ -1,9 +1,11 @@
 """LiteRT runner: `ai_edge_litert`'s interpreter, or the older `tflite_runtime` package.
 
-Kernels: "xnnpack" = the default op resolver (the XNNPACK delegate is applied by default),
-"builtin" = BUILTIN_WITHOUT_DEFAULT_DELEGATES (TFLite's own optimized kernels, no XNNPACK),
-"auto" = xnnpack for float models, builtin for int8 ones (on x86 XNNPACK's int8 7x7 depthwise
-kernel was ~10x slower than the built-in one). Sessions take NCHW float32, feed the
+Kernels: "xnnpack" = the default op resolver (the XNNPACK delegate is applied by default, as
+in the apps that ship LiteRT), "builtin" = BUILTIN_WITHOUT_DEFAULT_DELEGATES (TFLite's own
+kernels, no XNNPACK). "auto" = xnnpack for every model: one kernel choice for bench, eval and
+verification alike. The built-in kernels win on some ops (XNNPACK's int8 7x7 depthwise on x86)
+and lose badly on others (ResNet-50 int8: 5x slower), so choosing them per model is `tune`'s
+job and is always stated, never a silent default. Sessions take NCHW float32, feed the
 artifact's layout, and quantize/dequantize at the edges of int8-I/O models.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendMissingError, ProfilingNotOfferedError, VanillaNetEdgeError
-from .base import Runner, Session, to_layout
+from .base import Runner, Session, resolve_threads, to_layout
 
 # (module holding Interpreter, pip distribution), in order of preference
 INTERPRETERS = (("ai_edge_litert.interpreter", "ai-edge-litert"),
@@ -111,8 +113,7 @@ class LiteRtRunner(Runner):
     def tuning_options(self, machine: dict, precision: str) -> list[dict]:
         # XNNPACK against the built-in kernels (their speed order differs by op and precision,
         # e.g. XNNPACK's int8 7x7 depthwise on x86), at one thread per physical core.
-        cores = machine.get("physical_cores") or machine.get("logical_cores") or 1
-        return [{"kernels": k, "threads": cores} for k in ("xnnpack", "builtin")]
+        return [{"kernels": k} for k in ("xnnpack", "builtin")]
 
     def profile_layers(self, artifact: Path, manifest: dict, runs: int, warmup: int = 5,
                        threads: int | None = None, kernels: str = "auto", **_) -> list[dict]:
@@ -121,15 +122,16 @@ class LiteRtRunner(Runner):
         artifact = Path(artifact)
         if artifact.is_dir():
             artifact = artifact / manifest.get("artifact", {}).get("file", "model.tflite")
-        builtin = kernels == "builtin" or (kernels == "auto" and is_int8(manifest))
-        command = (f"benchmark_model --graph={artifact} --enable_op_profiling=true --num_threads={threads or 1} "
+        builtin = kernels == "builtin"
+        command = (f"benchmark_model --graph={artifact} --enable_op_profiling=true "
+                   f"--num_threads={resolve_threads(threads)} "
                    f"--warmup_runs={warmup} --num_runs={runs}" + (" --use_xnnpack=false" if builtin else ""))
         raise ProfilingNotOfferedError(
             f"per-layer profiling is not offered by the {self.name} runtime from Python "
             f"(ai-edge-litert's Interpreter has no op profiler)",
             hint=f"run LiteRT's own profiler, the benchmark_model tool (prebuilt linux_x86-64_benchmark_model: "
                  f"{BENCHMARK_MODEL_DOCS}):\n    {command}"
-                 + ("\n  (--use_xnnpack=false: the built-in kernels this runner uses for int8 / kernels=builtin)"
+                 + ("\n  (--use_xnnpack=false: the built-in kernels, as kernels=builtin runs)"
                     if builtin else ""))
 
     def availability(self) -> tuple[bool, str]:
@@ -149,8 +151,7 @@ class LiteRtRunner(Runner):
              **_) -> Session:
         if kernels not in KERNELS:
             raise VanillaNetEdgeError(f"unknown LiteRT kernels '{kernels}'", hint=f"choose one of: {', '.join(KERNELS)}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise VanillaNetEdgeError(f"threads must be a positive integer, got {threads!r}")
+        threads = resolve_threads(threads)
         self.require()
         mod, package, ver = find_interpreter()
         artifact = Path(artifact)
@@ -159,14 +160,7 @@ class LiteRtRunner(Runner):
         if not artifact.is_file():
             raise VanillaNetEdgeError(f"LiteRT model not found: {artifact}")
 
-        used = kernels
-        if kernels == "auto":
-            probe = None
-            if "precision" not in manifest:
-                probe = mod.Interpreter(model_path=str(artifact), experimental_op_resolver_type=
-                                        mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-                probe = probe.get_input_details()[0]
-            used = "builtin" if is_int8(manifest, probe) else "xnnpack"
+        used = "xnnpack" if kernels == "auto" else kernels
         resolver = (mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if used == "builtin"
                     else mod.OpResolverType.AUTO)
         interpreter = mod.Interpreter(model_path=str(artifact), num_threads=threads,
@@ -180,8 +174,7 @@ class LiteRtRunner(Runner):
             "kernels_requested": kernels,
             "op_resolver": resolver.name,
             "delegate_nodes": delegated,
-            "threads": threads if threads else ("1 (ai_edge_litert default)" if package == "ai_edge_litert"
-                                                else "default"),
+            "threads": threads,
             "interpreter": f"{package} {ver}",
         }
         return _LiteRtSession(interpreter, manifest, settings)

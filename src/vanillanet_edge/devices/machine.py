@@ -43,6 +43,15 @@ def _physical_cores() -> int | None:
     return len(pairs) or None
 
 
+def default_threads() -> int:
+    """The intra-op thread count every runtime gets unless told otherwise: one per physical
+    core this process may use. One number for all runtimes, so that no comparison between
+    them is decided by their different defaults (ai_edge_litert: 1, ONNX Runtime: one per
+    logical core, OpenVINO: one per physical core)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(_physical_cores() or usable, usable))
+
+
 def _memory_gib() -> float | None:
     try:
         with open("/proc/meminfo") as fh:
@@ -77,6 +86,7 @@ def describe_machine() -> dict:
         "logical_cores": os.cpu_count(),
         "physical_cores": _physical_cores(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "default_threads": default_threads(),
         "memory_gib": _memory_gib(),
         "isa": sorted(name for name, flag in ISA_FLAGS.items() if flag in flags),
         "python": platform.python_version(),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Runner, Session, example_input, to_layout
+from .base import Runner, Session, example_input, resolve_threads, to_layout
 
 # ONNX Runtime's type names in its profiler's input_type_shape -> our short precision names.
 _ORT_TYPES = {"float": "f32", "float16": "f16", "bfloat16": "bf16", "double": "f64", "uint8": "u8",
@@ -43,8 +43,8 @@ class OnnxRuntimeRunner(Runner):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
+        threads = resolve_threads(threads)
+        opts.intra_op_num_threads = threads
         # Spinning threads keep burning CPU after a run and disturb anything timed next to them.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         if profile_prefix:
@@ -54,16 +54,17 @@ class OnnxRuntimeRunner(Runner):
         providers = [provider] if provider else [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                                                  if p in available]
         sess = ort.InferenceSession(str(artifact), opts, providers=providers)
-        settings = {"providers": sess.get_providers(), "threads": threads or "default",
+        settings = {"providers": sess.get_providers(), "threads": threads,
                     "spinning": spinning, "onnxruntime": ort.__version__}
         return _OrtSession(sess, manifest, settings)
 
     def tuning_options(self, machine: dict, precision: str) -> list[dict]:
-        # Intra-op threads: ORT's default is one per logical core (hyper-threads included),
-        # which on SMT machines is often slower than one per physical core.
-        cores = machine.get("physical_cores") or machine.get("logical_cores") or 1
+        # Intra-op threads: the default is one per physical core (machine.default_threads);
+        # one thread per logical core (ORT's own default) can win on SMT machines, one thread
+        # where the rest of an app needs the other cores.
+        cores = machine.get("default_threads") or machine.get("physical_cores") or 1
         logical = machine.get("logical_cores") or cores
-        return [{}] + ([{"threads": cores}] if cores != logical else []) + ([{"threads": 1}] if cores > 1 else [])
+        return [{}] + ([{"threads": logical}] if logical != cores else []) + ([{"threads": 1}] if cores > 1 else [])
 
     def profile_layers(self, artifact: Path, manifest: dict, runs: int, warmup: int = 5,
                        threads: int | None = None, provider: str | None = None,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VanillaNetEdgeError
-from .base import Runner, Session, example_input, to_layout
+from .base import Runner, Session, example_input, resolve_threads, to_layout
 
 # The precision at the end of an OpenVINO CPU exec_type: brgconv_avx512_I8, jit_avx512_bf16...
 _EXEC_PRECISION = re.compile(r"_(i8|u8|i4|u4|i16|u16|i32|i64|bf16|f16|f32|f64|fp16|fp32)$", re.IGNORECASE)
@@ -55,8 +55,7 @@ class OpenVinoRunner(Runner):
         config = {"PERFORMANCE_HINT": performance_hint}
         if precision_hint:
             config["INFERENCE_PRECISION_HINT"] = precision_hint
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
+        config["INFERENCE_NUM_THREADS"] = resolve_threads(threads)
         if profiling:
             config["PERF_COUNT"] = True        # ov.properties.enable_profiling
         compiled = core.compile_model(core.read_model(str(artifact)), device, config)
@@ -75,7 +74,7 @@ class OpenVinoRunner(Runner):
         # The CPU plugin computes float layers in bf16 by default where the CPU has bf16
         # (AVX512-BF16 or AMX): faster, less exact. f32 is the exact alternative; for int8
         # artifacts the hint decides the precision of the layers left in float (pools, reorders).
-        # Threads are left to the plugin: its LATENCY hint already uses one per physical core.
+        # Threads: one per physical core (machine.default_threads), as for every runtime.
         hints = ["f32"] + (["bf16"] if {"avx512_bf16", "amx_bf16"} & set(machine.get("isa", [])) else [])
         return [{"precision_hint": h} for h in hints]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Runner, Session
+from .base import Runner, Session, resolve_threads
 
 
 class _TorchSession(Session):
@@ -31,11 +31,21 @@ class TorchRunner(Runner):
         from ..model.checkpoint import load_checkpoint
         from ..model.fuse import fuse_model
 
-        if threads:
-            torch.set_num_threads(threads)
-        ckpt = load_checkpoint(artifact)
-        model = fuse_model(ckpt.model)
+        torch.set_num_threads(resolve_threads(threads))
         size = manifest["input"]["shape"][2] if manifest.get("input") else 224
+        if Path(artifact).suffix == ".pt" and manifest.get("target") == "torch":
+            model = _eager_artifact(Path(artifact), manifest)     # converters/eager.py wrote it
+        else:
+            model = fuse_model(load_checkpoint(artifact).model)
         model = replace_adaptive_max_pools(model, size).eval()
         batch = manifest.get("input", {}).get("shape", [1])[0]
         return _TorchSession(model, batch, {"threads": torch.get_num_threads(), "torch": torch.__version__})
+
+
+def _eager_artifact(path: Path, manifest: dict) -> torch.nn.Module:
+    """The manifest's architecture with the artifact's state_dict (weights only, strict)."""
+    from ..model.baselines import architecture_for
+
+    model = architecture_for(manifest["model"])
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    return model.eval()
