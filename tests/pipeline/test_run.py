@@ -21,7 +21,7 @@ def _cfg(tiny, **over) -> dict:
     cfg = {"model": {"checkpoint": str(tiny.path)}, "data": {"root": str(tiny.data)},
            "convert": {"targets": ["onnx"], "precisions": ["fp32"]},
            "eval": {"limit": 60}, "bench": {"runs": 4, "warmup": 1, "rounds": 1},
-           "baselines": {"models": []}}
+           "baselines": {"models": []}, "verdict": {"models": []}}
     for section, values in over.items():
         cfg.setdefault(section, {}).update(values)
     return cfg

@@ -11,7 +11,7 @@ from vanillanet_edge.pipeline.run import run_pipeline
 def _cfg(tiny, devices_file, devices):
     return {"model": {"checkpoint": str(tiny.path)}, "data": {"root": str(tiny.data)},
             "convert": {"targets": ["onnx", "openvino"], "precisions": ["fp32"]},
-            "eval": {"limit": 40}, "baselines": {"models": []},
+            "eval": {"limit": 40}, "baselines": {"models": []}, "verdict": {"models": []},
             "bench": {"runs": 4, "warmup": 1, "rounds": 2, "devices": devices, "devices_file": str(devices_file)}}
 
 

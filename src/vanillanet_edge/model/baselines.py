@@ -373,3 +373,17 @@ def prepare_any(name: str, input_size: int = 224, inputs=None, seed: int = 0, n_
 
 __all__ = ["BASELINES", "Baseline", "baseline_names", "build_baseline", "build_vanillanet_random",
            "count_macs", "prepare_baseline", "prepare_vanillanet_random", "prepare_any", "zero_gammas"]
+
+
+def architecture_for(model_meta: dict) -> nn.Module:
+    """An untrained module of the architecture a manifest's `model` section names (a VanillaNet
+    variant in deploy form, or a timm baseline), to load an eager artifact's state_dict into.
+    Nothing is downloaded: timm builds its definition with pretrained=False."""
+    from .variants import VARIANTS, create_model
+
+    variant, classes = model_meta.get("variant"), int(model_meta.get("num_classes") or 1000)
+    if model_meta.get("family") == "baseline":
+        return _timm().create_model(get_baseline(variant).timm_name, pretrained=False, num_classes=classes).eval()
+    if variant in VARIANTS:
+        return create_model(variant, num_classes=classes, deploy=True).eval()
+    raise ValueError(f"no architecture known for model {variant!r}")

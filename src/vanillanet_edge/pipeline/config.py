@@ -68,14 +68,29 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "runs": Key(int, 60, "timed runs per artifact (over all rounds)"),
         "warmup": Key(int, 5, "warm-up runs per process"),
         "rounds": Key(int, 3, "interleaved rounds, a fresh process each"),
-        "threads": Key(int, 0, "intra-op threads; 0 = each runtime's default"),
+        "threads": Key(int, 0, "intra-op threads for every runtime; 0 = one per physical core (the same for all)"),
         "devices": Key(list, ["local"], "devices to benchmark on (names in devices_file; local = this machine)"),
         "devices_file": Key(str, "", "devices.toml naming the devices (see `vanillanet-edge devices --help`)",
                             is_path=True),
     },
+    "verdict": {
+        "models": Key(list, ["vanillanet_9"], "full-size VanillaNets (random weights: latency only) timed against "
+                                             "the baseline at the paper's setting; [] for no verdict",
+                      choices=("vanillanet_5", "vanillanet_6", "vanillanet_7", "vanillanet_8", "vanillanet_9",
+                               "vanillanet_10", "vanillanet_11", "vanillanet_12", "vanillanet_13")),
+        "baseline": Key(str, "resnet50", "the deep network they are compared with (random weights)",
+                        choices=("resnet50", "resnet18", "mobilenetv3_large_100", "convnext_tiny")),
+        "input_size": Key(int, 224, "input side (the paper's claim: 224, batch 1)"),
+        "targets": Key(list, ["onnx", "openvino", "tflite"], "runtimes the verdict is measured on "
+                                                             "(plus PyTorch eager)", choices=tuple(ALL_TARGETS)),
+        "precisions": Key(list, ["fp32", "int8"], "precisions compared", choices=("fp32", "fp16", "int8")),
+        "calib_samples": Key(int, 16, "calibration images for the int8 ranges (latency only: few suffice)"),
+        "runs": Key(int, 15, "timed runs per artifact and setting (over all rounds)"),
+        "warmup": Key(int, 2, "warm-up runs per process"),
+    },
     "baselines": {
-        "models": Key(list, ["resnet18"], "deep baselines (timm, random weights: latency only) converted at fp32 "
-                                         "and benched beside VanillaNet; [] for none",
+        "models": Key(list, [], "deep baselines (timm, random weights: latency only) converted at fp32 and "
+                                 "benched beside your model at its input size (the full-size verdict is [verdict])",
                       choices=("resnet50", "resnet18", "mobilenetv3_large_100", "convnext_tiny")),
         "input_size": Key(int, 0, "baseline input side; 0 = the VanillaNet's"),
     },
@@ -135,7 +150,8 @@ def _check_combinations(cfg: dict) -> None:
     for name in ("epochs", "batch_size"):
         if cfg["train"][name] < 1:
             raise ConfigError(f"train.{name} must be at least 1")
-    for section, name in (("convert", "batch"), ("calibration", "samples"), ("bench", "rounds"), ("bench", "runs")):
+    for section, name in (("convert", "batch"), ("calibration", "samples"), ("bench", "rounds"), ("bench", "runs"),
+                          ("verdict", "calib_samples"), ("verdict", "runs")):
         if cfg[section][name] < 1:
             raise ConfigError(f"{section}.{name} must be at least 1")
     missing = [t for t in cfg["convert"]["required"] if t not in cfg["convert"]["targets"]]
@@ -143,6 +159,17 @@ def _check_combinations(cfg: dict) -> None:
         raise ConfigError(f"convert.required names {missing[0]!r}, which convert.targets does not include")
     if not cfg["convert"]["targets"] or not cfg["convert"]["precisions"]:
         raise ConfigError("convert.targets and convert.precisions must not be empty")
+    if cfg["verdict"]["models"]:
+        from ..model.variants import VARIANTS
+        size = cfg["verdict"]["input_size"]
+        for name in cfg["verdict"]["models"]:
+            least = VARIANTS[name].min_input_size()
+            if not least <= size <= 2048:
+                raise ConfigError(f"verdict.input_size {size} does not fit {name}",
+                                  hint=f"use {least}..2048; the paper's claim is at 224")
+        if not cfg["verdict"]["targets"] or not cfg["verdict"]["precisions"]:
+            raise ConfigError("verdict.targets and verdict.precisions must not be empty",
+                              hint="or set verdict.models = [] for no verdict")
     if not cfg["bench"]["devices"]:
         raise ConfigError("bench.devices must name at least one device", hint="e.g. [\"local\"]")
     if cfg["bench"]["devices"] != ["local"]:     # unknown names fail now, not after the conversions

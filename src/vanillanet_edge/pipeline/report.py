@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import write_json
+from ..fileio import atomic_write_bytes, atomic_write_text, write_json
 
 NOT_MEASURED = "not measured"
 RESULT_KINDS = ("latency", "accuracy", "layer_profile")
@@ -463,54 +463,141 @@ def _int8_row(model, size, runtime, a: Row | None, b: Row | None, fp_a: list[Row
             top_fp, top_i8, (top_i8 - top_fp) if top_i8 is not None and top_fp is not None else None, where]
 
 
+def setting_label(r: Row) -> str:
+    """The runtime settings a record was timed with, as the report names them."""
+    ss = r.rec.get("session_settings") or {}
+    parts = []
+    if ss.get("kernels"):
+        parts.append(f"{ss['kernels']} kernels")
+    if ss.get("inference_precision"):
+        parts.append(f"{ss['inference_precision']} hint")
+    threads = ss.get("threads")
+    parts.append(f"{threads} threads" if isinstance(threads, int) else f"threads: {threads or 'not recorded'}")
+    return ", ".join(parts)
+
+
+def _ratio_interval(a: Row, b: Row) -> tuple[float, float]:
+    """95% bounds of the ratio from each median's 95% interval (conservative: both extremes)."""
+    a_lo, a_hi = _interval(a.rec)
+    b_lo, b_hi = _interval(b.rec)
+    return a_lo / b_hi, a_hi / b_lo
+
+
+def _fastest(rows: list[Row]) -> Row | None:
+    return min(rows, key=lambda r: r.rec["latency"]["median_ms"]) if rows else None
+
+
 def verdict_table(lat: list[Row]) -> Table:
-    t = Table("verdict", "The paper's claim: VanillaNet / ResNet-50 latency ratio (< 1: VanillaNet faster)",
-              [("runtime", "text"), ("precision", "text"), ("computed in", "text"), ("input", "num"),
-               ("batch", "num"), ("VanillaNet", "text"), ("VanillaNet ms", "num"), ("ResNet-50 ms", "num"),
-               ("ratio", "num"), ("ratio min", "num"), ("ratio max", "num"), ("rounds", "text"),
+    t = Table("verdict", "The verdict: VanillaNet / ResNet-50 latency ratio (< 1: VanillaNet faster)",
+              [("device", "text"), ("runtime", "text"), ("precision", "text"), ("comparison", "text"),
+               ("settings", "text"), ("input", "num"), ("batch", "num"), ("VanillaNet", "text"),
+               ("VanillaNet ms", "num"), ("ResNet-50 ms", "num"), ("ratio", "num"), ("95% low", "num"),
+               ("95% high", "num"), ("ratio min", "num"), ("ratio max", "num"), ("rounds", "text"),
                ("verdict here", "text"), ("A100 eager VanillaNet ms", "num"), ("A100 eager ResNet-50 ms", "num"),
-               ("A100 ratio", "num"), ("A100 TensorRT fp32 ms", "num"), ("A100 TensorRT fp16 ms", "num"),
-               ("device", "text")],
-              digits={"ratio": 3, "ratio min": 3, "ratio max": 3, "A100 ratio": 3})
+               ("A100 ratio", "num"), ("A100 TensorRT fp32 ms", "num"), ("A100 TensorRT fp16 ms", "num")],
+              digits={"ratio": 3, "ratio min": 3, "ratio max": 3, "95% low": 3, "95% high": 3, "A100 ratio": 3})
     full = [r for r in lat if r.full_size]
     vns = [r for r in full if r.family == "vanillanet"]
     r50 = [r for r in full if r.variant == BASELINE_MODEL]
-    configs = sorted({(r.runtime, r.precision, r.compute, r.input_size, r.batch, r.mkey) for r in vns + r50})
-    if not configs:
-        configs = [(None, None, None, None, None, None)]
-    for runtime, prec, compute, size, batch, mk in configs:
-        def sel(rows, variant):
-            return [r for r in rows if r.variant == variant and
-                    (r.runtime, r.precision, r.compute, r.input_size, r.batch, r.mkey) ==
-                    (runtime, prec, compute, size, batch, mk)]
-        variants = sorted({r.variant for r in vns if (r.runtime, r.precision, r.compute, r.input_size, r.batch, r.mkey)
-                           == (runtime, prec, compute, size, batch, mk)} | {CLAIM_MODEL},
-                          key=lambda v: (v != CLAIM_MODEL, v))
-        for variant in variants:
-            a, b = _pair(sel(vns, variant), sel(r50, BASELINE_MODEL))
-            ratio = lo = hi = None
-            how, verdict = NOT_MEASURED, NOT_MEASURED
-            if a and b:
-                ratio, lo, hi, how = _ratio_spread(a, b)
-                verdict = ("VanillaNet faster" if hi < 1 else "ResNet-50 faster" if lo > 1
-                           else "no clear difference (within the spread)")
-            elif a and not b:
-                verdict = "ResNet-50 not measured"
-            elif b and not a:
-                verdict = f"{variant} not measured"
-            trt = A100_TENSORRT_MS.get(variant, (None, None))
-            a_vn, a_r = A100_EAGER_MS.get(variant), A100_EAGER_MS[BASELINE_MODEL]
-            t.rows.append([runtime or NOT_MEASURED, prec or "-", compute or "-", size, batch, variant,
-                           a.rec["latency"]["median_ms"] if a else None,
-                           b.rec["latency"]["median_ms"] if b else None, ratio, lo, hi, how, verdict,
-                           a_vn, a_r, a_vn / a_r if a_vn else None, trt[0], trt[1],
-                           mk.split("|")[0] if mk else NOT_MEASURED])
-    t.note = ("ratio = VanillaNet median / ResNet-50 median, from records of one bench run where "
-              "possible (interleaved rounds: min/max are per-round ratios). Only full-size models "
-              "(width 1) count. The A100 columns are the authors' PUBLISHED figures (not measured): "
-              "eager PyTorch FP32, batch 1, 224x224; no ResNet-50 TensorRT figure is published there. "
-              "The paper's setting is batch 1 at 224: other inputs are shown but are not its claim.")
+    groups = sorted({(r.mkey, r.runtime, r.precision, r.input_size or 0, r.batch or 0) for r in vns + r50},
+                    key=lambda g: (g[0], g[3] != 224, g[1], g[2], g[3], g[4]))
+    for mk, runtime, prec, size, batch in groups:
+        def sel(rows):
+            return [r for r in rows if (r.mkey, r.runtime, r.precision, r.input_size or 0, r.batch or 0)
+                    == (mk, runtime, prec, size, batch)]
+        g_vn, g_r50 = sel(vns), sel(r50)
+        for variant in sorted({r.variant for r in g_vn} or {CLAIM_MODEL}, key=lambda v: (v != CLAIM_MODEL, v)):
+            mine = [r for r in g_vn if r.variant == variant]
+            labels = sorted({setting_label(r) for r in mine + g_r50})
+            for label in labels:      # plain: both models with the same settings
+                a, b = _pair([r for r in mine if setting_label(r) == label],
+                             [r for r in g_r50 if setting_label(r) == label])
+                t.rows.append(_verdict_row(mk, runtime, prec, "plain", label, size, batch, variant, a, b))
+            if len({setting_label(r) for r in mine}) > 1 or len({setting_label(r) for r in g_r50}) > 1:
+                a, b = _fastest(mine), _fastest(g_r50)     # best: each model its own fastest setting
+                label = (f"VanillaNet: {setting_label(a) if a else '-'}; "
+                         f"ResNet-50: {setting_label(b) if b else '-'}")
+                t.rows.append(_verdict_row(mk, runtime, prec, "best", label, size, batch, variant, a, b))
+    if not t.rows:
+        t.rows.append(_verdict_row(None, None, None, "-", "-", None, None, CLAIM_MODEL, None, None))
+    t.note = ("ratio = VanillaNet median / ResNet-50 median. plain: both models with the same runtime "
+              "settings and kernels (named); best: each model with its own fastest verified setting. "
+              "95% low/high: from each median's 95% interval (both extremes); ratio min/max: per-round "
+              "ratios of the interleaved rounds. Records with different thread counts are never paired. "
+              "Only full-size models (width 1) count. The A100 columns are the authors' PUBLISHED figures "
+              "(not measured): eager PyTorch FP32, batch 1, 224x224. The paper's setting is batch 1 at 224.")
     return t
+
+
+def _verdict_row(mk, runtime, prec, how_paired, label, size, batch, variant, a: Row | None, b: Row | None) -> list:
+    ratio = lo = hi = lo95 = hi95 = None
+    how, verdict = NOT_MEASURED, NOT_MEASURED
+    if a and b:
+        ratio, lo, hi, how = _ratio_spread(a, b)
+        lo95, hi95 = _ratio_interval(a, b)
+        verdict = (f"VanillaNet {1 / ratio:.1f}x faster" if hi95 < 1 else
+                   f"ResNet-50 {ratio:.1f}x faster" if lo95 > 1 else "no clear difference (within the 95% interval)")
+    elif a:
+        verdict = "ResNet-50 not measured with these settings"
+    elif b:
+        verdict = f"{variant} not measured with these settings"
+    trt = A100_TENSORRT_MS.get(variant, (None, None))
+    a_vn, a_r = A100_EAGER_MS.get(variant), A100_EAGER_MS[BASELINE_MODEL]
+    return [mk.split("|")[0] if mk else NOT_MEASURED, runtime or NOT_MEASURED, prec or "-", how_paired, label,
+            size or None, batch or None, variant, a.rec["latency"]["median_ms"] if a else None,
+            b.rec["latency"]["median_ms"] if b else None, ratio, lo95, hi95, lo, hi, how, verdict,
+            a_vn, a_r, a_vn / a_r if a_vn else None, trt[0], trt[1]]
+
+
+def fastest_table(lat: list[Row], acc: list[Row]) -> Table:
+    """Each model's fastest measured artifact per device, with its top-1 where one was measured."""
+    t = Table("fastest", "Fastest verified artifact of each model",
+              [("device", "text"), ("model", "text"), ("input", "num"), ("artifact", "text"),
+               ("runtime", "text"), ("precision", "text"), ("settings", "text"), ("median ms", "num"),
+               ("top-1 %", "num"), ("top-1 source", "text")])
+    top1 = {}
+    for r in acc:
+        top1.setdefault(r.rec.get("artifact"), r.rec.get("top1"))
+    keys = sorted({(r.device, r.model, r.input_size or 0) for r in lat}, key=lambda k: (k[0], k[2] != 224, k[1]))
+    for device, model, size in keys:
+        best = _fastest([r for r in lat if (r.device, r.model, r.input_size or 0) == (device, model, size)])
+        acc_top1 = top1.get(best.rec.get("artifact"))
+        random = "random" in str((_read_manifest(best.rec.get("artifact")) or {}).get("source", {}).get("weights", ""))
+        t.rows.append([device, model, size or None, best.name, best.runtime, best.precision, setting_label(best),
+                       best.rec["latency"]["median_ms"], 100 * acc_top1 if acc_top1 is not None else None,
+                       "eval of this artifact" if acc_top1 is not None else
+                       ("random weights: latency only" if random else "not evaluated")])
+    t.note = "Every artifact was verified against its PyTorch model when it was written (see its manifest)."
+    return t
+
+
+def verdict_sentences(table: Table) -> list[str]:
+    """One or two sentences per device: where VanillaNet wins, where it loses, by how much."""
+    out = []
+    rows = [dict(zip([h for h, _ in table.columns], r)) for r in table.rows]
+    for device in sorted({r["device"] for r in rows if r["ratio"] is not None}):
+        mine = [r for r in rows if r["device"] == device and r["ratio"] is not None and r["input"] == 224
+                and r["batch"] == 1 and r["comparison"] == "plain"]
+        if not mine:
+            continue
+        wins = [r for r in mine if r["95% high"] < 1]
+        losses = [r for r in mine if r["95% low"] > 1]
+        def say(r):
+            extra = "" if r["settings"].count(",") == 0 else f" ({r['settings'].rsplit(',', 1)[0]})"
+            return f"{r['runtime']} {r['precision']}{extra}: {r['ratio']:.2f}"
+        text = f"On {device}, at 224x224 and batch 1, {mine[0]['VanillaNet']} / ResNet-50 latency ratios: "
+        text += ("VanillaNet is faster on " + "; ".join(say(r) for r in wins) + ". ") if wins else \
+            "VanillaNet is faster on no runtime measured. "
+        text += ("ResNet-50 is faster on " + "; ".join(say(r) for r in losses) + ". ") if losses else ""
+        rest = [r for r in mine if r not in wins and r not in losses]
+        if rest:
+            text += "No clear difference on " + "; ".join(say(r) for r in rest) + ". "
+        a100 = A100_EAGER_MS.get(mine[0]["VanillaNet"])
+        if a100:
+            text += (f"The paper's A100 ratio (published, eager PyTorch) is "
+                     f"{a100 / A100_EAGER_MS[BASELINE_MODEL]:.2f}.")
+        out.append(text.strip())
+    return out
 
 
 def official_table() -> Table:
@@ -547,6 +634,15 @@ def _plt():
 
 
 def _png(fig) -> bytes:
+    from matplotlib.text import Text
+
+    # Labels come from records (model and file names): draw them as written. With mathtext on,
+    # a '$' starts a formula, and a name such as '$\\foo{$' would crash the whole report.
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+    for ax in fig.axes:                    # tick labels that exist only once ticks are made
+        for text in ax.get_xticklabels() + ax.get_yticklabels():
+            text.set_parse_math(False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _plt().close(fig)
@@ -655,29 +751,33 @@ def _spread(value: float, low: float, high: float) -> list[list[float]]:
 
 
 def plot_ratio(table: Table) -> bytes | None:
-    rows = [r for r in table.rows if r[8] is not None]
+    heads = [h for h, _ in table.columns]
+    rows = [dict(zip(heads, r)) for r in table.rows]
+    rows = sorted([r for r in rows if r["ratio"] is not None],
+                  key=lambda r: (r["device"], r["runtime"], r["precision"], r["comparison"], r["settings"]))
     if not rows:
         return None
     plt = _plt()
-    rows = sorted(rows, key=lambda r: (r[18], r[0], r[1], r[5]))      # grouped by device
-    devices = sorted({r[18] for r in rows})
+    devices = sorted({r["device"] for r in rows})
     colors = {d: plt.cm.tab10(k % 10) for k, d in enumerate(devices)}
-    fig, ax = plt.subplots(figsize=(8, max(3, 0.35 * len(rows) + 1.5)))
+    fig, ax = plt.subplots(figsize=(9, max(3, 0.35 * len(rows) + 1.5)))
     for i, r in enumerate(rows):
-        ax.errorbar(r[8], i, xerr=_spread(r[8], r[9], r[10]), fmt="o", capsize=3, color=colors[r[18]],
-                    label=r[18] if r[18] not in ax.get_legend_handles_labels()[1] else None)
-        if r[15] is not None:
-            ax.plot(r[15], i, "x", color="tab:green")
+        ax.errorbar(r["ratio"], i, xerr=_spread(r["ratio"], r["95% low"], r["95% high"]), fmt="o", capsize=3,
+                    color=colors[r["device"]],
+                    label=r["device"] if r["device"] not in ax.get_legend_handles_labels()[1] else None)
+        if r["A100 ratio"] is not None:
+            ax.plot(r["A100 ratio"], i, "x", color="tab:green")
     ax.axvline(1.0, color="k", lw=0.8)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([(f"{r[18]}: " if len(devices) > 1 else "") + f"{r[5]} / ResNet-50, {r[0]} {r[1]}"
-                        + (f" [{r[2]} compute]" if r[2] != r[1] else "") + f" @{r[3]}" for r in rows], fontsize=7)
-    ax.set_xlabel("latency ratio (< 1: VanillaNet faster); x = published A100 eager ratio")
+    ax.set_yticklabels([(f"{r['device']}: " if len(devices) > 1 else "")
+                        + f"{r['VanillaNet']}, {r['runtime']} {r['precision']} {r['comparison']} "
+                          f"({r['settings']}) @{r['input']}" for r in rows], fontsize=7)
+    ax.set_xlabel("latency ratio, 95% interval (< 1: VanillaNet faster); x = published A100 eager ratio")
     if len(devices) > 1:
         ax.legend(title="device", fontsize=7)
-        ax.set_title("The paper's claim on each device")
+        ax.set_title("VanillaNet / ResNet-50 on each device")
     else:
-        ax.set_title(f"The paper's claim on this machine ({devices[0]})")
+        ax.set_title(f"VanillaNet / ResNet-50 on this machine ({devices[0]})")
     return _png(fig)
 
 
@@ -713,8 +813,17 @@ def _md_table(t: Table) -> str:
     heads = [h for h, _ in t.columns]
     lines = ["| " + " | ".join(heads) + " |",
              "|" + "|".join("---:" if k == "num" else "---" for _, k in t.columns) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in t.formatted()]
+    lines += ["| " + " | ".join(md_text(c).replace("|", "/") for c in row) + " |" for row in t.formatted()]
     return "\n".join(lines)
+
+
+def md_text(text: str) -> str:
+    """Text from records (model and file names, error messages) made inert in Markdown: HTML
+    escaped (a renderer would run raw `<img onerror=...>`), Markdown's own marks backslashed."""
+    out = html.escape(str(text), quote=False)
+    for ch in "\\`*_[]#!":
+        out = out.replace(ch, "\\" + ch)
+    return out
 
 
 def _html_table(t: Table) -> str:
@@ -743,17 +852,17 @@ def summary_text(report: dict) -> str:
             "" if r["computed in"] == r["precision"] else f" [{r['computed in']} compute]")
         lines.append(f"{r['model']:<30}{r['input'] or '':>5} {config:<34}{r['median ms']:>10.2f}"
                      f"{r['95% low ms']:>10.2f}{r['95% high ms']:>10.2f}{(r['GMAC/s'] or 0):>8.1f}")
-    lines.append("VanillaNet / ResNet-50 latency ratio (< 1: VanillaNet faster; published A100 eager ratio "
-                 f"{A100_EAGER_MS['vanillanet_9'] / A100_EAGER_MS['resnet50']:.3f} for VanillaNet-9):")
+    lines.append("The verdict, VanillaNet / ResNet-50 latency (< 1: VanillaNet faster; 95% interval):")
     for r in tables["verdict"]["rows"]:
+        where = f"  {r['device']} {r['runtime']} {r['precision']} {r['comparison']} ({r['settings']})"
         if r["ratio"] is None:
             why = "" if r["verdict here"] == NOT_MEASURED else f" ({r['verdict here']})"
-            lines.append(f"  {r['runtime']} {r['precision']} {r['VanillaNet']}: {NOT_MEASURED}{why}")
+            lines.append(f"{where} {r['VanillaNet']}: {NOT_MEASURED}{why}")
         else:
-            comp = "" if r["computed in"] == r["precision"] else f" [{r['computed in']} compute]"
-            lines.append(f"  {r['runtime']} {r['precision']}{comp} @{r['input']}: {r['VanillaNet']} "
-                         f"{r['VanillaNet ms']:.2f} ms / ResNet-50 {r['ResNet-50 ms']:.2f} ms = {r['ratio']:.3f} "
-                         f"(rounds {r['ratio min']:.3f}-{r['ratio max']:.3f}; {r['verdict here']})")
+            lines.append(f"{where} @{r['input']}: {r['VanillaNet']} {r['VanillaNet ms']:.2f} ms / ResNet-50 "
+                         f"{r['ResNet-50 ms']:.2f} ms = {r['ratio']:.3f} [{r['95% low']:.3f}, {r['95% high']:.3f}]: "
+                         f"{r['verdict here']}")
+    lines += report.get("verdict_sentences", [])
     return "\n".join(lines)
 
 
@@ -774,10 +883,13 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = N
     for r in rows:
         if r.machine:
             machines.setdefault(r.mkey, machine_line(r.machine))
-    tables = [latency_table(lat, peak), verdict_table(lat), int8_table(lat, acc), accuracy_table(acc),
-              official_table(), peak_table(peak)]
+    verdict = verdict_table(lat)
+    sentences = verdict_sentences(verdict)
+    # The answer first: the verdict and each model's fastest artifact, then the details.
+    tables = [verdict, fastest_table(lat, acc), latency_table(lat, peak), int8_table(lat, acc),
+              accuracy_table(acc), official_table(), peak_table(peak)]
     if len({r.device for r in lat}) > 1:
-        tables.insert(1, devices_table(lat))
+        tables.insert(2, devices_table(lat))
     if profiles:
         tables.append(profile_table(profiles))
     if failed:
@@ -806,7 +918,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = N
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "plots").mkdir(exist_ok=True)
     for key, png in plots.items():
-        (out_dir / "plots" / f"{key}.png").write_bytes(png)
+        atomic_write_bytes(out_dir / "plots" / f"{key}.png", png)
 
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     header = [f"Generated {created} from {len(records)} records in {len(sources)} files under `{run_dir}`.",
@@ -822,15 +934,19 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = N
              "real, their accuracy is not. Top-1 figures labelled 'published' come from papers and "
              "model cards, never from these runs."]
 
-    md = ["# vanillanet-edge report", "", *header, "", *notes, ""]
-    body = [f"<h1>vanillanet-edge report</h1><p>{html.escape(header[0])}</p><ul>"
+    answer = sentences or [f"Verdict: {NOT_MEASURED} (no full-size VanillaNet and ResNet-50 timed together; "
+                           "see [verdict] in `vanillanet-edge init`)."]
+    md = ["# vanillanet-edge report", "", *[md_text(a) for a in answer], "", *[md_text(h) for h in header], "",
+          *[md_text(n) for n in notes], ""]
+    body = [f"<h1>vanillanet-edge report</h1>" + "".join(f'<p class="answer">{html.escape(a)}</p>' for a in answer)
+            + f"<p>{html.escape(header[0])}</p><ul>"
             + "".join(f"<li>{html.escape(h[2:])}</li>" for h in header[1:]) + "</ul>"
             + "".join(f"<p>{html.escape(n)}</p>" for n in notes)]
     for t in tables:
-        md += [f"## {t.title}", "", _md_table(t), ""]
+        md += [f"## {md_text(t.title)}", "", _md_table(t), ""]
         body.append(f"<h2>{html.escape(t.title)}</h2>{_html_table(t)}")
         if t.note:
-            md += [f"_{t.note}_", ""]
+            md += [f"_{md_text(t.note)}_", ""]
             body.append(f'<p class="note">{html.escape(t.note)}</p>')
         for key in placement.get(t.key, []):
             if key in plots:
@@ -839,18 +955,19 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = N
                 body.append(f'<figure><img alt="{html.escape(key)}" src="data:image/png;base64,{b64}">'
                             f"<figcaption>{html.escape(captions[key])}</figcaption></figure>")
     if skipped:
-        md += ["## Files skipped", ""] + [f"- `{s['file']}`: {s['why']}" for s in skipped] + [""]
+        md += ["## Files skipped", ""] + [f"- {md_text(s['file'])}: {md_text(s['why'])}" for s in skipped] + [""]
         body.append("<h2>Files skipped</h2><ul>" + "".join(
             f"<li><code>{html.escape(s['file'])}</code>: {html.escape(s['why'])}</li>" for s in skipped) + "</ul>")
 
     report = {"schema_version": 1, "created_utc": created, "run_dir": str(run_dir),
               "sources": sources, "skipped_files": skipped, "records": len(records),
-              "machines": list(machines.values()), "peak": peak,
+              "machines": list(machines.values()), "peak": peak, "verdict_sentences": sentences,
               "tables": [t.as_json() for t in tables], "plots": {k: f"plots/{k}.png" for k in plots},
               "official": {"a100_eager_ms": A100_EAGER_MS, "a100_tensorrt_fp32_fp16_ms": A100_TENSORRT_MS,
                            "source": OFFICIAL_SOURCE}}
-    (out_dir / "report.md").write_text("\n".join(md))
-    (out_dir / "report.html").write_text(
+    # Each file whole or not at all: a crash mid-report never leaves a finished-looking half.
+    atomic_write_text(out_dir / "report.md", "\n".join(md))
+    atomic_write_text(out_dir / "report.html",
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>vanillanet-edge report</title>"
         f"<style>{_CSS}</style></head><body>" + "".join(body) + "</body></html>")
     write_json(out_dir / "report.json", report)

@@ -42,17 +42,28 @@ def summary_rows(results: dict) -> list[dict]:
     """artifact, runtime, precision, size, top-1, median latency, speed-up over PyTorch eager."""
     acc = {r["artifact"]: r for r in results.get("eval", [])}
     latency = results.get("bench", [])
-    eager = next((r["latency"]["median_ms"] for r in latency if r["runtime"] == "torch" and r["ok"]), None)
+    # Each model against its OWN eager time (same architecture, width, input and batch): a
+    # baseline's speed-up over another model's eager run would mean nothing.
+    eager = {_model_key(r): r["latency"]["median_ms"] for r in latency if r["runtime"] == "torch" and r["ok"]}
     rows = []
     for r in latency:
         median = r["latency"]["median_ms"] if r["ok"] else None
         device = r.get("device", {}).get("name", "local")
+        own = eager.get(_model_key(r))
         rows.append({"artifact": r["name"], "device": device, "runtime": r["runtime"], "precision": r["precision"],
                      "size_kb": (r.get("artifact_size_bytes") or 0) / 1024,
                      "top1": acc.get(r["artifact"], {}).get("top1"),
                      "engine": acc.get(r["artifact"], {}).get("engine"),
                      "median_ms": median, "status": r.get("status", "ok" if r["ok"] else "failed"),
                      # eager PyTorch runs on this machine only: no cross-device speed-ups
-                     "speedup_vs_eager": (eager / median) if eager and median and device == "local" else None,
+                     "speedup_vs_eager": (own / median) if own and median and device == "local" else None,
                      "note": r.get("reason") or r.get("error")})
     return rows
+
+
+def _model_key(rec: dict) -> tuple:
+    """(variant, width, batch, input side): what makes two records the same model at work."""
+    model, inp = rec.get("model") or {}, rec.get("input") or {}
+    shape = list(inp.get("shape") or [None, None, None])
+    side = shape[1] if inp.get("layout") == "NHWC" else shape[2] if len(shape) > 2 else None
+    return model.get("variant"), model.get("width"), shape[0], side

@@ -1,4 +1,4 @@
-"""The pipeline's stages, in order: data, train, fuse, convert, calibrate, eval, bench, report.
+"""The pipeline's stages, in order: data, train, fuse, convert, calibrate, eval, bench, verdict, report.
 
 Each stage reads what earlier stages recorded in the run folder, hashes its own inputs and
 settings, and skips itself when nothing changed (RunDir.done). Changing one setting redoes
@@ -14,7 +14,7 @@ from ..errors import VanillaNetEdgeError
 from ..fileio import sha256_path, write_json
 from .rundir import RunDir, content_key
 
-STAGES = ("data", "train", "fuse", "convert", "calibrate", "eval", "bench", "report")
+STAGES = ("data", "train", "fuse", "convert", "calibrate", "eval", "bench", "verdict", "report")
 
 
 class StageError(VanillaNetEdgeError):
@@ -331,6 +331,11 @@ def _profile_layers(ctx: Context, refs) -> None:
     write_json(ctx.path("results", "profile.json"), records)
 
 
+def stage_verdict(ctx: Context) -> None:
+    from .verdict import stage_verdict as run   # its own module: full-size models, fair settings
+    run(ctx)
+
+
 def stage_report(ctx: Context) -> None:
     try:
         from .report import build_report
@@ -349,4 +354,5 @@ def stage_report(ctx: Context) -> None:
 
 
 RUNNERS = {"data": stage_data, "train": stage_train, "fuse": stage_fuse, "convert": stage_convert,
-           "calibrate": stage_calibrate, "eval": stage_eval, "bench": stage_bench, "report": stage_report}
+           "calibrate": stage_calibrate, "eval": stage_eval, "bench": stage_bench, "verdict": stage_verdict,
+           "report": stage_report}

@@ -1,0 +1,176 @@
+"""The verdict stage: full-size VanillaNet against a deep baseline at the paper's setting.
+
+The trained tiny net proves the chain (accuracy, INT8 drop, verification); it says nothing about
+speed at 224. So the main job also converts full-size VanillaNets and the baseline (random,
+non-degenerate weights: latency only) to every verdict target and precision, plus their eager
+PyTorch form, and benchmarks them in ONE interleaved run per device, so that the
+VanillaNet / baseline ratios come from paired rounds.
+
+Fairness (what the report's verdict rows rely on):
+- every runtime runs with the same thread count (devices/base.resolve_threads) and says it;
+- each artifact is also timed with every runtime setting its Runner offers for tuning that
+  keeps the thread count (LiteRT XNNPACK / built-in kernels, OpenVINO f32 / bf16 hints), each
+  setting first verified against the PyTorch model: a "plain" verdict row pairs the two models
+  under identical settings, a "best" row pairs each model's own fastest verified setting.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import VanillaNetEdgeError
+from .rundir import content_key
+from .stages import Context, _split
+
+VERDICT_VERSION = 1      # bump when what the stage produces changes
+N_VERIFY = 8             # real images per verification: random weights, relative error only
+
+
+def stage_verdict(ctx: Context) -> None:
+    v = ctx.cfg["verdict"]
+    if not v["models"]:
+        return
+    calib_dir = _images(ctx)
+    precisions = list(v["precisions"])
+    if "int8" in precisions and calib_dir is None:
+        ctx.log("verdict: no images to calibrate int8 ranges on (set calibration.data); int8 left out")
+        precisions.remove("int8")
+    made: list[tuple[Path, list[dict]]] = []
+    for model in [*v["models"], v["baseline"]]:
+        made += _convert_model(ctx, model, v, precisions, calib_dir)
+    _bench(ctx, made, v)
+
+
+def _images(ctx: Context) -> Path | None:
+    c = ctx.cfg["calibration"]["data"]
+    if c:
+        return Path(c)
+    train = _split(ctx, "train") if ctx.data_root else None
+    return train if train and train.is_dir() else None
+
+
+def _convert_model(ctx: Context, model: str, v: dict, precisions: list[str], calib_dir: Path | None):
+    """(artifact folder, verified settings) for each target x precision and for eager PyTorch."""
+    from ..converters.eager import write_eager_artifact
+
+    size, out = v["input_size"], ctx.path("verdict", "artifacts")
+    state = {"prep": None, "calibration": None}
+
+    def prep():
+        if state["prep"] is None:
+            state["prep"] = _prepare(model, size, calib_dir)
+        return state["prep"]
+
+    made = []
+    jobs = [(t, p) for t in v["targets"] for p in precisions] + [("torch", "fp32")]
+    for target, precision in jobs:
+        calib_part = (str(calib_dir), v["calib_samples"]) if precision == "int8" else None
+        name = f"verdict:{model}:{target}:{precision}"
+        key = content_key(VERDICT_VERSION, model, size, target, precision, calib_part)
+        done = ctx.step("verdict", name, key)
+        if done:
+            ctx.skipped.append(name)
+            made.append((ctx.path(done["outputs"][0]), done["result"]["settings"]))
+            continue
+        if target == "torch":
+            ctx.log(f"verdict: {model} eager PyTorch at {size}x{size}")
+            folder, settings = write_eager_artifact(prep(), out), [{}]
+        else:
+            ctx.log(f"verdict: convert {model} {target} {precision} at {size}x{size}")
+            if precision == "int8" and state["calibration"] is None:
+                from ..calibration.dataset import load_calibration
+                state["calibration"] = load_calibration(calib_dir, prep().preprocessing, v["calib_samples"], 0,
+                                                        "minmax")
+            folder, settings = _convert(ctx, prep(), target, precision, out, state["calibration"])
+            if folder is None:
+                continue
+        ctx.run.record(name, key, [folder], {"settings": settings})
+        made.append((folder, settings))
+    return made
+
+
+def _prepare(model: str, size: int, calib_dir: Path | None):
+    from ..calibration.images import Preprocessing, load_folder
+    from ..model.baselines import prepare_baseline, prepare_vanillanet_random
+
+    inputs = (load_folder(calib_dir, Preprocessing.imagenet(size), limit=N_VERIFY, seed=1).inputs
+              if calib_dir else None)
+    prep = (prepare_vanillanet_random(model, size, inputs=inputs) if model.startswith("vanillanet")
+            else prepare_baseline(model, size, inputs=inputs))
+    if calib_dir:
+        prep.inputs_source = f"real images from {calib_dir}"
+    return prep
+
+
+def _convert(ctx: Context, prep, target: str, precision: str, out: Path, calibration):
+    """Convert and verify; then verify every alternative setting the runner offers (same threads)."""
+    from ..converters.convert import convert_one
+    from ..converters.verify import verify_artifact
+    from ..devices.machine import describe_machine
+    from ..devices.registry import get_runner
+
+    outcome = convert_one(prep, target, precision, out, 1, None,
+                          calibration if precision == "int8" else None, None)
+    if not outcome.ok:
+        ctx.log(f"verdict: {prep.name} {target} {precision} FAILED at {outcome.stage}: {outcome.error}")
+        ctx.failures.append({"step": f"verdict:{prep.name}:{target}:{precision}", "error": outcome.error})
+        return None, []
+    manifest = outcome.manifest
+    runner = get_runner(manifest["runtime"])
+    options = [o for o in runner.tuning_options(describe_machine(), precision) if "threads" not in o] or [{}]
+    verified = []
+    for settings in options:
+        limits = "fp16" if settings.get("precision_hint") in ("bf16", "f16") else precision
+        check = verify_artifact(manifest["runtime"], outcome.folder / manifest["artifact"]["file"], manifest,
+                                prep.inputs, prep.reference, limits, raise_on_fail=False,
+                                require_agreement=False, **settings)
+        if check["passed"]:
+            verified.append(settings)
+        else:
+            ctx.log(f"verdict: {outcome.folder.name} with {settings} fails verification "
+                    f"(rel err {check['rel_err']:.3g}); not timed")
+    return outcome.folder, verified
+
+
+def _bench(ctx: Context, made: list[tuple[Path, list[dict]]], v: dict) -> None:
+    """One interleaved bench run per device over every (artifact, verified setting)."""
+    from tqdm import tqdm
+
+    from ..devices.artifacts import resolve
+    from ..devices.latency import BenchSettings
+    from ..fileio import sha256_path, write_json
+    from ..remote.fleet import resolve_devices
+    from ..remote.device import open_device
+
+    b = ctx.cfg["bench"]
+    specs = resolve_devices(b["devices"], b["devices_file"] or None)
+    jobs = []
+    for folder, settings_list in made:
+        ref = resolve([folder])[0]
+        for settings in settings_list:
+            jobs.append((ref, BenchSettings(threads=b["threads"] or None, warmup=v["warmup"], runs=v["runs"],
+                                            rounds=b["rounds"], options=dict(settings))))
+    key = content_key(VERDICT_VERSION, sorted(sha256_path(f) for f, _ in made),
+                      [(j[0].name, j[1].__dict__) for j in jobs], [s.__dict__ for s in specs])
+    out = ctx.path("results", "verdict.json")
+    if ctx.step("verdict", "verdict:bench", key):
+        ctx.skipped.append("verdict:bench")
+        return
+    records = []
+    bar = tqdm(total=len(jobs) * b["rounds"] * len(specs), desc="verdict bench", unit="run")
+    for spec in specs:
+        try:
+            device = open_device(spec)
+        except VanillaNetEdgeError as exc:
+            ctx.failures.append({"step": f"verdict@{spec.name}", "error": str(exc)})
+            continue
+        try:
+            records += device.bench_jobs(jobs, progress=lambda r, i, ref: bar.update(1))
+        finally:
+            device.close()
+    bar.close()
+    for rec in records:
+        rec["verdict"] = True
+    write_json(out, records)
+    failed = [r for r in records if r.get("device_error")]
+    if not failed:
+        ctx.run.record("verdict:bench", key, [out])
