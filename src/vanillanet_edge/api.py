@@ -176,7 +176,8 @@ def check_devices(names=None, devices_file: str | Path | None = None,
 
 
 def clean_devices(names, devices_file: str | Path | None = None) -> list[str]:
-    """Remove vanillanet-edge's working folder (runner, cached artifacts) from each device."""
+    """Remove what vanillanet-edge put on each device (runner zips, cached artifacts, its marker),
+    never anything else in its working folder."""
     from .remote.device import open_device
 
     out = []

@@ -26,7 +26,9 @@ def test_hostile_names_are_escaped_and_plotted_as_text(tmp_path):
     records = [_record(n, n, 5.0 + i) for i, n in enumerate(HOSTILE)]
     records += [_record("vn9" + HOSTILE[1], "vanillanet_9", 4.0), _record("r50" + HOSTILE[0], "resnet50", 8.0)]
     (run / "bench.json").write_text(json.dumps(records))
-    report = build_report(run, tmp_path / "out", peak={"peak_gmacs": 1.0, "peak_gflops": 2.0, "how": "given"})
+    peaks = {"peaks": {"onnxruntime": {"fp32": {"gmacs_per_s": 50.0, "threads": 2}}},
+             "machine": {"cpu_model": HOSTILE[0], "hostname": "h"}, "how": HOSTILE[0]}
+    report = build_report(run, tmp_path / "out", peaks=peaks)
     assert report["plots"]                       # matplotlib drew every label, mathtext included
     md = (tmp_path / "out" / "report.md").read_text()
     html = (tmp_path / "out" / "report.html").read_text()

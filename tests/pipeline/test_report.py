@@ -16,7 +16,8 @@ from vanillanet_edge.devices.accuracy import evaluate
 from vanillanet_edge.devices.artifacts import resolve
 from vanillanet_edge.devices.latency import BenchSettings, bench
 from vanillanet_edge.fileio import write_json
-from vanillanet_edge.pipeline.report import NOT_MEASURED, build_report, measure_peak_gmacs
+from vanillanet_edge.devices.peak import measure_peaks
+from vanillanet_edge.pipeline.report import NOT_MEASURED, build_report
 from vanillanet_edge.pipeline.report_cli import baseline_cmd, report_cmd
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -24,7 +25,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def peak():
-    return measure_peak_gmacs(n=256, repeats=2)
+    """This machine's matmul peaks through ONNX Runtime (short probes: a few seconds)."""
+    return measure_peaks(runtimes=("onnxruntime",), seconds_per_probe=0.1, min_calls=1)
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +64,13 @@ def _is_number(text: str) -> bool:
 
 def test_report_files_plots_and_numbers(run_dir, tmp_path, peak):
     out = tmp_path / "report"
-    report = build_report(run_dir, out, peak=peak)
+    report = build_report(run_dir, out, peaks=peak)
     for name in ("report.md", "report.html", "report.json"):
         assert (out / name).stat().st_size > 0
     assert report["records"] == 4 and sorted(report["sources"]) == ["latency.json", "sub/accuracy.json"]
     assert [s["file"] for s in report["skipped_files"]] == ["notes.json"]
-    assert report["peak"]["peak_gmacs"] > 0 and json.loads((out / "report.json").read_text())["peak"]
+    [peaks] = report["peaks"]
+    assert peaks["peaks"]["onnxruntime"]["fp32"]["gmacs_per_s"] > 0 and json.loads((out / "report.json").read_text())["peaks"]
 
     html = (out / "report.html").read_text()
     imgs = re.findall(r"<img [^>]*src=\"([^\"]+)\"", html)
@@ -105,6 +108,8 @@ def test_report_files_plots_and_numbers(run_dir, tmp_path, peak):
     assert {(r["runtime"], r["precision"]) for r in lat} == {("onnxruntime", "fp32"), ("onnxruntime", "int8")}
     for r in lat:
         assert r["95% low ms"] <= r["median ms"] <= r["95% high ms"] and r["GMAC/s"] > 0 and r["bytes/param"] > 0.5
+        # % of the peak of the precision it computes in, through its own runtime's probe
+        assert r["peak of"] == f"onnxruntime {r['computed in']}" and r["% of peak"] > 0
     [int8] = tables["int8"]["rows"]
     assert int8["speed-up x"] > 0 and int8["speed-up min"] <= int8["speed-up x"] <= int8["speed-up max"]
     assert int8["rounds"].startswith("paired rounds")
@@ -113,7 +118,7 @@ def test_report_files_plots_and_numbers(run_dir, tmp_path, peak):
 
 
 def test_verdict_says_not_measured_without_resnet50(run_dir, tmp_path, peak):
-    report = build_report(run_dir, tmp_path / "r", peak=peak)
+    report = build_report(run_dir, tmp_path / "r", peaks=peak)
     verdict = {t["key"]: t for t in report["tables"]}["verdict"]["rows"]
     assert verdict and all(r["ratio"] is None and r["ResNet-50 ms"] is None for r in verdict)
     assert any(r["VanillaNet"] == "vanillanet_9" for r in verdict)
@@ -126,14 +131,14 @@ def test_verdict_says_not_measured_without_resnet50(run_dir, tmp_path, peak):
 
 def test_empty_run_dir_gives_not_measured_report(tmp_path, peak):
     (tmp_path / "run").mkdir()
-    report = build_report(tmp_path / "run", tmp_path / "out", peak=peak)
+    report = build_report(tmp_path / "run", tmp_path / "out", peaks=peak)
     assert report["records"] == 0
     md = (tmp_path / "out" / "report.md").read_text()
     assert NOT_MEASURED in md and "<img" not in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_report_command(run_dir, tmp_path):
-    result = CliRunner().invoke(report_cmd, [str(run_dir), "--out", str(tmp_path / "o"), "--peak-size", "256"])
+    result = CliRunner().invoke(report_cmd, [str(run_dir), "--out", str(tmp_path / "o"), "--peak-seconds", "0.05"])
     assert result.exit_code == 0, result.output
     assert "machine:" in result.output and "not measured" in result.output
     assert (tmp_path / "o" / "report.html").exists()
@@ -162,7 +167,7 @@ def _chromium() -> str:
 
 def test_html_report_renders_in_headless_chromium(run_dir, tmp_path, peak):
     """Every plot decodes in a real browser, and every number table arrives with numbers."""
-    build_report(run_dir, tmp_path / "rep", peak=peak)
+    build_report(run_dir, tmp_path / "rep", peaks=peak)
     html = (tmp_path / "rep" / "report.html").read_text()
     # A copy with a probe: after load, the title says how many images really decoded.
     probe = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"

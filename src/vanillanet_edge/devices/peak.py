@@ -69,7 +69,7 @@ def measure_peaks(precisions=PRECISIONS, runtimes=RUNTIMES, threads: int | None 
     until `seconds_per_probe` have passed (at least `min_calls`); a shape's rate is M*N*K / the
     fastest call's wall time (the whole inference call: for int8 that includes quantising the
     fp32 input and dequantising the output, as in a model's first and last layer). `threads`:
-    intra-op threads (None: the runtime's default, as the runners use).
+    intra-op threads (None: one per physical core, as every runner uses: base.resolve_threads).
 
     Returns {"peaks": {runtime: {precision: entry}}, "unavailable": {runtime: {precision:
     {"reason": ...}}}, "machine": describe_machine(), "settings": {...}, "how": "..."}, where an
@@ -81,8 +81,10 @@ def measure_peaks(precisions=PRECISIONS, runtimes=RUNTIMES, threads: int | None 
     unknown = [p for p in precisions if p not in PRECISIONS] + [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise ValueError(f"unknown precision or runtime {unknown}; known: {PRECISIONS}, {RUNTIMES}")
+    from .base import resolve_threads
     from .machine import describe_machine
 
+    threads = resolve_threads(threads)
     machine = describe_machine()
     out = {"peaks": {}, "unavailable": {}, "machine": machine,
            "settings": {"threads": threads, "seconds_per_probe": seconds_per_probe, "min_calls": min_calls,
@@ -333,5 +335,5 @@ def _probe_onnxruntime(precision: str, shapes, threads, seconds: float, min_call
         "int8": "QDQ as quantize_static writes it (u8 activations, per-column symmetric i8 weights), "
                 "fused by ORT into an integer MatMul; the call includes quantising the f32 input",
     }
-    return _entry(rows, exec_types, precisions, verified, threads or "default",
+    return _entry(rows, exec_types, precisions, verified, threads,
                   notes[precision] + f"; intra-op spinning off; onnxruntime {ort.__version__}")

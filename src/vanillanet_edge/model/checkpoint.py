@@ -22,7 +22,7 @@ import torch
 from ..errors import CheckpointError
 from ..fileio import atomic_path
 from .variants import VARIANTS, variant_config
-from .vanillanet import VanillaNet, VanillaNetConfig
+from .vanillanet import MAX_INPUT_SIZE, VanillaNet, VanillaNetConfig
 
 # Non-tensor objects a release file legitimately holds, allowed one by one. The authors'
 # script stores its argparse.Namespace under 'args'; everything else is plain containers.
@@ -42,7 +42,6 @@ WEIGHT_COPIES = 5
 SIZE_SLACK = 64 << 20
 MAX_INFLATION = 4
 INFLATION_SLACK = 1 << 20
-MAX_INPUT_SIZE = 2048          # the largest input size metadata may record
 MAX_RESIZE = 2 * MAX_INPUT_SIZE
 
 

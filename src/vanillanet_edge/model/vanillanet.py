@@ -10,6 +10,8 @@ from torch import nn
 from ..errors import InputSizeError
 from .layers import Activation, Block, conv_bn
 
+MAX_INPUT_SIZE = 2048      # the largest input side any command takes (and metadata may record)
+
 
 @dataclass(frozen=True)
 class VanillaNetConfig:
@@ -36,10 +38,15 @@ class VanillaNetConfig:
         return replace(self, **changes)
 
     def min_input_size(self) -> int:
+        """The smallest input side the net can take (its strides and adaptive pools decide)."""
         return next(n for n in range(4, 4096) if self._input_size_problem(n) is None)
 
     def check_input_size(self, size: int) -> None:
         """Refuse sizes the net cannot take, before any work starts."""
+        if isinstance(size, int) and size > MAX_INPUT_SIZE:
+            # A user's typo (or a hostile file) must not ask the allocator for petabytes.
+            raise InputSizeError(f"input size {size} is larger than {MAX_INPUT_SIZE}",
+                                 hint=f"use {self.min_input_size()}..{MAX_INPUT_SIZE} (224 for ImageNet-trained weights)")
         problem = self._input_size_problem(size)
         if problem:
             raise InputSizeError(problem, hint=f"{self.name} needs an input of at least "

@@ -23,7 +23,10 @@ VARIANT_CHOICE = click.Choice(list(VARIANTS))
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"],
                                                   "max_content_width": 100})
 @click.version_option(package_name="vanillanet-edge")
-def main():
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show the toolchains' own output (TensorFlow, OpenVINO, coremltools warnings...). "
+                   "Without it, `run` keeps it in OUT/toolchain.log and other commands drop it.")
+def main(verbose):
     """Ship a trained VanillaNet to edge hardware.
 
     \b
@@ -34,6 +37,9 @@ def main():
       vanillanet-edge info vanillanet_5                # params, MACs, per-layer table
     Or all of it on the built-in default: vanillanet-edge run   (vanillanet-edge init: a pipeline file)
     """
+    if not verbose:
+        from ..console import quiet
+        quiet()
 
 
 @main.group()
@@ -499,6 +505,8 @@ def run_cmd(pipeline, out, only, force, as_json):
     a changed setting redoes only what it affects, Ctrl-C or a kill leaves OUT consistent,
     and a second run on the same OUT is refused while the first holds its lock.
     """
+    from ..console import log_to
+    log_to(out / "toolchain.log")          # only in quiet mode (no -v): the chatter, kept with the run
     result = api.run_pipeline(pipeline, out, only, force, log=(lambda m: None) if as_json else click.echo)
     if as_json:
         click.echo(json.dumps({k: v for k, v in result.items()}, indent=2, default=str))

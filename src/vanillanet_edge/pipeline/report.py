@@ -23,7 +23,7 @@ import numpy as np
 from ..fileio import atomic_write_bytes, atomic_write_text, write_json
 
 NOT_MEASURED = "not measured"
-RESULT_KINDS = ("latency", "accuracy", "layer_profile")
+RESULT_KINDS = ("latency", "accuracy", "layer_profile", "peaks")
 
 # The paper's headline and the authors' published figures (docs/vanillanet-facts.md): A100,
 # batch 1, 224x224, FP32 eager PyTorch; TensorRT FP32/FP16 where the authors list them.
@@ -39,50 +39,30 @@ OFFICIAL_SOURCE = ("published (not measured here): VanillaNet paper arXiv 2305.1
 CLAIM_MODEL, BASELINE_MODEL = "vanillanet_9", "resnet50"
 
 
-# ============================================================================ peak probe
+# ============================================================================ peaks
 
-def measure_peak_gmacs(n: int = 2048, repeats: int = 3) -> dict:
-    """Best float32 matmul rate on this machine: numpy (its BLAS) and torch, n x n @ n x n,
-    `repeats` timed runs each after one warm-up; GFLOP/s = 2 n^3 / s, GMAC/s = n^3 / s.
-    Also torch bfloat16 (informational: AMX/AVX512-BF16 paths can exceed the fp32 peak)."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    flops = 2.0 * n ** 3
+def peak_record(peaks: dict, device: str = "local") -> dict:
+    """A devices/peak.measure_peaks() result as a record the report reads (kind "peaks")."""
+    return {"schema_version": 1, "kind": "peaks", "device": {"name": device}, "machine": peaks.get("machine"),
+            "peaks": peaks.get("peaks", {}), "unavailable": peaks.get("unavailable", {}),
+            "how": peaks.get("how", ""), "settings": peaks.get("settings", {})}
 
-    def best(fn) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return flops / min(times) / 1e9
 
-    out: dict = {"n": n, "repeats": repeats, "numpy_fp32_gflops": best(lambda: a @ b)}
-    try:
-        import torch
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        out["torch_fp32_gflops"] = best(lambda: torch.mm(ta, tb))
-        out["torch_threads"] = torch.get_num_threads()
-        try:
-            ha, hb = ta.bfloat16(), tb.bfloat16()
-            out["torch_bf16_gflops"] = best(lambda: torch.mm(ha, hb))
-        except RuntimeError:
-            out["torch_bf16_gflops"] = None
-    except ImportError:
-        out["torch_fp32_gflops"] = None
-    fp32 = [v for v in (out["numpy_fp32_gflops"], out.get("torch_fp32_gflops")) if v]
-    out["peak_gflops"] = max(fp32)
-    out["peak_gmacs"] = out["peak_gflops"] / 2
-    out["how"] = (f"best of {repeats} float32 {n}x{n} matmuls, numpy and torch, after a warm-up; "
-                  "GMAC/s = GFLOP/s / 2; measured when the report was built")
-    try:
-        from ..devices.machine import describe_machine
-        out["machine"] = describe_machine()
-    except Exception:  # pragma: no cover - describing the machine must not break the probe
-        out["machine"] = None
-    return out
+def _peak_gmacs(peaks: list[Row], row: Row) -> tuple[float | None, str]:
+    """The matmul peak of the precision `row` computes in, on the machine and device it ran on:
+    its own runtime's probe where there is one, else the best probe of that precision there."""
+    mine = [p for p in peaks if p.mkey == row.mkey]
+    if not mine:
+        return None, "no peak measured on this machine"
+    table = mine[-1].rec["peaks"]
+    own = (table.get(row.runtime) or {}).get(row.compute)
+    if own:
+        return own["gmacs_per_s"], f"{row.runtime} {row.compute}"
+    others = [(e["gmacs_per_s"], rt) for rt, by in table.items() for prec, e in by.items() if prec == row.compute]
+    if others:
+        value, rt = max(others)
+        return value, f"{rt} {row.compute} (best probe of that precision)"
+    return None, f"no {row.compute} peak measured"
 
 
 # ============================================================================ records
@@ -317,29 +297,33 @@ def _pair(a_rows: list[Row], b_rows: list[Row]) -> tuple[Row | None, Row | None]
     return a, _pick(b_rows, a.source if a else None)
 
 
-def latency_table(lat: list[Row], peak: dict | None) -> Table:
+def latency_table(lat: list[Row], peaks: list[Row]) -> Table:
     t = Table("latency", "Latency by model x runtime x precision (batch as recorded)",
               [("model", "text"), ("family", "text"), ("input", "num"), ("batch", "num"), ("device", "text"),
                ("runtime", "text"), ("precision", "text"), ("computed in", "text"),
                ("median ms", "num"), ("p90 ms", "num"), ("95% low ms", "num"), ("95% high ms", "num"),
                ("spread %", "num"), ("runs", "num"), ("GMACs", "num"), ("GMAC/s", "num"),
-               ("% of fp32 peak", "num"), ("size MB", "num"), ("bytes/param", "num"), ("file", "text")],
-              digits={"GMACs": 3, "size MB": 1, "spread %": 1, "% of fp32 peak": 1, "GMAC/s": 1})
+               ("% of peak", "num"), ("peak of", "text"), ("size MB", "num"), ("bytes/param", "num"),
+               ("file", "text")],
+              digits={"GMACs": 3, "size MB": 1, "spread %": 1, "% of peak": 1, "GMAC/s": 1})
     for r in sorted(lat, key=lambda r: (r.family != "vanillanet", r.model, r.input_size or 0, r.device, r.config)):
         L = r.rec["latency"]
         low, high = _interval(r.rec)
         g = r.rec.get("gmacs_per_s")
-        eff = 100 * g / peak["peak_gmacs"] if g and peak and peak.get("peak_gmacs") else None
+        peak, peak_of = _peak_gmacs(peaks, r)
+        eff = 100 * g / peak if g and peak else None
         size = r.rec.get("artifact_size_bytes")
         bpp = size / r.params if size and r.params else None
         t.rows.append([r.model, r.family, r.input_size, r.batch, r.device, r.runtime, r.precision, r.compute,
                        L["median_ms"], L.get("p90_ms"), low, high,
                        100 * (high - low) / L["median_ms"], L.get("runs"),
-                       r.macs / 1e9 if r.macs else None, g, eff,
+                       r.macs / 1e9 if r.macs else None, g, eff, peak_of,
                        size / 1e6 if size else None, bpp, r.source])
     t.note = ("95% low/high: where another bench call's median is expected to fall (from the scatter "
               "of the per-round medians and the within-round error; always covering every round); "
-              "spread = (high - low) / median. Each round ran in a fresh process, interleaved with "
+              "spread = (high - low) / median. % of peak: achieved GMAC/s against the matmul peak of the "
+              "precision the artifact computes in, measured through the runtimes' own kernels on the same "
+              "machine (devices/peak.py; 'peak of' names the probe). Each round ran in a fresh process, interleaved with "
               "the other artifacts of its run. bytes/param near 4 "
               "(fp32), 2 (fp16) or 1 (int8) shows the artifact kept its weights (nothing pruned).")
     return t
@@ -612,15 +596,21 @@ def official_table() -> Table:
     return t
 
 
-def peak_table(peak: dict) -> Table:
-    t = Table("peak", "Measured matrix-multiply peak of the machine building this report",
-              [("probe", "text"), ("GFLOP/s", "num"), ("GMAC/s", "num")], digits={"GFLOP/s": 1, "GMAC/s": 1})
-    for label, key in (("numpy float32 matmul", "numpy_fp32_gflops"), ("torch float32 mm", "torch_fp32_gflops"),
-                       ("torch bfloat16 mm (informational)", "torch_bf16_gflops")):
-        v = peak.get(key)
-        t.rows.append([label, v, v / 2 if v else None])
-    t.rows.append(["peak used (best fp32)", peak["peak_gflops"], peak["peak_gmacs"]])
-    t.note = peak.get("how", "")
+def peak_table(peaks: list[Row]) -> Table:
+    t = Table("peak", "Measured matmul peak per runtime and precision (devices/peak.py)",
+              [("device", "text"), ("runtime", "text"), ("precision", "text"), ("GMAC/s", "num"),
+               ("threads", "num"), ("kernel", "text"), ("shape", "text")], digits={"GMAC/s": 1})
+    for p in peaks:
+        for runtime, by in sorted(p.rec.get("peaks", {}).items()):
+            for prec, e in sorted(by.items()):
+                t.rows.append([p.device, runtime, prec, e.get("gmacs_per_s"), e.get("threads"),
+                               e.get("exec_type"), e.get("shape")])
+        for runtime, by in sorted(p.rec.get("unavailable", {}).items()):
+            for prec, e in sorted(by.items()):
+                t.rows.append([p.device, runtime, prec, None, None, e.get("reason"), "-"])
+    t.note = ((peaks[-1].rec.get("how") if peaks else "") or "") + (
+        "; one definition for the report and tune: a % of peak is against the peak of the precision "
+        "the artifact computes in")
     return t
 
 
@@ -722,25 +712,21 @@ def plot_scaling(lat: list[Row]) -> bytes:
     return _png(fig)
 
 
-def plot_roofline(lat: list[Row], peak: dict) -> bytes:
+def plot_roofline(lat: list[Row], peaks: list[Row]) -> bytes | None:
+    rows = [(r, *_peak_gmacs(peaks, r)) for r in lat if r.rec.get("gmacs_per_s")]
+    rows = sorted([x for x in rows if x[1]], key=lambda x: x[0].rec["gmacs_per_s"] / x[1])
+    if not rows:
+        return None
     plt = _plt()
-    rows = [r for r in lat if r.rec.get("gmacs_per_s")]
-    rows.sort(key=lambda r: r.rec["gmacs_per_s"])
     fig, ax = plt.subplots(figsize=(8, max(3, 0.3 * len(rows) + 1.5)))
-    labels = [f"{r.model}@{r.input_size} {r.config}" for r in rows]
-    vals = [r.rec["gmacs_per_s"] for r in rows]
-    ax.barh(range(len(rows)), vals, color=["tab:blue" if r.family == "vanillanet" else "tab:red" for r in rows])
-    ax.axvline(peak["peak_gmacs"], color="k", ls="--", label=f"fp32 matmul peak {peak['peak_gmacs']:.0f} GMAC/s")
-    if peak.get("torch_bf16_gflops"):
-        ax.axvline(peak["torch_bf16_gflops"] / 2, color="gray", ls=":",
-                   label=f"bf16 matmul {peak['torch_bf16_gflops'] / 2:.0f} GMAC/s")
-    for i, v in enumerate(vals):
-        ax.text(v, i, f" {100 * v / peak['peak_gmacs']:.0f}%", va="center", fontsize=7)
+    vals = [100 * r.rec["gmacs_per_s"] / peak for r, peak, _ in rows]
+    ax.barh(range(len(rows)), vals, color=["tab:blue" if r.family == "vanillanet" else "tab:red" for r, _, _ in rows])
+    for i, (v, (_, peak, of)) in enumerate(zip(vals, rows)):
+        ax.text(v, i, f" {v:.0f}% of {peak:.0f} GMAC/s ({of})", va="center", fontsize=6)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(labels, fontsize=7)
-    ax.set_xlabel("achieved GMAC/s (model MACs / median latency)")
-    ax.set_title("Roofline efficiency: achieved rate against the measured matmul peak")
-    ax.legend(fontsize=7)
+    ax.set_yticklabels([f"{r.model}@{r.input_size} {r.config}" for r, _, _ in rows], fontsize=7)
+    ax.set_xlabel("% of the matmul peak of the precision each artifact computes in")
+    ax.set_title("Roofline efficiency: achieved rate against the measured peak")
     return _png(fig)
 
 
@@ -842,8 +828,10 @@ def _html_table(t: Table) -> str:
 def summary_text(report: dict) -> str:
     """The lines a terminal wants: machine, medians per model/runtime/precision, the verdict."""
     lines = list(report["machines"]) or ["machine: not recorded"]
-    lines.append(f"measured fp32 matmul peak: {report['peak']['peak_gmacs']:.1f} GMAC/s "
-                 f"({report['peak']['peak_gflops']:.1f} GFLOP/s)")
+    for p in report.get("peaks", []):
+        best = ", ".join(f"{rt} {prec} {e['gmacs_per_s']:.0f}" for rt, by in sorted(p["peaks"].items())
+                         for prec, e in sorted(by.items()))
+        lines.append(f"matmul peaks on {p['device']['name']} (GMAC/s): {best or 'none measured'}")
     tables = {t["key"]: t for t in report["tables"]}
     lines.append(f"{'model':<30}{'in':>5} {'runtime / precision':<34}{'median ms':>10}{'95% low':>10}"
                  f"{'95% high':>10}{'GMAC/s':>8}")
@@ -866,10 +854,12 @@ def summary_text(report: dict) -> str:
     return "\n".join(lines)
 
 
-def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = None) -> dict:
+def build_report(run_dir: str | Path, out_dir: str | Path, peaks: dict | None = None) -> dict:
     """Read every result record under run_dir; write report.md, report.html, report.json (and
-    the plots as PNG under out_dir/plots/). `peak`: a measure_peak_gmacs() result to reuse;
-    measured now when not given. Returns what report.json holds."""
+    the plots as PNG under out_dir/plots/). Matmul peaks come from the "peaks" records under
+    run_dir (the pipeline's bench measures them on each device); where there are none, `peaks`
+    (a devices/peak.measure_peaks() result of this machine) is used, else measured now. Returns
+    what report.json holds."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     records, sources, skipped = load_records(run_dir)
     rows = [normalise(r) for r in records]
@@ -877,7 +867,14 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = N
     failed = [r for r in rows if r.kind == "latency" and not (r.rec.get("ok") and r.rec.get("latency"))]
     acc = [r for r in rows if r.kind == "accuracy" and r.rec.get("ok", True) and r.rec.get("top1") is not None]
     profiles = [r for r in rows if r.kind == "layer_profile" and r.rec.get("rows")]
-    peak = peak or measure_peak_gmacs()
+    peak_rows = [r for r in rows if r.kind == "peaks"]
+    if not peak_rows:
+        if peaks is None:
+            from ..devices.machine import default_threads
+            from ..devices.peak import measure_peaks
+            peaks = measure_peaks(threads=default_threads())
+        rec = {**peak_record(peaks), "_source": "(measured when the report was built)", "_index": 0}
+        peak_rows = [normalise(rec)]
 
     machines = {}
     for r in rows:
@@ -886,8 +883,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = N
     verdict = verdict_table(lat)
     sentences = verdict_sentences(verdict)
     # The answer first: the verdict and each model's fastest artifact, then the details.
-    tables = [verdict, fastest_table(lat, acc), latency_table(lat, peak), int8_table(lat, acc),
-              accuracy_table(acc), official_table(), peak_table(peak)]
+    tables = [verdict, fastest_table(lat, acc), latency_table(lat, peak_rows), int8_table(lat, acc),
+              accuracy_table(acc), official_table(), peak_table(peak_rows)]
     if len({r.device for r in lat}) > 1:
         tables.insert(2, devices_table(lat))
     if profiles:
@@ -901,7 +898,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = N
         plots["latency"] = plot_latency(lat)
         plots["scaling"] = plot_scaling(lat)
         if any(r.rec.get("gmacs_per_s") for r in lat):
-            plots["roofline"] = plot_roofline(lat, peak)
+            roofline = plot_roofline(lat, peak_rows)
+            if roofline:
+                plots["roofline"] = roofline
     for key, fn, t in (("verdict", plot_ratio, by_key["verdict"]), ("int8", plot_int8, by_key["int8"])):
         png = fn(t)
         if png:
@@ -909,7 +908,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = N
     captions = {
         "latency": "Median latency per model x runtime x precision; error bars: min and max round median.",
         "scaling": "Latency against depth and against MACs: VanillaNet family (blue) next to the deep baselines (red).",
-        "roofline": "Achieved GMAC/s against the measured float32 matmul peak of this machine.",
+        "roofline": "Achieved GMAC/s as % of the measured matmul peak of the precision each artifact computes in.",
         "verdict": "VanillaNet / ResNet-50 latency ratio with its min/max over rounds; x: the published A100 ratio.",
         "int8": "INT8 speed-up over FP32 per runtime, with the top-1 change where it was measured.",
     }
@@ -923,8 +922,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = N
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     header = [f"Generated {created} from {len(records)} records in {len(sources)} files under `{run_dir}`.",
               *[f"- {m}" for m in machines.values()],
-              f"- measured peak (report machine): {peak['peak_gmacs']:.1f} GMAC/s fp32 "
-              f"({peak['peak_gflops']:.1f} GFLOP/s), {peak['how']}"]
+              "- % of peak: against the matmul peak of the precision an artifact computes in, measured "
+              "through the runtimes' own kernels on the machine that ran it (table at the end)"]
     if len(machines) > 1:
         header.append("- records come from more than one machine: comparisons pair records of the same machine only")
     if not records:
@@ -961,7 +960,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = N
 
     report = {"schema_version": 1, "created_utc": created, "run_dir": str(run_dir),
               "sources": sources, "skipped_files": skipped, "records": len(records),
-              "machines": list(machines.values()), "peak": peak, "verdict_sentences": sentences,
+              "machines": list(machines.values()), "peaks": [p.rec for p in peak_rows],
+              "verdict_sentences": sentences,
               "tables": [t.as_json() for t in tables], "plots": {k: f"plots/{k}.png" for k in plots},
               "official": {"a100_eager_ms": A100_EAGER_MS, "a100_tensorrt_fp32_fp16_ms": A100_TENSORRT_MS,
                            "source": OFFICIAL_SOURCE}}
@@ -974,4 +974,4 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peak: dict | None = N
     return report
 
 
-__all__ = ["build_report", "measure_peak_gmacs", "load_records", "summary_text", "machine_line", "NOT_MEASURED"]
+__all__ = ["build_report", "peak_record", "load_records", "summary_text", "machine_line", "NOT_MEASURED"]

@@ -6,6 +6,7 @@ only the steps whose key it enters: e.g. a new bench.runs reruns bench and repor
 """
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -311,8 +312,27 @@ def stage_bench(ctx: Context) -> None:
         error = next(r["error"] for r in records if r["device"]["name"] == name and not r["ok"])
         ctx.failures.append({"step": f"bench@{name}", "error": error})
     _profile_layers(ctx, refs)
+    _measure_peaks(ctx, specs, down)
     if not down:
-        ctx.run.record("bench", key, [out, ctx.path("results", "profile.json")])
+        ctx.run.record("bench", key, [out, ctx.path("results", "profile.json"), ctx.path("results", "peaks.json")])
+
+
+def _measure_peaks(ctx: Context, specs, down) -> None:
+    """Matmul peaks per runtime and precision on each device, through its runtimes' own kernels
+    at the bench's thread count: what the report's "% of peak" divides by (devices/peak.py)."""
+    from ..remote.device import open_device
+    from .report import peak_record
+
+    records = []
+    for spec in specs:
+        if spec.name in down:
+            continue
+        try:
+            with closing(open_device(spec)) as device:
+                records.append(peak_record(device.peaks(0.5), spec.name))
+        except VanillaNetEdgeError as exc:        # peaks must not cost the bench results
+            ctx.log(f"peaks on {spec.name}: {exc}")
+    write_json(ctx.path("results", "peaks.json"), records)
 
 
 def _profile_layers(ctx: Context, refs) -> None:
