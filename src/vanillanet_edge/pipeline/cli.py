@@ -498,9 +498,12 @@ def run_cmd(pipeline, out, only, force, as_json):
     measurements and the report.
 
     \b
-    Stages: data, train, fuse, convert, calibrate, eval, bench, report.
+    Stages: data, train, fuse, convert, calibrate, eval, bench, verdict, report.
     With no PIPELINE file, the built-in demo: digits, a tiny VanillaNet trained on them, all
-    four targets at fp32 and int8. `vanillanet-edge init` writes a commented pipeline file.
+    four targets at fp32 and int8 (accuracy, INT8 drop, the verified chain); then the verdict:
+    full-size VanillaNet-9 against ResNet-50 at 224, batch 1 (random weights: latency only),
+    through ONNX Runtime, OpenVINO, LiteRT and eager PyTorch at one thread count, each runtime
+    setting verified; the report opens with it. `vanillanet-edge init` writes a commented pipeline file.
     Every stage records its inputs' hashes in OUT/state.json: a re-run skips unchanged steps,
     a changed setting redoes only what it affects, Ctrl-C or a kill leaves OUT consistent,
     and a second run on the same OUT is refused while the first holds its lock.
@@ -529,6 +532,10 @@ def _print_summary(result: dict) -> None:
         device = row.get("device", "local") if dw else ""
         click.echo(f"{row['artifact']:<{w}}{device:<{dw}}{row['runtime']:<13}{row['precision']:<6}"
                    f"{row['size_kb']:>9.0f}{top1:>9}{med:>12}{speed:>10}")
+    if result.get("verdict"):
+        click.echo("")
+        for line in result["verdict"]:
+            click.echo(line)
     for f in result["failures"]:
         click.secho(f"failed: {f['step']}: {f['error']}", fg="red")
     click.echo(f"\nrun folder: {result['out']}")

@@ -840,7 +840,14 @@ def summary_text(report: dict) -> str:
             "" if r["computed in"] == r["precision"] else f" [{r['computed in']} compute]")
         lines.append(f"{r['model']:<30}{r['input'] or '':>5} {config:<34}{r['median ms']:>10.2f}"
                      f"{r['95% low ms']:>10.2f}{r['95% high ms']:>10.2f}{(r['GMAC/s'] or 0):>8.1f}")
-    lines.append("The verdict, VanillaNet / ResNet-50 latency (< 1: VanillaNet faster; 95% interval):")
+    lines += verdict_lines(report)
+    return "\n".join(lines)
+
+
+def verdict_lines(report: dict) -> list[str]:
+    """The verdict for a terminal: one line per comparison row, then the sentences."""
+    tables = {t["key"]: t for t in report["tables"]}
+    lines = ["The verdict, VanillaNet / ResNet-50 latency (< 1: VanillaNet faster; 95% interval):"]
     for r in tables["verdict"]["rows"]:
         where = f"  {r['device']} {r['runtime']} {r['precision']} {r['comparison']} ({r['settings']})"
         if r["ratio"] is None:
@@ -850,8 +857,8 @@ def summary_text(report: dict) -> str:
             lines.append(f"{where} @{r['input']}: {r['VanillaNet']} {r['VanillaNet ms']:.2f} ms / ResNet-50 "
                          f"{r['ResNet-50 ms']:.2f} ms = {r['ratio']:.3f} [{r['95% low']:.3f}, {r['95% high']:.3f}]: "
                          f"{r['verdict here']}")
-    lines += report.get("verdict_sentences", [])
-    return "\n".join(lines)
+    return lines + report.get("verdict_sentences", [])
+
 
 
 def build_report(run_dir: str | Path, out_dir: str | Path, peaks: dict | None = None) -> dict:
@@ -974,4 +981,4 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peaks: dict | None = 
     return report
 
 
-__all__ = ["build_report", "peak_record", "load_records", "summary_text", "machine_line", "NOT_MEASURED"]
+__all__ = ["build_report", "peak_record", "verdict_lines", "load_records", "summary_text", "machine_line", "NOT_MEASURED"]

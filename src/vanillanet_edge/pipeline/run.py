@@ -35,7 +35,19 @@ def run_pipeline(config: str | Path | dict | None = None, out: str | Path = "run
         if ctx.skipped:
             log(f"unchanged, skipped: {', '.join(ctx.skipped)}")
         return {"out": str(run.path), "summary": summary_rows(ctx.results), "failures": ctx.failures,
-                "skipped": ctx.skipped, "report": str(run.path / "report" / "report.html")}
+                "skipped": ctx.skipped, "report": str(run.path / "report" / "report.html"),
+                "verdict": _verdict(run.path / "report" / "report.json")}
+
+
+def _verdict(report_json: Path) -> list[str]:
+    """The report's verdict lines (the answer the main job exists for), or none."""
+    import json
+
+    from .report import verdict_lines
+    try:
+        return verdict_lines(json.loads(report_json.read_text()))
+    except (OSError, ValueError, KeyError):
+        return []
 
 
 def summary_rows(results: dict) -> list[dict]:
