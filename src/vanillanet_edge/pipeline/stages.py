@@ -330,7 +330,7 @@ def _measure_peaks(ctx: Context, specs, down) -> None:
         try:
             with closing(open_device(spec)) as device:
                 records.append(peak_record(device.peaks(0.5), spec.name))
-        except VanillaNetEdgeError as exc:        # peaks must not cost the bench results
+        except Exception as exc:        # peaks must not cost the bench results (the report says none)
             ctx.log(f"peaks on {spec.name}: {exc}")
     write_json(ctx.path("results", "peaks.json"), records)
 
