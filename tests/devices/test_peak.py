@@ -6,8 +6,9 @@ import tempfile
 
 import pytest
 
-from vanillanet_edge.devices import peak as peak_mod
 from vanillanet_edge.devices.machine import describe_machine
+from vanillanet_edge.devices import onnxruntime as ort_runner
+from vanillanet_edge.devices.openvino import OpenVinoRunner
 from vanillanet_edge.devices.peak import CONV_SHAPE, measure_peaks, peak_for
 
 pytest.importorskip("openvino")
@@ -48,7 +49,7 @@ def test_openvino_int8_runs_as_int8(peaks):
 def test_onnxruntime_int8_is_fused_into_an_integer_matmul(peaks):
     entry = peaks["peaks"]["onnxruntime"]["int8"]
     assert entry["runtime_precision"] == "u8"
-    assert any(op in entry["exec_type"] for op in peak_mod._ORT_INT8_OPS), entry["exec_type"]
+    assert any(op in entry["exec_type"] for op in ort_runner._ORT_INT8_OPS), entry["exec_type"]
 
 
 def test_openvino_bf16_runs_as_bf16_where_the_cpu_has_it(peaks):
@@ -76,8 +77,8 @@ def test_result_carries_machine_and_leaves_no_files(peaks):
 
 
 def test_bf16_without_cpu_support_is_unavailable():
-    assert "avx512_bf16" in peak_mod._why_not("openvino", "bf16", {"isa": ["avx2", "avx512f"]})
-    assert peak_mod._why_not("openvino", "bf16", {"isa": ["avx512_bf16"]}) is None
+    assert "avx512_bf16" in OpenVinoRunner().peak_unavailable("bf16", {"isa": ["avx2", "avx512f"]})
+    assert OpenVinoRunner().peak_unavailable("bf16", {"isa": ["avx512_bf16"]}) is None
 
 
 def test_missing_runtime_is_unavailable(monkeypatch):
@@ -89,7 +90,7 @@ def test_missing_runtime_is_unavailable(monkeypatch):
 
 def test_probe_in_another_precision_is_not_a_peak(monkeypatch):
     fake = {"gmacs_per_s": 1.0, "verified": False, "exec_type": "gemm_mlas_f32", "runtime_precision": "f32"}
-    monkeypatch.setattr(peak_mod, "_probe_openvino", lambda *a: dict(fake))
+    monkeypatch.setattr(OpenVinoRunner, "probe_peak", lambda *a: dict(fake))
     result = measure_peaks(("int8",), ("openvino",))
     assert peak_for(result, "openvino", "int8") is None
     item = result["unavailable"]["openvino"]["int8"]

@@ -86,6 +86,14 @@ class Converter(ABC):
             raise VanillaNetEdgeError(f"{cls.target} cannot keep chosen layers in float",
                                       hint="drop --max-drop for this target")
 
+    def availability(self) -> tuple[bool, str]:
+        """(available, reason). Never raises."""
+        try:
+            self.check_available()
+        except BackendMissingError as exc:
+            return False, f"{exc} ({exc.hint})"
+        return True, "ok"
+
     def check_available(self) -> None:
         """Raise BackendMissingError naming the extra to install when the toolchain is absent."""
         for module in self.modules:

@@ -1,30 +1,56 @@
-"""Target name -> converter. The only place that knows which targets exist."""
+"""Target name -> converter. The only place that knows which targets exist.
+
+The facts each target declares are attributes of its Converter class (converters/base.py); the
+two that the CLI needs before any toolchain (or torch) is imported sit on its registry line.
+"""
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import VanillaNetEdgeError
-from .base import Converter
 
-# Imported lazily: a missing toolchain only matters when its target is used.
+if TYPE_CHECKING:
+    from .base import Converter
+
+
+class _Entry(NamedTuple):
+    path: str                 # module:Class, imported lazily (a missing toolchain only matters when used)
+    measured: bool = True     # in the default target lists (verdict, tune): its latency means something here
+
+
 _TARGETS = {
-    "onnx": "vanillanet_edge.converters.onnx:OnnxConverter",
-    "openvino": "vanillanet_edge.converters.openvino:OpenVinoConverter",
-    "tflite": "vanillanet_edge.converters.litert:LiteRtConverter",
-    "coreml": "vanillanet_edge.converters.coreml:CoreMlConverter",
+    "onnx": _Entry("vanillanet_edge.converters.onnx:OnnxConverter"),
+    "openvino": _Entry("vanillanet_edge.converters.openvino:OpenVinoConverter"),
+    "tflite": _Entry("vanillanet_edge.converters.litert:LiteRtConverter"),
+    # Core ML latency exists only on macOS: not measured unless asked for.
+    "coreml": _Entry("vanillanet_edge.converters.coreml:CoreMlConverter", measured=False),
 }
+
+# The plain export `tune` compares its candidates against (tune/search.py TuneOptions.anchor).
+TUNE_ANCHOR_TARGET = "openvino"
 
 
 def target_names() -> list[str]:
     return list(_TARGETS)
 
 
-def get_converter(target: str) -> Converter:
+def default_targets() -> list[str]:
+    """The targets measured by default (the verdict's and tune's default lists)."""
+    return [name for name, entry in _TARGETS.items() if entry.measured]
+
+
+def converter_class(target: str) -> type[Converter]:
+    """The Converter class of a target (its declared facts); imports its module, not its toolchain."""
     if target not in _TARGETS:
         raise VanillaNetEdgeError(f"unknown target '{target}'",
                                   hint=f"choose one of: {', '.join(_TARGETS)}, or all")
-    module, _, cls = _TARGETS[target].partition(":")
-    return getattr(importlib.import_module(module), cls)()
+    module, _, cls = _TARGETS[target].path.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def get_converter(target: str) -> Converter:
+    return converter_class(target)()
 
 
 def expand_targets(targets: list[str] | tuple[str, ...] | str) -> list[str]:

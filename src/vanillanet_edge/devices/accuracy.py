@@ -13,7 +13,7 @@ from .artifacts import ArtifactRef
 from .base import pinned_settings
 from .latency import RESULT_SCHEMA
 from .machine import describe_machine
-from .registry import get_runner
+from .registry import EAGER_RUNTIME, get_runner
 
 CHUNK = 64   # images decoded and run per step: bounded memory on big folders
 
@@ -32,8 +32,9 @@ def _reference_model(ref: ArtifactRef):
 
     source = ref.manifest.get("source", {})
     path = Path(source.get("checkpoint", "")) if source.get("checkpoint") else None
-    if ref.runtime == "torch" or path is None or not path.exists():
-        return None, "no fp32 reference (source checkpoint not found)" if ref.runtime != "torch" else "is the reference"
+    if ref.runtime == EAGER_RUNTIME or path is None or not path.exists():
+        return None, ("no fp32 reference (source checkpoint not found)" if ref.runtime != EAGER_RUNTIME
+                      else "is the reference")
     if source.get("sha256") and file_sha256(path) != source["sha256"]:
         return None, f"no fp32 reference ({path} changed since conversion)"
     model = fuse_model(load_checkpoint(path).model)

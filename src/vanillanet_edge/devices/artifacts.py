@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..converters.manifest import MANIFEST_NAME, read_manifest
 from ..errors import VanillaNetEdgeError
+from .registry import EAGER_RUNTIME
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
@@ -32,7 +33,7 @@ def checkpoint_manifest(path: Path, batch: int = 1, input_size: int | None = Non
     size = input_size_of(ckpt, input_size)
     stats = summarize(ckpt.model, size)
     c = ckpt.config
-    return {"target": "torch", "precision": "fp32", "runtime": "torch",
+    return {"target": EAGER_RUNTIME, "precision": "fp32", "runtime": EAGER_RUNTIME,
             "artifact": {"file": path.name, "size_bytes": path.stat().st_size},
             "model": {"variant": c.name, "width": c.width, "num_classes": c.num_classes,
                       "class_names": ckpt.meta.get("class_names"), "macs": stats["macs"],
@@ -52,7 +53,7 @@ def resolve(paths, batch: int = 1) -> list[ArtifactRef]:
                                       "`vanillanet-edge convert`, a folder of them, or a checkpoint")
         if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
             manifest = checkpoint_manifest(path, batch)
-            refs.append(ArtifactRef(path, path, manifest, "torch"))
+            refs.append(ArtifactRef(path, path, manifest, EAGER_RUNTIME))
         elif (path / MANIFEST_NAME).exists():
             refs.append(_from_folder(path))
         elif path.is_dir():

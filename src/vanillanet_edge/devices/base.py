@@ -46,10 +46,24 @@ class Session(ABC):
 
 
 class Runner(ABC):
+    """One runtime. Its class attributes are the facts the rest of the code reads through the
+    registry (devices/registry.py) instead of keeping lists of its own; runner modules import
+    their runtime inside functions, so reading them is cheap and needs nothing installed."""
+
     name: str                       # e.g. "onnxruntime"
     extra: str                      # pip extra providing it
     modules: tuple[str, ...] = ()
     artifact_suffixes: tuple[str, ...] = ()   # which artifacts it can run
+    # Whether the report's machine line names its version (its pip packages are declared on
+    # its registry line: a bare device describes itself before numpy or any runner imports).
+    version_in_report: bool = True
+    # The runtime's own per-layer profiler, as every profile record names it (None: no profiler).
+    profiler: str | None = None
+    # Matmul peak probe (devices/peak.py): the precisions it is asked for; () = no probe.
+    peak_precisions: tuple[str, ...] = ()
+
+    def install_hint(self) -> str:
+        return f"pip install 'vanillanet-edge[{self.extra}]'"
 
     def availability(self) -> tuple[bool, str]:
         """(available, reason). Never raises."""
@@ -67,7 +81,10 @@ class Runner(ABC):
     def require(self) -> None:
         ok, _ = self.availability()
         if not ok:
-            missing = next(m for m in self.modules if importlib.util.find_spec(m) is None)
+            # The first module that is absent, else the first that fails to import (a broken install).
+            missing = next((m for m in self.modules if importlib.util.find_spec(m) is None), None)
+            if missing is None:
+                missing = next((m for m in self.modules if not _imports(m)), self.modules[0])
             raise BackendMissingError(f"the {self.name} runtime", self.extra, missing)
 
     @abstractmethod
@@ -79,6 +96,22 @@ class Runner(ABC):
         describe_machine() record, which may be a remote device's): what `tune` searches.
         Each dict is passed to `load` as settings; {} means the runtime's defaults."""
         return [{}]
+
+    def computed_in(self, precision: str, settings: dict) -> str:
+        """The precision the maths runs in for an artifact of `precision` run with `settings`
+        (the settings asked for, or a record's session_settings): a runner whose float
+        artifacts can compute in another precision (an OpenVINO bf16 hint) says so."""
+        return precision
+
+    def peak_unavailable(self, precision: str, machine: dict) -> str | None:
+        """Why the matmul peak probe of `precision` cannot run on `machine` (its
+        describe_machine() record), before trying; None when it can."""
+        return None
+
+    def probe_peak(self, precision: str, shapes, threads: int, seconds: float, min_calls: int) -> dict:
+        """Time one MatMul graph per shape in `precision` with the runtime's own API and return
+        devices/peak.py's entry (peak._entry); only runners with peak_precisions offer it."""
+        raise NotImplementedError(f"the {self.name} runtime has no matmul peak probe")
 
     # What to tell a user whose runtime has no per-layer profiler here (runners override).
     layer_profiling_hint: str = ("per-layer profiles come from the runtime's own profiler; "
@@ -105,6 +138,14 @@ class Runner(ABC):
         """
         raise ProfilingNotOfferedError(f"per-layer profiling is not offered by the {self.name} runtime",
                                        hint=self.layer_profiling_hint)
+
+
+def _imports(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def example_input(manifest: dict, seed: int = 0) -> np.ndarray:

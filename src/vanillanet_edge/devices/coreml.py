@@ -49,6 +49,7 @@ class CoreMlRunner(Runner):
     extra = "coreml"
     modules = ("coremltools",)
     artifact_suffixes = (".mlpackage",)
+    version_in_report = False      # off macOS the engine is our interpreter, not coremltools
 
     def availability(self) -> tuple[bool, str]:
         ok, why = super().availability()

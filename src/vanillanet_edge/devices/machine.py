@@ -12,8 +12,6 @@ ISA_FLAGS = {
     "avx_vnni": "avx_vnni", "avx512_bf16": "avx512_bf16", "amx_tile": "amx_tile",
     "amx_int8": "amx_int8", "amx_bf16": "amx_bf16", "neon": "asimd", "sve": "sve",
 }
-RUNTIME_PACKAGES = ("torch", "onnxruntime", "openvino", "ai-edge-litert", "tflite-runtime",
-                    "coremltools", "numpy")
 
 
 def _cpuinfo() -> dict:
@@ -64,8 +62,11 @@ def _memory_gib() -> float | None:
 
 
 def _versions() -> dict:
+    """Versions of every registered runtime's distributions found here, then numpy's."""
+    from .registry import runtime_packages
+
     out = {}
-    for pkg in RUNTIME_PACKAGES:
+    for pkg in [*runtime_packages(), "numpy"]:
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VanillaNetEdgeError
+from . import peak
 from .base import Runner, Session, example_input, resolve_threads, to_layout
 
 # The precision at the end of an OpenVINO CPU exec_type: brgconv_avx512_I8, jit_avx512_bf16...
@@ -41,6 +42,9 @@ class OpenVinoRunner(Runner):
     extra = "openvino"
     modules = ("openvino",)
     artifact_suffixes = (".xml",)
+    profiler = ("OpenVINO performance counters (PERF_COUNT): get_profiling_info real_time, "
+                "cumulative averages differenced around the profiled runs (1 us resolution)")
+    peak_precisions = ("fp32", "bf16", "int8")
 
     def load(self, artifact: Path, manifest: dict, device: str = "CPU", threads: int | None = None,
              precision_hint: str | None = None, performance_hint: str = "LATENCY", **_) -> Session:
@@ -69,6 +73,26 @@ class OpenVinoRunner(Runner):
                 f"OpenVINO's per-layer counters need one stream; {performance_hint} compiled "
                 f"{compiled.get_property('NUM_STREAMS')}", hint="profile with performance_hint=LATENCY (the default)")
         return _OvSession(compiled, manifest, settings)
+
+    def computed_in(self, precision: str, settings: dict) -> str:
+        # The CPU plugin computes float layers in its inference precision: a record's
+        # session_settings say which ran; asked-for settings carry the hint.
+        if precision == "int8":
+            return precision
+        short = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+        ran = settings.get("inference_precision")
+        if ran and precision in ("fp32", "fp16"):
+            return short.get(str(ran), str(ran))
+        return short.get(settings.get("precision_hint"), precision)
+
+    def peak_unavailable(self, precision: str, machine: dict) -> str | None:
+        if precision == "bf16" and not set(machine.get("isa") or ()) & {"avx512_bf16", "amx_bf16"}:
+            return ("no avx512_bf16 or amx_bf16 on this CPU: OpenVINO's CPU plugin would run a bf16 "
+                    "hint in f32")
+        return None
+
+    def probe_peak(self, precision: str, shapes, threads: int, seconds: float, min_calls: int) -> dict:
+        return probe_peak(precision, shapes, threads, seconds, min_calls)
 
     def tuning_options(self, machine: dict, precision: str) -> list[dict]:
         # The CPU plugin computes float layers in bf16 by default where the CPU has bf16
@@ -123,3 +147,79 @@ class OpenVinoRunner(Runner):
                          "precision": exec_precision(info.exec_type), "calls": runs,
                          "time_ms": max(0.0, 1000.0 * (total_after - total_before) / max(runs, 1))})
         return rows
+
+
+# ============================================================================ matmul peak probe
+
+_OV_HINT = {"fp32": "f32", "bf16": "bf16", "int8": None}   # int8: the runner's default, no hint
+
+
+def _ov_model(shape: peak.Shape, precision: str):
+    """Parameter x[M, K] -> MatMul(x, W[K, N] constant). int8: FakeQuantize levels=256 on x
+    (range [0, 4]: u8) and a per-output-channel symmetric FakeQuantize levels=255 on W (i8), the
+    pattern NNCF's performance preset writes; the CPU plugin's low-precision transformations turn
+    it into a u8 x i8 FullyConnected."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([shape.m, shape.k], ov.Type.f32, name="x")
+    w = peak.weights(shape)
+    a, b = x, ops.constant(w)
+    if precision == "int8":
+        f32 = lambda v: ops.constant(np.asarray(v, dtype=np.float32))  # noqa: E731
+        a = ops.fake_quantize(x, f32(0.0), f32(4.0), f32(0.0), f32(4.0), 256)
+        hi = np.abs(w).max(axis=0, keepdims=True)               # [1, N]: per output channel
+        b = ops.fake_quantize(b, f32(-hi), f32(hi), f32(-hi), f32(hi), 255)
+    return ov.Model([ops.matmul(a, b, False, False)], [x], f"peak_{precision}")
+
+
+def probe_peak(precision: str, shapes, threads, seconds: float, min_calls: int) -> dict:
+    """The OpenVINO matmul peak probe of devices/peak.py (OpenVinoRunner.probe_peak)."""
+    import openvino as ov
+
+    core = ov.Core()
+    config = {"PERFORMANCE_HINT": "LATENCY"}
+    if _OV_HINT[precision]:
+        config["INFERENCE_PRECISION_HINT"] = _OV_HINT[precision]
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    rows, exec_types, precisions, actual_threads, hints = [], [], [], None, set()
+    for shape in shapes:
+        compiled = core.compile_model(_ov_model(shape, precision), "CPU", config)
+        actual_threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+        hints.add(hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint))
+        gemm = _ov_gemm_nodes(compiled)
+        exec_types += [g["exec_type"] for g in gemm]
+        precisions += [g["runtime_precision"] for g in gemm]
+        request = compiled.create_infer_request()
+        x = peak.inputs(shape)
+        times = peak.time_calls(lambda: request.infer({0: x}, share_inputs=True, share_outputs=True),
+                      seconds, min_calls)
+        rows.append(peak.shape_result(shape, times) | {
+            "exec_type": ", ".join(g["exec_type"] for g in gemm)})
+        del request, compiled
+    verified = bool(precisions) and set(precisions) <= peak.KERNEL_PRECISIONS[precision]
+    notes = {
+        "fp32": "MatMul with a constant weight, INFERENCE_PRECISION_HINT f32",
+        "bf16": "MatMul with a constant weight, INFERENCE_PRECISION_HINT bf16 (f32 input reordered "
+                "to bf16 inside the call)",
+        "int8": "FakeQuantize levels=256 on the input (u8) and per-channel levels=255 on the weight "
+                "(i8), as NNCF writes them; the call includes quantising the f32 input",
+    }
+    return peak.entry(rows, exec_types, precisions, verified, actual_threads,
+                  notes[precision] + f"; PERFORMANCE_HINT LATENCY; openvino {ov.__version__}",
+                  inference_precision=", ".join(sorted(hints)))
+
+
+def _ov_gemm_nodes(compiled) -> list[dict]:
+    """The MatMul / FullyConnected nodes of the compiled runtime model with their kernel
+    (`primitiveType`, what profiling reports as exec_type) and runtime precision."""
+    nodes = []
+    for op in compiled.get_runtime_model().get_ops():
+        rt = op.get_rt_info()
+        get = lambda key: rt[key].astype(str) if key in rt else ""  # noqa: E731
+        if get("layerType") in ("FullyConnected", "MatMul", "Gemm"):
+            nodes.append({"name": op.get_friendly_name(), "exec_type": get("primitiveType"),
+                          "runtime_precision": get("runtimePrecision")})
+    return nodes

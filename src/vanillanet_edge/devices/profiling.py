@@ -71,17 +71,9 @@ def profile(ref: ArtifactRef, runs: int = 20, warmup: int = 5, threads: int | No
         "wall_ms_per_inference": wall,
         "wall_ms_mean": statistics.fmean(times),
         "profiled_share_of_wall": total / wall if wall > 0 else None,
-        "profiler": PROFILERS.get(runtime, runtime),
+        "profiler": runner.profiler or runtime,
         "machine": describe_machine(),
     }
-
-
-# What produced the rows, named in every record.
-PROFILERS = {
-    "onnxruntime": "ONNX Runtime session profiler (SessionOptions.enable_profiling), Node *_kernel_time events",
-    "openvino": "OpenVINO performance counters (PERF_COUNT): get_profiling_info real_time, "
-                "cumulative averages differenced around the profiled runs (1 us resolution)",
-}
 
 
 def group_by_op_type(record: dict) -> list[dict]:

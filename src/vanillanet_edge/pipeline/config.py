@@ -10,9 +10,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..converters.registry import default_targets, target_names
 from ..errors import VanillaNetEdgeError, did_you_mean
 
-ALL_TARGETS = ["onnx", "openvino", "tflite", "coreml"]
+ALL_TARGETS = target_names()
 
 
 class ConfigError(VanillaNetEdgeError):
@@ -81,7 +82,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "baseline": Key(str, "resnet50", "the deep network they are compared with (random weights)",
                         choices=("resnet50", "resnet18", "mobilenetv3_large_100", "convnext_tiny")),
         "input_size": Key(int, 224, "input side (the paper's claim: 224, batch 1)"),
-        "targets": Key(list, ["onnx", "openvino", "tflite"], "runtimes the verdict is measured on "
+        "targets": Key(list, default_targets(), "runtimes the verdict is measured on "
                                                              "(plus PyTorch eager)", choices=tuple(ALL_TARGETS)),
         "precisions": Key(list, ["fp32", "int8"], "precisions compared", choices=("fp32", "fp16", "int8")),
         "calib_samples": Key(int, 16, "calibration images for the int8 ranges (latency only: few suffice)"),

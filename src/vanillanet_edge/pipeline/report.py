@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..devices.registry import get_runner, reported_packages, runtime_names
 from ..fileio import atomic_write_bytes, atomic_write_text, write_json
 
 NOT_MEASURED = "not measured"
@@ -99,7 +100,7 @@ def machine_line(m: dict | None) -> str:
     if not m:
         return "machine: not recorded"
     v = m.get("versions", {})
-    vers = ", ".join(f"{k} {v[k]}" for k in ("torch", "onnxruntime", "openvino", "ai-edge-litert") if k in v)
+    vers = ", ".join(f"{k} {v[k]}" for k in reported_packages() if k in v)
     return (f"machine: {m.get('cpu_model', 'unknown CPU')}, {m.get('logical_cores')} logical cores "
             f"({m.get('cpus_usable')} usable, {m.get('physical_cores')} physical), "
             f"{m.get('memory_gib')} GiB, ISA {' '.join(m.get('isa') or []) or '-'}, {m.get('os')}, "
@@ -183,13 +184,13 @@ class Row:
 
 
 def _compute_precision(rec: dict) -> str:
-    ss = rec.get("session_settings") or {}
+    """What the record's runtime says its maths ran in (Runner.computed_in); the record's
+    precision where the runtime is not one of ours."""
     prec = rec.get("precision") or "?"
-    hint = ss.get("inference_precision")
-    if hint and prec in ("fp32", "fp16"):
-        short = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}.get(str(hint), str(hint))
-        return short
-    return prec
+    runtime = rec.get("runtime")
+    if runtime not in runtime_names():
+        return prec
+    return get_runner(runtime).computed_in(prec, rec.get("session_settings") or {})
 
 
 def normalise(rec: dict) -> Row:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from ..devices.registry import EAGER_RUNTIME
 from ..errors import VanillaNetEdgeError
 from .config import load_config, validate
 from .rundir import RunDir
@@ -56,7 +57,7 @@ def summary_rows(results: dict) -> list[dict]:
     latency = results.get("bench", [])
     # Each model against its OWN eager time (same architecture, width, input and batch): a
     # baseline's speed-up over another model's eager run would mean nothing.
-    eager = {_model_key(r): r["latency"]["median_ms"] for r in latency if r["runtime"] == "torch" and r["ok"]}
+    eager = {_model_key(r): r["latency"]["median_ms"] for r in latency if r["runtime"] == EAGER_RUNTIME and r["ok"]}
     rows = []
     for r in latency:
         median = r["latency"]["median_ms"] if r["ok"] else None

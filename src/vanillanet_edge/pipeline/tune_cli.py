@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .. import api
+from ..converters.registry import default_targets
 
 
 @click.command("tune")
@@ -18,7 +19,7 @@ from .. import api
 @click.option("--budget-ms", type=float, default=None,
               help="Latency budget per call: pick the most accurate candidate within it (else the fastest).")
 @click.option("--max-drop", type=float, default=None, help="Top-1 points a candidate may lose against fp32 (needs --eval-data).")
-@click.option("--target", "targets", multiple=True, default=("onnx", "openvino", "tflite"), show_default=True,
+@click.option("--target", "targets", multiple=True, default=tuple(default_targets()), show_default=True,
               help="Targets to try (repeat).")
 @click.option("--precision", "precisions", multiple=True, default=("fp32", "int8"), show_default=True,
               help="Artifact precisions to try (repeat); bf16 is tried as a runtime hint where the CPU has it.")
@@ -116,7 +117,7 @@ def print_tune(result: dict) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for each model's tune run.")
 @click.option("--device", "device_name", default="local", show_default=True, help="Device to choose for.")
 @click.option("--devices", "devices_file", type=click.Path(path_type=Path), default=None, help="Devices file.")
-@click.option("--target", "targets", multiple=True, default=("onnx", "openvino", "tflite"), show_default=True)
+@click.option("--target", "targets", multiple=True, default=tuple(default_targets()), show_default=True)
 @click.option("--precision", "precisions", multiple=True, default=("fp32", "int8"), show_default=True)
 @click.option("--input-size", "input_sizes", multiple=True, type=int,
               help="Input sides allowed (repeat; default: each model's own). Accuracy at other sizes "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..devices.registry import EAGER_RUNTIME
 from ..errors import VanillaNetEdgeError
 from .rundir import content_key
 from .stages import Context, _split
@@ -61,7 +62,7 @@ def _convert_model(ctx: Context, model: str, v: dict, precisions: list[str], cal
         return state["prep"]
 
     made = []
-    jobs = [(t, p) for t in v["targets"] for p in precisions] + [("torch", "fp32")]
+    jobs = [(t, p) for t in v["targets"] for p in precisions] + [(EAGER_RUNTIME, "fp32")]
     for target, precision in jobs:
         calib_part = (str(calib_dir), v["calib_samples"]) if precision == "int8" else None
         name = f"verdict:{model}:{target}:{precision}"
@@ -71,7 +72,7 @@ def _convert_model(ctx: Context, model: str, v: dict, precisions: list[str], cal
             ctx.skipped.append(name)
             made.append((ctx.path(done["outputs"][0]), done["result"]["settings"]))
             continue
-        if target == "torch":
+        if target == EAGER_RUNTIME:
             ctx.log(f"verdict: {model} eager PyTorch at {size}x{size}")
             folder, settings = write_eager_artifact(prep(), out), [{}]
         else:

@@ -19,6 +19,7 @@ import numpy as np
 from ..devices.artifacts import ArtifactRef
 from ..devices.base import Session, pinned_settings
 from ..devices.latency import BenchSettings, bench_jobs
+from ..devices.registry import EAGER_RUNTIME
 from ..errors import VanillaNetEdgeError
 from ..fileio import sha256_path
 from . import bundle
@@ -27,8 +28,6 @@ from .runner import COMPLETE, content_digest
 from .ssh import DeviceError, SshClient, remote_path
 
 # What to pip-install on a device for each runtime (the host's versions, when it has them).
-DEVICE_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "litert": "ai-edge-litert",
-                   "coreml": "coremltools", "torch": "torch"}
 FATAL = ("unreachable", "host_key", "auth", "dropped")   # no point trying the next round
 MARKER = ".vanillanet-edge-workdir"      # only ever in our own folder (spec.own_dir)
 NOT_OURS = 3                            # exit status of the prepare script: own_dir is someone else's
@@ -239,7 +238,7 @@ class SshDevice:
         """One benchmark round on the device, in a fresh Python process there."""
         if self._fatal:
             raise self._fatal
-        if ref.runtime == "torch":
+        if ref.runtime == EAGER_RUNTIME:
             return {"status": "unavailable", "reason": "PyTorch eager baselines run only on `local` "
                     "(the device runner carries no model code)", "machine": None}
         try:
@@ -377,12 +376,19 @@ def _check_report(spec: DeviceSpec, info: dict | None, error: DeviceError | None
                               "install": install_command(spec.python, ["numpy"])}]
         return report
     for name, entry in info["runtimes"].items():
-        entry["version"] = report["versions"].get(DEVICE_PACKAGES.get(name, name))
+        entry["version"] = report["versions"].get(_device_package(name))
     wanted = list(spec.runtimes) or list(info["runtimes"])
     report["missing"] = [{"what": name, "reason": info["runtimes"][name]["reason"],
-                          "install": install_command(spec.python, [DEVICE_PACKAGES[name]])}
+                          "install": install_command(spec.python, [_device_package(name)])}
                          for name in wanted if not info["runtimes"].get(name, {}).get("available")]
     return report
+
+
+def _device_package(runtime: str) -> str:
+    """The pip distribution a device installs for a runtime (its runner's first package)."""
+    from ..devices.registry import packages_of
+
+    return packages_of(runtime)[0]
 
 
 def write_tar(local: Path, stream) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..converters.convert import PreparedModel, convert_one, load_eval_set, prepare
 from ..converters.manifest import MANIFEST_NAME, read_manifest
-from ..converters.registry import get_converter
+from ..converters.registry import TUNE_ANCHOR_TARGET, default_targets, get_converter
 from ..converters.verify import LIMITS, check_limits, run_artifact
 from ..devices.artifacts import resolve
 from ..devices.latency import BenchSettings
@@ -38,7 +38,7 @@ TUNE_SCHEMA = 1
 
 @dataclass
 class TuneOptions:
-    targets: tuple = ("onnx", "openvino", "tflite")
+    targets: tuple = tuple(default_targets())
     precisions: tuple = ("fp32", "int8")
     rewrites: tuple = ((), ("relu_before_pool",))     # each entry: rewrites applied together
     batches: tuple = (1,)                              # >1 only where the app can batch
@@ -55,7 +55,7 @@ class TuneOptions:
     runs: int = 60
     rounds: int = 3
     peaks: bool = True                                 # measure matmul peaks (local device only)
-    anchor: tuple = ("openvino", "int8", ())           # the plain export to compare against
+    anchor: tuple = (TUNE_ANCHOR_TARGET, "int8", ())   # the plain export to compare against
 
 
 @dataclass
@@ -89,10 +89,7 @@ class Candidate:
     @property
     def compute(self) -> str:
         """The precision the maths ran in (a bf16 hint makes an fp32 artifact compute in bf16)."""
-        hint = self.settings.get("precision_hint")
-        if self.precision == "int8":
-            return "int8"
-        return {"bf16": "bf16", "f16": "fp16", "f32": "fp32"}.get(hint, self.precision)
+        return get_runner(self.runtime).computed_in(self.precision, self.settings)
 
     @property
     def label(self) -> str:
