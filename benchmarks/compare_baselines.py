@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from vanillanet_edge.api import make_digits
     from vanillanet_edge.calibration.dataset import load_calibration
-    from vanillanet_edge.calibration.images import Preprocessing, load_folder
+    from vanillanet_edge.images import Preprocessing, load_folder
     from vanillanet_edge.converters.convert import artifact_name, convert_one
     from vanillanet_edge.converters.registry import get_converter
     from vanillanet_edge.devices.artifacts import resolve

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 from .calibration.digits import write_digits
-from .calibration.images import Preprocessing, skipped_record
+from .images import Preprocessing, skipped_record
 from .calibration.inputs import input_size_of, preprocessing_of, real_inputs_for
 from .converters.convert import ConvertOutcome, Int8Options, convert_checkpoint
 from .errors import FusionError

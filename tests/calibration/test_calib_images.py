@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vanillanet_edge.calibration.images import (IMAGENET_MEAN, IMAGENET_STD, ImageFolder, Preprocessing,
+from vanillanet_edge.images import (IMAGENET_MEAN, IMAGENET_STD, ImageFolder, Preprocessing,
                                                 load_folder, load_images)
 from vanillanet_edge.errors import DataError
 

@@ -35,7 +35,7 @@ def outlier_checkpoint(tiny_checkpoint, tmp_path_factory):
 
 def test_sensitivity_ranks_the_outlier_layer_first(outlier_checkpoint, digits_data):
     from vanillanet_edge.calibration.dataset import load_calibration
-    from vanillanet_edge.calibration.images import Preprocessing
+    from vanillanet_edge.images import Preprocessing
 
     ckpt = load_checkpoint(outlier_checkpoint)
     calib = load_calibration(digits_data / "train", Preprocessing.from_dict(ckpt.meta["preprocessing"]), 64)

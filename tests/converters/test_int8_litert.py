@@ -20,7 +20,7 @@ pytest.importorskip("ai_edge_litert")
 pytest.importorskip("torchao")
 
 from vanillanet_edge.calibration.dataset import load_calibration  # noqa: E402
-from vanillanet_edge.calibration.images import Preprocessing, load_folder  # noqa: E402
+from vanillanet_edge.images import Preprocessing, load_folder  # noqa: E402
 from vanillanet_edge.converters.base import ConvertRequest  # noqa: E402
 from vanillanet_edge.converters.convert import (  # noqa: E402
     Int8Options,

@@ -91,7 +91,7 @@ def test_fp16_stores_float16_weights_and_is_smaller(converted):
 
 
 def test_runner_matches_the_fused_torch_model(converted, small_checkpoint, digits_data):
-    from vanillanet_edge.calibration.images import Preprocessing, load_folder
+    from vanillanet_edge.images import Preprocessing, load_folder
     from vanillanet_edge.model.checkpoint import load_checkpoint
     outcome = converted["fp32"]
     m = outcome.manifest

@@ -11,7 +11,7 @@ pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
 from vanillanet_edge.api import make_digits  # noqa: E402
-from vanillanet_edge.calibration.images import Preprocessing, load_folder  # noqa: E402
+from vanillanet_edge.images import Preprocessing, load_folder  # noqa: E402
 from vanillanet_edge.converters.convert import convert_checkpoint  # noqa: E402
 from vanillanet_edge.devices.litert import LiteRtRunner, dequantize, quantize  # noqa: E402
 from vanillanet_edge.devices.registry import get_runner  # noqa: E402

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vanillanet_edge.calibration import images as images_mod
-from vanillanet_edge.calibration.images import ImageFolder, ImageRecord, Preprocessing, load_images
+from vanillanet_edge import images as images_mod
+from vanillanet_edge.images import ImageFolder, ImageRecord, Preprocessing, load_images
 
 CLI = str(Path(sys.executable).with_name("vanillanet-edge"))
 PREP = Preprocessing(resize=32, crop=32)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .images import ImageFolder, Preprocessing, describe_skipped, load_images, skipped_record
+from ..images import ImageFolder, Preprocessing, describe_skipped, load_images, skipped_record
 
 MIN_CALIBRATION_IMAGES = 8   # fewer gives ranges that depend on a handful of pixels
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..fileio import atomic_path
-from .images import Preprocessing
+from ..images import Preprocessing
 
 DIGITS_SIZE = 32
 

@@ -7,7 +7,7 @@ import torch
 
 from ..model.checkpoint import LoadedCheckpoint
 from ..errors import DataError
-from .images import Preprocessing, load_folder
+from ..images import Preprocessing, load_folder
 
 
 def preprocessing_of(ckpt: LoadedCheckpoint, input_size: int | None = None) -> Preprocessing:

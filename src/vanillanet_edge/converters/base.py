@@ -18,7 +18,7 @@ import numpy as np
 from torch import nn
 
 from ..calibration.dataset import CalibrationSet
-from ..calibration.images import Preprocessing
+from ..images import Preprocessing
 from ..errors import BackendMissingError, VanillaNetEdgeError
 
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..calibration.dataset import CalibrationSet
-from ..calibration.images import Preprocessing
+from ..images import Preprocessing
 from ..calibration.inputs import input_size_of, preprocessing_of, real_inputs_for
 from ..errors import ConversionError, FusionError, VanillaNetEdgeError
 from ..fileio import atomic_path, clean_partials, sha256_path, size_bytes, write_json
@@ -131,7 +131,7 @@ class BudgetExceeded(ConversionError):
 
 
 def load_eval_set(prep: PreparedModel, folder: str | Path, limit: int | None = 500, seed: int = 0) -> EvalSet:
-    from ..calibration.images import load_folder
+    from ..images import load_folder
 
     imgs = load_folder(folder, prep.preprocessing, limit=limit, seed=seed)
     if imgs.labels is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..calibration.images import ImageFolder, Preprocessing, describe_skipped, load_images, skipped_record
+from ..images import ImageFolder, Preprocessing, describe_skipped, load_images, skipped_record
 from ..errors import DataError
 from .artifacts import ArtifactRef
 from .base import pinned_settings

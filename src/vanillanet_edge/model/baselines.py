@@ -294,7 +294,7 @@ def _inputs(inputs, input_size: int, n: int, seed: int) -> tuple[np.ndarray, str
 
 
 def _prepared(name, description, meta, source, model, input_size, inputs, inputs_source, stats):
-    from ..calibration.images import Preprocessing
+    from ..images import Preprocessing
     from ..converters.convert import PreparedModel
     from ..converters.verify import torch_reference
 

@@ -444,7 +444,7 @@ def validate_meta(raw, path: Path) -> dict:
 
 
 def _check_preprocessing(d: dict, path: Path) -> dict:
-    from ..calibration.images import Preprocessing
+    from ..images import Preprocessing
     from ..errors import VanillaNetEdgeError
 
     want = {"resize", "crop", "interpolation", "mean", "std"}

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..calibration.images import ImageFolder, Preprocessing, load_images
+from ..images import ImageFolder, Preprocessing, load_images
 from ..errors import DataError
 from .checkpoint import save_checkpoint
 from .variants import create_model

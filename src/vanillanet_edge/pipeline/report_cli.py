@@ -133,7 +133,7 @@ def baseline_cmd(names, targets, precisions, out, input_size, batch, data_dir, c
     for name in names:
         inputs = None
         if data_dir is not None:
-            from ..calibration.images import Preprocessing, load_folder
+            from ..images import Preprocessing, load_folder
             inputs = load_folder(data_dir, Preprocessing.imagenet(input_size), limit=32, seed=seed).inputs
         click.echo(f"{name}: building with random weights at {input_size}x{input_size}")
         prep = prepare_any(name, input_size, inputs=inputs, seed=seed)

@@ -90,7 +90,7 @@ def _convert_model(ctx: Context, model: str, v: dict, precisions: list[str], cal
 
 
 def _prepare(model: str, size: int, calib_dir: Path | None):
-    from ..calibration.images import Preprocessing, load_folder
+    from ..images import Preprocessing, load_folder
     from ..model.baselines import prepare_baseline, prepare_vanillanet_random
 
     inputs = (load_folder(calib_dir, Preprocessing.imagenet(size), limit=N_VERIFY, seed=1).inputs
