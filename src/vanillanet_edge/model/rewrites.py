@@ -10,6 +10,20 @@ relu_before_pool: a deploy block is conv -> maxpool -> [ReLU -> depthwise 7x7]. 
   function. The ReLU then sits right after the conv, where runtimes fuse it into the conv, and
   INT8 toolchains quantize the conv's output once, before the pool: the pool then runs on
   8-bit data (OpenVINO otherwise pools the full-resolution float tensor and reorders it).
+
+dw_blocks, dw_bands, dw_rows: the activation's k x k depthwise conv (k = 7) as a sum of smaller
+  depthwise convs, each over a shifted slice of the once-padded input (bias added once, by the
+  first). XNNPACK (LiteRT's default CPU kernels) runs depthwise kernels of up to 25 taps in one
+  pass and falls into a very slow multi-pass path above that: a 7x7 depthwise on 28x28x1024
+  took ~19-23 ms at 2 threads on x86, a 3x7 or 4x4 one ~0.7-1.7 ms (backend-notes.md).
+    dw_blocks: the 4x4 / 4x3 / 3x4 / 3x3 blocks of the kernel (four convs);
+    dw_bands:  bands of whole rows of at most 25 taps (7x7: 3, 3 and 1 rows: three convs);
+    dw_rows:   one 1 x k conv per kernel row (seven convs).
+  Exact in real arithmetic; in float the sum is taken in another order (fp32 relative error
+  ~1e-7, never bit-identical). Each also moves a block's ReLU ahead of its pool as
+  relu_before_pool does (bit-exact): LiteRT's exporter makes that move on every export and its
+  INT8 path needs it, and a ReLU left inside the split activation would be fused into the pool.
+  The stem's activation keeps its ReLU (it follows a conv, where runtimes fuse it).
 """
 from __future__ import annotations
 
@@ -39,6 +53,8 @@ def relu_before_pool(model: nn.Module) -> nn.Module:
     out = copy.deepcopy(model).eval()
     for block in out.modules():
         if isinstance(block, Block):
+            if block.deploy and isinstance(block.act, DepthwiseOnly):
+                continue                      # the ReLU is ahead of the pool already (dw_* rewrites)
             if not block.deploy or not isinstance(block.act, Activation):
                 raise ValueError("relu_before_pool needs a fused (deploy-form) VanillaNet")
             block.pool = nn.Sequential(nn.ReLU(), block.pool)
@@ -46,7 +62,127 @@ def relu_before_pool(model: nn.Module) -> nn.Module:
     return out
 
 
-REWRITES = {"relu_before_pool": relu_before_pool}
+# ---------------------------------------------------------------------------------------------
+# The activation's depthwise conv as a sum of smaller ones
+
+XNNPACK_UNIPASS_TAPS = 25   # XNNPACK's largest one-pass depthwise tile on x86 (measured: 28 taps is slow)
+
+
+class DepthwiseSplit(DepthwiseOnly):
+    """A k x k depthwise conv (+ bias) as a sum of depthwise convs over kernel pieces.
+
+    `pieces` are (row, col, height, width) rectangles that tile the k x k kernel exactly once.
+    The input is padded once by k // 2; piece (r, c, h, w) convolves the slice starting at
+    (r, c) of that padded input with its part of the kernel, unpadded, giving the same output
+    size. `relu`: apply the activation's leading ReLU first (when it did not move ahead of a pool).
+    A DepthwiseOnly, so calibration.layers still lists it under the activation's name.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pieces, relu: bool, plan: str):
+        nn.Module.__init__(self)
+        dim, one, k, k2 = weight.shape
+        if one != 1 or k != k2 or k % 2 == 0:
+            raise ValueError(f"expected a (dim, 1, k, k) depthwise weight with odd k, got {tuple(weight.shape)}")
+        cover = torch.zeros(k, k, dtype=torch.int64)
+        for r, c, h, w in pieces:
+            cover[r:r + h, c:c + w] += 1
+        if not bool((cover == 1).all()):
+            raise ValueError(f"the {plan} pieces do not tile the {k}x{k} kernel exactly once")
+        self.pieces = [tuple(int(v) for v in p) for p in pieces]
+        self.plan, self.relu, self.pad, self.groups, self.kernel = plan, bool(relu), k // 2, dim, k
+        with torch.no_grad():
+            for i, (r, c, h, w) in enumerate(self.pieces):
+                self.register_parameter(f"weight{i}", nn.Parameter(weight[:, :, r:r + h, c:c + w].clone()))
+        self.bias = bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.relu:
+            x = F.relu(x)
+        height, width = x.shape[-2], x.shape[-1]
+        p = self.pad
+        xp = F.pad(x, (p, p, p, p))
+        y = None
+        for i, (r, c, h, w) in enumerate(self.pieces):
+            part = F.conv2d(xp[:, :, r:r + height + h - 1, c:c + width + w - 1], getattr(self, f"weight{i}"),
+                            self.bias if y is None else None, groups=self.groups)
+            y = part if y is None else y + part
+        return y
+
+    def extra_repr(self) -> str:
+        sizes = ", ".join(f"{h}x{w}" for _, _, h, w in self.pieces)
+        return f"{self.groups}, kernel={self.kernel}x{self.kernel}, plan={self.plan} ({sizes}), relu={self.relu}"
+
+
+def _axis_split(k: int, first: int) -> list[tuple[int, int]]:
+    """(start, length) runs along one axis of k: `first`, then the rest in runs of at most `first`."""
+    runs, start = [], 0
+    while start < k:
+        length = min(first, k - start)
+        runs.append((start, length))
+        start += length
+    return runs
+
+
+def block_pieces(k: int) -> list[tuple[int, int, int, int]]:
+    """k = 2n+1: the (n+1) and n blocks along each axis (7x7: 4x4, 4x3, 3x4, 3x3)."""
+    runs = _axis_split(k, k // 2 + 1)
+    return [(r, c, h, w) for r, h in runs for c, w in runs]
+
+
+def band_pieces(k: int, max_taps: int = XNNPACK_UNIPASS_TAPS) -> list[tuple[int, int, int, int]]:
+    """Whole-row bands of at most `max_taps` taps (7x7: 3, 3 and 1 rows)."""
+    return [(r, 0, h, k) for r, h in _axis_split(k, max(1, max_taps // k))]
+
+
+def row_pieces(k: int) -> list[tuple[int, int, int, int]]:
+    return [(r, 0, 1, k) for r in range(k)]
+
+
+def _split_activations(model: nn.Module, plan: str, pieces_for) -> nn.Module:
+    out = copy.deepcopy(model).eval()
+    found = 0
+    for parent in list(out.modules()):
+        if isinstance(parent, Block):
+            act = parent.act
+            if not parent.deploy or not isinstance(act, (Activation, DepthwiseOnly)) \
+                    or (isinstance(act, Activation) and not act.deploy):
+                raise ValueError(f"{plan} needs a fused (deploy-form) VanillaNet")
+            if isinstance(act, DepthwiseSplit):
+                raise ValueError(f"{plan}: the activation of this block is split already ({act.plan})")
+            if isinstance(act, Activation):          # move its ReLU ahead of the pool (exact)
+                parent.pool = nn.Sequential(nn.ReLU(), parent.pool)
+            parent.act = DepthwiseSplit(act.weight, act.bias, pieces_for(act.weight.shape[-1]), False, plan)
+            found += 1
+            continue
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Activation) and not isinstance(parent, Block):   # the stem's
+                if not child.deploy:
+                    raise ValueError(f"{plan} needs a fused (deploy-form) VanillaNet")
+                setattr(parent, name, DepthwiseSplit(child.weight, child.bias,
+                                                     pieces_for(child.weight.shape[-1]), True, plan))
+                found += 1
+    if not found:
+        raise ValueError(f"{plan} found no VanillaNet activation to split")
+    return out
+
+
+def dw_blocks(model: nn.Module) -> nn.Module:
+    """A copy of a fused VanillaNet whose 7x7 activations run as 4x4/4x3/3x4/3x3 block convs."""
+    return _split_activations(model, "dw_blocks", block_pieces)
+
+
+def dw_bands(model: nn.Module) -> nn.Module:
+    """A copy whose 7x7 activations run as three whole-row band convs (3x7, 3x7, 1x7)."""
+    return _split_activations(model, "dw_bands", band_pieces)
+
+
+def dw_rows(model: nn.Module) -> nn.Module:
+    """A copy whose 7x7 activations run as seven 1x7 row convs."""
+    return _split_activations(model, "dw_rows", row_pieces)
+
+
+REWRITES = {"relu_before_pool": relu_before_pool, "dw_blocks": dw_blocks, "dw_bands": dw_bands,
+            "dw_rows": dw_rows}
 
 
 def apply_rewrites(model: nn.Module, names) -> nn.Module:

@@ -1,0 +1,174 @@
+"""dw_blocks / dw_bands / dw_rows: the 7x7 activation as a sum of smaller depthwise convs.
+
+Every variant (deploy form, random weights) against the plain net; then real conversions of the
+tiny digits net (LiteRT fp32 and int8 with XNNPACK, ONNX fp32) through the shared pipeline.
+The split changes the order of the float sum, so outputs are never bit-identical (fp32
+relative error ~1e-7 here; in float64 ~1e-16, i.e. exact in real arithmetic); the ReLU move
+(relu_before_pool) stays bit-exact.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from vanillanet_edge.model.adapool import replace_adaptive_max_pools
+from vanillanet_edge.model.baselines import build_vanillanet_random
+from vanillanet_edge.model.layers import Activation
+from vanillanet_edge.model.rewrites import (
+    REWRITES,
+    DepthwiseSplit,
+    apply_rewrites,
+    band_pieces,
+    block_pieces,
+    relu_before_pool,
+    row_pieces,
+)
+from vanillanet_edge.model.variants import VARIANTS, create_model
+
+SPLITS = ("dw_blocks", "dw_bands", "dw_rows")
+PIECES = {"dw_blocks": 4, "dw_bands": 3, "dw_rows": 7}
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def _activation_inputs(net, x) -> dict:
+    """Each activation's input in a run of the plain net, by module name."""
+    seen, hooks = {}, []
+    for name, m in net.named_modules():
+        if isinstance(m, Activation):
+            hooks.append(m.register_forward_pre_hook(lambda mod, args, name=name: seen.__setitem__(name, args[0])))
+    try:
+        net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+# The x1.5 variants (128 M parameters; the ada_pool one at 113x113) take minutes on 2 cores.
+SLOW = {"vanillanet_13_x1_5", "vanillanet_13_x1_5_ada_pool"}
+
+
+@pytest.mark.parametrize("variant", [pytest.param(v, marks=pytest.mark.slow) if v in SLOW else v for v in VARIANTS])
+def test_every_variant_split_matches_the_plain_net(variant):
+    """Each split activation against its plain 7x7 conv on the same input: fp32 relative error
+    < 1e-6. Whole net: < 1e-5 in fp32 (a full-size plain net is itself 1e-6..5e-6 away from its
+    float64 result at the logits, so 1e-6 there would test rounding noise) and < 1e-12 in float64."""
+    torch.manual_seed(0)
+    size = max(VARIANTS[variant].min_input_size(), 32)
+    # full-size deploy form, random non-degenerate weights (BN-like output scaling)
+    net = replace_adaptive_max_pools(build_vanillanet_random(variant, num_classes=10, stats_input_size=size), size)
+    x = torch.randn(2, 3, size, size)
+    n_acts = len(net.stages) + 1
+    with torch.no_grad():
+        ref = net(x)
+        inputs = _activation_inputs(net, x)
+        assert len(inputs) == n_acts
+        ref64 = net.double()(x.double())
+        net.float()
+        for name in SPLITS:
+            split = apply_rewrites(net, [name])
+            parts = [m for m in split.modules() if isinstance(m, DepthwiseSplit)]
+            assert len(parts) == n_acts and all(len(m.pieces) == PIECES[name] for m in parts)
+            for layer, inp in inputs.items():
+                part = split.get_submodule(layer)
+                assert isinstance(part, DepthwiseSplit) and part.relu == (layer == "stem.1")
+                plain = net.get_submodule(layer)(inp)
+                assert _rel(part(inp if part.relu else torch.relu(inp)), plain) < 1e-6, (name, layer)
+            assert _rel(split(x), ref) < 1e-5, name
+            if name == "dw_bands":
+                assert _rel(split.double()(x.double()), ref64) < 1e-12, name    # exact in real arithmetic
+        assert torch.equal(net(x), ref)                                   # the input net is untouched
+
+
+@pytest.mark.parametrize("name", SPLITS)
+def test_composes_with_relu_before_pool(name):
+    """Either order gives the same net, bit for bit (the ReLU move is part of every split)."""
+    torch.manual_seed(0)
+    net = replace_adaptive_max_pools(create_model("vanillanet_13_x1_5_ada_pool", width=1 / 16, num_classes=10,
+                                                  deploy=True).eval(), 64)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.1)
+        x = torch.randn(2, 3, 64, 64)
+        split = apply_rewrites(net, [name])
+        assert _rel(split(x), net(x)) < 1e-6
+        assert torch.equal(apply_rewrites(net, ["relu_before_pool", name])(x), split(x))
+        assert torch.equal(relu_before_pool(split)(x), split(x))
+
+
+def test_piece_plans_tile_the_kernel():
+    assert block_pieces(7) == [(0, 0, 4, 4), (0, 4, 4, 3), (4, 0, 3, 4), (4, 4, 3, 3)]
+    assert band_pieces(7) == [(0, 0, 3, 7), (3, 0, 3, 7), (6, 0, 1, 7)]
+    assert max(h * w for _, _, h, w in band_pieces(7)) <= 25          # XNNPACK's one-pass tile
+    assert len(row_pieces(7)) == 7
+    for k in (3, 5, 7, 9):
+        for pieces in (block_pieces(k), band_pieces(k), row_pieces(k)):
+            assert sum(h * w for _, _, h, w in pieces) == k * k
+    w = torch.randn(4, 1, 7, 7)
+    with pytest.raises(ValueError, match="tile"):
+        DepthwiseSplit(w, None, [(0, 0, 4, 7)], relu=False, plan="half")
+
+
+def test_refuses_training_form_and_double_splits():
+    train_form = create_model("vanillanet_5", width=1 / 32, num_classes=10).eval()
+    for name in SPLITS:
+        with pytest.raises(ValueError, match="fused"):
+            REWRITES[name](train_form)
+    fused = create_model("vanillanet_5", width=1 / 32, num_classes=10, deploy=True).eval()
+    with pytest.raises(ValueError, match="split already"):
+        apply_rewrites(fused, ["dw_blocks", "dw_bands"])
+    with pytest.raises(ValueError, match="no VanillaNet activation"):
+        REWRITES["dw_blocks"](torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Real conversions of the trained digits net
+
+
+@pytest.fixture(scope="module")
+def digits_prep(tiny_checkpoint):
+    from vanillanet_edge.converters.convert import load_eval_set, prepare
+
+    prep = prepare(tiny_checkpoint.path, data=tiny_checkpoint.data / "val")
+    return prep, load_eval_set(prep, tiny_checkpoint.data / "val")
+
+
+def _rewritten(prep, name):
+    meta = {**prep.model_meta, "rewrites": [name]}
+    return dataclasses.replace(prep, name=f"{prep.name}-{name}", model_meta=meta,
+                               export_model=apply_rewrites(prep.export_model, [name]))
+
+
+@pytest.mark.parametrize("name", ["dw_bands", "dw_blocks"])
+def test_rewritten_digits_net_converts_and_keeps_its_accuracy(name, digits_prep, tiny_checkpoint, tmp_path):
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("onnxruntime")
+    from vanillanet_edge.calibration.dataset import load_calibration
+    from vanillanet_edge.converters.convert import convert_one
+
+    prep, evaluation = digits_prep
+    variant = _rewritten(prep, name)
+    cal = load_calibration(tiny_checkpoint.data / "train", prep.preprocessing, 64, 0, "minmax")
+    n_acts = len(prep.fused.stages) + 1
+    jobs = [("tflite", "fp32", None), ("tflite", "int8", cal), ("onnx", "fp32", None)]
+    for target, precision, calibration in jobs:
+        o = convert_one(variant, target, precision, tmp_path, calibration=calibration, evaluation=evaluation)
+        assert o.ok, o.error
+        m = o.manifest
+        assert m["verification"]["passed"], m["verification"]
+        assert m["model"]["rewrites"] == [name]
+        # kernels="auto" (XNNPACK for LiteRT): what the latency is measured with
+        assert abs(m["accuracy"]["drop_points"]) <= 0.5, m["accuracy"]
+        if target == "tflite":
+            ops = m["conversion"]["op_counts"]
+            assert ops["DEPTHWISE_CONV_2D"] == PIECES[name] * n_acts, ops
+            assert ops.get("TRANSPOSE", 0) == 0
+            if precision == "int8":
+                assert m["int8"]["conv_int8"] == m["int8"]["conv_total"]
+                assert m["input"]["dtype"] == "int8"
