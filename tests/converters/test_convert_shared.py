@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from vanillanet_edge.converters.convert import convert_checkpoint
-from vanillanet_edge.converters.manifest import ManifestError, read_manifest
+from vanillanet_edge.manifest import ManifestError, read_manifest
 from vanillanet_edge.converters.verify import run_artifact
 from vanillanet_edge.errors import InputSizeError, VanillaNetEdgeError
 from vanillanet_edge.model.checkpoint import save_checkpoint

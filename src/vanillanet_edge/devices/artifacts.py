@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..converters.manifest import MANIFEST_NAME, read_manifest
 from ..errors import VanillaNetEdgeError
+from ..manifest import MANIFEST_NAME, read_manifest
 from .registry import EAGER_RUNTIME
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")

@@ -13,7 +13,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent          # .../vanillanet_edge
 # What the device needs: the runners and harness (devices/), the manifest reader, errors,
 # and this package's runner. accuracy.py stays home: the host decodes images and scores.
-FILES = ["errors.py", "converters/manifest.py", "remote/__init__.py", "remote/runner.py"]
+FILES = ["errors.py", "manifest.py", "remote/__init__.py", "remote/runner.py"]
 DEVICE_MODULES = "devices"
 SKIP = {"devices/accuracy.py"}
 STUB_INIT = '"""vanillanet-edge device runner (a subset of the package; see remote/bundle.py)."""\n'
@@ -21,8 +21,7 @@ MAIN = "import sys\nfrom vanillanet_edge.remote.runner import main\nsys.exit(mai
 
 
 def _members() -> dict[str, bytes]:
-    files = {"__main__.py": MAIN.encode(), "vanillanet_edge/__init__.py": STUB_INIT.encode(),
-             "vanillanet_edge/converters/__init__.py": b""}
+    files = {"__main__.py": MAIN.encode(), "vanillanet_edge/__init__.py": STUB_INIT.encode()}
     names = FILES + sorted(str(p.relative_to(PACKAGE)) for p in (PACKAGE / DEVICE_MODULES).glob("*.py"))
     for rel in names:
         if rel not in SKIP:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..converters.convert import PreparedModel, convert_one, load_eval_set, prepare
-from ..converters.manifest import MANIFEST_NAME, read_manifest
+from ..manifest import MANIFEST_NAME, read_manifest
 from ..converters.registry import TUNE_ANCHOR_TARGET, default_targets, get_converter
 from ..converters.verify import LIMITS, check_limits, run_artifact
 from ..devices.artifacts import resolve
