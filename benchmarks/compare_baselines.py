@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     from vanillanet_edge.devices.artifacts import resolve
     from vanillanet_edge.devices.latency import BenchSettings, bench
     from vanillanet_edge.fileio import write_json
-    from vanillanet_edge.model.baselines import prepare_any
+    from vanillanet_edge.converters.baselines import prepare_any
     from vanillanet_edge.pipeline.report import build_report, summary_text
 
     out = args.out

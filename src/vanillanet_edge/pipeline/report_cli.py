@@ -116,7 +116,8 @@ def baseline_cmd(names, targets, precisions, out, input_size, batch, data_dir, c
     from ..converters.convert import _check_writable, convert_one
     from ..converters.registry import expand_targets
     from ..fileio import clean_partials
-    from ..model.baselines import BASELINES, prepare_any
+    from ..converters.baselines import prepare_any
+    from ..model.baselines import BASELINES
     from ..model.variants import VARIANTS
 
     unknown = [n for n in names if n not in BASELINES and n not in VARIANTS]

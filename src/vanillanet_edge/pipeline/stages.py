@@ -192,7 +192,7 @@ def convert_baselines(ctx: Context) -> None:
     if not b["models"]:
         return
     from ..converters.convert import convert_one
-    from ..model.baselines import prepare_baseline
+    from ..converters.baselines import prepare_baseline
 
     size = b["input_size"] or ctx.cfg["model"]["input_size"] or 32
     for model in b["models"]:

@@ -91,7 +91,7 @@ def _convert_model(ctx: Context, model: str, v: dict, precisions: list[str], cal
 
 def _prepare(model: str, size: int, calib_dir: Path | None):
     from ..images import Preprocessing, load_folder
-    from ..model.baselines import prepare_baseline, prepare_vanillanet_random
+    from ..converters.baselines import prepare_baseline, prepare_vanillanet_random
 
     inputs = (load_folder(calib_dir, Preprocessing.imagenet(size), limit=N_VERIFY, seed=1).inputs
               if calib_dir else None)

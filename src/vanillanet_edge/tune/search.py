@@ -106,7 +106,7 @@ def _prepare(model: str, size: int | None, data: str | None) -> PreparedModel:
     A random-weight net is verified on the real images given (calibration or eval), not on
     random noise: INT8 ranges calibrated on images say nothing about noise."""
     from ..images import Preprocessing, load_folder
-    from ..model.baselines import prepare_vanillanet_random
+    from ..converters.baselines import prepare_vanillanet_random
     from ..model.variants import VARIANTS
 
     if model in VARIANTS and not Path(model).exists():
