@@ -27,9 +27,15 @@ NAME_WIDTH = 56
 @click.option("--set", "options", multiple=True, metavar="KEY=VALUE",
               help="Runner setting, as for `bench`: precision_hint=f32 (OpenVINO), provider=... (ONNX Runtime).")
 @click.option("--top", type=int, default=15, show_default=True, help="Layers listed per artifact (0: all).")
+@click.option("--ops/--no-ops", "op_probe", default=True, show_default=True,
+              help="LiteRT (.tflite): time each distinct layer as a one-op model in the same runtime and "
+                   "settings (the op probe), since LiteRT's Python API has no profiler.")
+@click.option("--peak/--no-peak", default=True, show_default=True,
+              help="Op probe: also measure this machine's matmul peak of the artifact's precision "
+                   "(a few seconds) and give each layer's GMAC/s as a share of it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON instead of tables.")
 @click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write the records to this JSON file.")
-def profile_cmd(artifacts, runs, warmup, threads, options, top, as_json, save):
+def profile_cmd(artifacts, runs, warmup, threads, options, top, op_probe, peak, as_json, save):
     """Where the time goes, layer by layer, per artifact, from each runtime's OWN profiler.
 
     \b
@@ -45,8 +51,11 @@ def profile_cmd(artifacts, runs, warmup, threads, options, top, as_json, save):
       onnxruntime  ONNX Runtime's session profiler (per-node kernel time, execution provider)
       openvino     OpenVINO's performance counters (per-node real time, exec_type such as
                    brgconv_avx512_I8, which shows the precision the kernel really ran in)
-      litert       not offered from Python: the line printed says how to run LiteRT's
-                   benchmark_model --enable_op_profiling=true on the artifact instead
+      litert       no profiler from Python: the op probe instead (--ops, the default) cuts
+                   each distinct layer out of the .tflite into a one-op model, times it with
+                   the same threads and kernels, and reports GMAC/s per layer against the
+                   median layer and this machine's matmul peak; "slow" flags layers under
+                   1/5 of the median (local only: --device is not offered for it)
     Other artifacts are still profiled when one runtime has no profiler.
 
     \b
@@ -76,6 +85,12 @@ def profile_cmd(artifacts, runs, warmup, threads, options, top, as_json, save):
             record = profile(ref, runs=runs, warmup=warmup, threads=threads, options=settings)
         except ProfilingNotOfferedError as exc:
             record = _not_done(ref, "not_offered", exc)
+            if op_probe and ref.runtime == "litert":
+                try:
+                    record = _probe(ref, threads, settings, peak)
+                except VanillaNetEdgeError as exc2:
+                    record = _not_done(ref, "failed", exc2)
+                    failed = True
         except VanillaNetEdgeError as exc:
             record = _not_done(ref, "failed", exc)
             failed = True
@@ -91,6 +106,47 @@ def profile_cmd(artifacts, runs, warmup, threads, options, top, as_json, save):
             click.echo(f"wrote {len(records)} records to {save}")
     if failed or not any(r["status"] == "ok" for r in records):
         sys.exit(1)
+
+
+def _probe(ref, threads, settings: dict, peak: bool) -> dict:
+    """The op probe's record for a LiteRT artifact (devices/op_probe.py)."""
+    from ..devices.op_probe import matmul_peak, probe_ops
+
+    peak_gmacs, note = (matmul_peak(ref.manifest.get("precision") or "fp32", threads) if peak
+                        else (None, "not measured (--no-peak)"))
+    return probe_ops(ref.artifact, ref.manifest, threads=threads, kernels=settings.get("kernels", "auto"),
+                     peak_gmacs=peak_gmacs, peak_note=note)
+
+
+def _print_probe(r: dict, top: int) -> None:
+    ss = r["session_settings"]
+    click.echo(f"  threads={ss.get('threads')}, kernels={ss.get('kernels')} ({ss.get('interpreter')})")
+    click.echo(f"  profiler: {r['profiler']}")
+    med, peak = r.get("median_gmacs_per_s"), r.get("peak_gmacs_per_s")
+    click.echo(f"  layers sum to {_ms(r['total_ms'])} ms per inference one op at a time; whole artifact: "
+               f"{_ms(r['wall_ms_per_inference'])} ms median")
+    click.echo(f"  median layer {med:.1f} GMAC/s" if med else "  no layer with MACs")
+    click.echo(f"  matmul peak: {peak:.1f} GMAC/s, {r.get('peak_note')}" if peak else f"  matmul peak: {r.get('peak_note')}")
+    rows = r["rows"] if top <= 0 else r["rows"][:top]
+    click.echo(f"  {'layer':<{NAME_WIDTH}} {'calls':>5} {'ms each':>8} {'ms':>8} {'share':>7} "
+               f"{'GMAC/s':>8} {'/median':>7} {'/peak':>6}  flag")
+    for row in rows:
+        g = row.get("gmacs_per_s")
+        cells = (f"{g:>8.1f} {row['vs_median']:>7.2f} " + (f"{100 * row['fraction_of_peak']:>5.1f}%"
+                                                           if row.get("fraction_of_peak") else f"{'-':>6}")
+                 if g else f"{'-':>8} {'-':>7} {'-':>6}")
+        each = row.get("ms_each")
+        click.echo(f"  {_short(row['name'], NAME_WIDTH):<{NAME_WIDTH}} {row['calls']:>5} "
+                   f"{_ms(each) if each is not None else '-':>8} {_ms(row['time_ms']):>8} "
+                   f"{100 * row['share']:>6.1f}% {cells}  {row.get('flag') or row.get('error') or ''}")
+    rest = r["rows"][len(rows):]
+    if rest:
+        click.echo(f"  ... {len(rest)} more layers, {100 * sum(x['share'] for x in rest):.1f}% of the time "
+                   f"(--top 0 lists all)")
+    slow = [row for row in r["rows"] if row.get("flag") == "slow"]
+    if slow:
+        click.secho(f"  {len(slow)} layer kind(s) under {r['slow_fraction']:g} of the median GMAC/s: "
+                    f"{', '.join(row['name'] for row in slow)}", fg="yellow")
 
 
 def _not_done(ref, status: str, exc) -> dict:
@@ -124,6 +180,10 @@ def _print_record(r: dict, top: int) -> None:
         return
     from ..devices.profiling import group_by_op_type
 
+    if r.get("median_gmacs_per_s", False) is not False:       # an op probe record
+        click.secho(f"\n{title}", bold=True)
+        _print_probe(r, top)
+        return
     ss = r["session_settings"]
     ran = ", ".join(f"{k}={v}" for k, v in ss.items() if k in ("inference_precision", "providers", "threads"))
     click.secho(f"\n{title}", bold=True)
