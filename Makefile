@@ -1,6 +1,6 @@
 # The two commands the README opens with. Both create the shared venv when missing
 # (scripts/venv.sh), install the package into it, then run.
-.PHONY: demo test venv
+.PHONY: demo lint test venv
 SHELL := /bin/bash
 
 venv:
@@ -10,6 +10,11 @@ venv:
 demo: venv
 	.venv/bin/vanillanet-edge run --out runs/demo
 
-# The whole test suite.
-test: venv
+# The whole test suite, after the linters: ruff, and the import contracts in pyproject.toml
+# (layers, device-side code free of torch/model/converters, no cycles).
+test: lint
 	.venv/bin/python -m pytest -q
+
+lint: venv
+	.venv/bin/python -m ruff check src tests
+	.venv/bin/python -c 'import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())

@@ -10,10 +10,10 @@ import builtins
 import importlib
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from vanillanet_edge.converters import registry as conv_registry
 from vanillanet_edge.converters.base import PRECISIONS, Converter

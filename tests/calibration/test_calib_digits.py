@@ -9,8 +9,8 @@ from PIL import Image
 
 from vanillanet_edge.api import make_digits
 from vanillanet_edge.calibration.digits import digits_preprocessing
-from vanillanet_edge.images import ImageFolder, load_folder
 from vanillanet_edge.fileio import atomic_path, clean_partials, sha256_path, size_bytes, write_json
+from vanillanet_edge.images import ImageFolder, load_folder
 
 
 def test_digits_layout(digits_dir):

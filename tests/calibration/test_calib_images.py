@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vanillanet_edge.images import (IMAGENET_MEAN, IMAGENET_STD, ImageFolder, Preprocessing,
-                                                load_folder, load_images)
 from vanillanet_edge.errors import DataError
+from vanillanet_edge.images import IMAGENET_MEAN, IMAGENET_STD, ImageFolder, Preprocessing, load_folder, load_images
 
 
 def write_image(path: Path, size=(40, 30), color=(10, 200, 30), fmt=None) -> Path:

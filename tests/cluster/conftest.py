@@ -132,9 +132,10 @@ class LocalRayCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
-    """A two-node Ray cluster on 127.0.0.1, one CPU per node (about 15 s to start on 2 cores)."""
+    """A two-node Ray cluster on 127.0.0.1, one CPU per node, shared by every test here (about
+    15-25 s to start on 2 busy cores, 10 s to stop)."""
     # A short private temp dir: Ray's unix sockets live there (paths are limited to 107 bytes).
     cluster = LocalRayCluster(Path(tempfile.mkdtemp(prefix="vne-ray-", dir="/tmp")),
                               tmp_path_factory.mktemp("ray-logs"))

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from vanillanet_edge.converters.convert import convert_checkpoint
-from vanillanet_edge.manifest import ManifestError, read_manifest
 from vanillanet_edge.converters.verify import run_artifact
 from vanillanet_edge.errors import InputSizeError, VanillaNetEdgeError
+from vanillanet_edge.manifest import ManifestError, read_manifest
 from vanillanet_edge.model.checkpoint import save_checkpoint
 from vanillanet_edge.model.variants import create_model
 
@@ -158,9 +158,9 @@ def test_manifest_validation(tmp_path):
 
 
 def test_random_weight_nets_are_held_to_the_relative_error_limit_only():
+    from vanillanet_edge.converters.baselines import prepare_vanillanet_random
     from vanillanet_edge.converters.verify import check_limits
     from vanillanet_edge.metrics import Agreement
-    from vanillanet_edge.converters.baselines import prepare_vanillanet_random
 
     near_ties = Agreement(max_abs=0.3, rel_err=0.05, top1_agree=0.84, samples=32)   # flipped top-1s, small error
     assert not check_limits(near_ties, "int8")["passed"]

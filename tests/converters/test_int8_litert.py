@@ -20,7 +20,6 @@ pytest.importorskip("ai_edge_litert")
 pytest.importorskip("torchao")
 
 from vanillanet_edge.calibration.dataset import load_calibration  # noqa: E402
-from vanillanet_edge.images import Preprocessing, load_folder  # noqa: E402
 from vanillanet_edge.converters.base import ConvertRequest  # noqa: E402
 from vanillanet_edge.converters.convert import (  # noqa: E402
     Int8Options,
@@ -30,6 +29,7 @@ from vanillanet_edge.converters.convert import (  # noqa: E402
 )
 from vanillanet_edge.converters.litert import LiteRtConverter, inspect_tflite  # noqa: E402
 from vanillanet_edge.devices.registry import get_runner  # noqa: E402
+from vanillanet_edge.images import Preprocessing, load_folder  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

@@ -386,7 +386,7 @@ def test_weight_blob_reader_matches_coremltools(models, tmp_path):
     """Our MILBlob parser agrees with coremltools' own reader, sub-byte types included."""
     from coremltools.libmilstoragepython import _BlobStorageReader, _BlobStorageWriter
 
-    from vanillanet_edge.devices import coreml_mil as cm
+    from vanillanet_edge.devices.coreml_mil import weights as cm
 
     path = str(tmp_path / "w.bin")
     rng = np.random.default_rng(0)
@@ -457,6 +457,7 @@ def test_inputs_are_checked(models):
 def test_gather_from_the_exact_adaptive_pool_rewrite(tmp_path):
     """index_select (the gather form of model/adapool.py) becomes MIL gather: exact."""
     import coremltools as ct
+
     from vanillanet_edge.devices.coreml_mil import MILProgram
     from vanillanet_edge.model.adapool import FixedAdaptiveMaxPool2d
 

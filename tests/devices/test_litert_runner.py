@@ -11,11 +11,11 @@ pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
 from vanillanet_edge.api import make_digits  # noqa: E402
-from vanillanet_edge.images import Preprocessing, load_folder  # noqa: E402
 from vanillanet_edge.converters.convert import convert_checkpoint  # noqa: E402
 from vanillanet_edge.devices.litert import LiteRtRunner, dequantize, quantize  # noqa: E402
 from vanillanet_edge.devices.registry import get_runner  # noqa: E402
 from vanillanet_edge.errors import BackendMissingError, VanillaNetEdgeError  # noqa: E402
+from vanillanet_edge.images import Preprocessing, load_folder  # noqa: E402
 from vanillanet_edge.model.checkpoint import save_checkpoint  # noqa: E402
 from vanillanet_edge.model.fuse import fuse_model  # noqa: E402
 from vanillanet_edge.model.variants import create_model  # noqa: E402

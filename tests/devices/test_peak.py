@@ -6,8 +6,8 @@ import tempfile
 
 import pytest
 
-from vanillanet_edge.devices.machine import describe_machine
 from vanillanet_edge.devices import onnxruntime as ort_runner
+from vanillanet_edge.devices.machine import describe_machine
 from vanillanet_edge.devices.openvino import OpenVinoRunner
 from vanillanet_edge.devices.peak import CONV_SHAPE, measure_peaks, peak_for
 

@@ -16,8 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from vanillanet_edge.fileio import (atomic_path, atomic_write_bytes, atomic_write_text,
-                                    clean_partials, pid_alive, sha256_path, write_json)
+from vanillanet_edge.fileio import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    clean_partials,
+    pid_alive,
+    sha256_path,
+    write_json,
+)
 
 PARTIAL = re.compile(r"\.(?P<name>.+)\.partial-(?P<tag>[0-9a-f]{16})")
 

@@ -20,8 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vanillanet_edge.images import ImageRecord, Preprocessing, load_images
 from vanillanet_edge.errors import CheckpointError
+from vanillanet_edge.images import ImageRecord, Preprocessing, load_images
 from vanillanet_edge.model.checkpoint import load_checkpoint, save_checkpoint
 from vanillanet_edge.model.variants import create_model
 

@@ -50,7 +50,7 @@ def processes_with(needle: str) -> list[str]:
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = next(l for l in (proc / "status").read_text().splitlines() if l.startswith("State:"))
+            state = next(s for s in (proc / "status").read_text().splitlines() if s.startswith("State:"))
         except (OSError, StopIteration):
             continue
         if needle in cmdline and "Z" not in state.split()[1]:

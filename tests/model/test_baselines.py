@@ -7,9 +7,9 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
+from vanillanet_edge.converters.baselines import prepare_baseline, prepare_vanillanet_random
 from vanillanet_edge.converters.convert import convert_one
 from vanillanet_edge.devices.artifacts import resolve
-from vanillanet_edge.converters.baselines import prepare_baseline, prepare_vanillanet_random
 from vanillanet_edge.model.baselines import BASELINES, build_baseline, count_macs, zero_gammas
 from vanillanet_edge.model.profile import summarize
 

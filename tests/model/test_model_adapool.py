@@ -1,13 +1,16 @@
 """The exact AdaptiveMaxPool2d rewrite (model/adapool.py): bit-identical to PyTorch's op."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 from torch import nn
 
-from vanillanet_edge.model.adapool import (FixedAdaptiveMaxPool2d, adaptive_windows,
-                                          exact_adaptive_max_pool, replace_adaptive_max_pools)
+from vanillanet_edge.model.adapool import (
+    FixedAdaptiveMaxPool2d,
+    adaptive_windows,
+    exact_adaptive_max_pool,
+    replace_adaptive_max_pools,
+)
 from vanillanet_edge.model.fuse import fuse_model
 from vanillanet_edge.model.variants import create_model
 

@@ -17,8 +17,8 @@ from vanillanet_edge.api import fuse_checkpoint
 from vanillanet_edge.errors import CheckpointError, FusionError
 from vanillanet_edge.model.checkpoint import load_checkpoint, save_checkpoint
 from vanillanet_edge.model.fuse import fuse_model
-from vanillanet_edge.model.variants import create_model
 from vanillanet_edge.model.vanillanet import VanillaNet
+from vanillanet_edge.model.variants import create_model
 
 WIDTH = 1 / 16
 

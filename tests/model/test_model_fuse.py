@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vanillanet_edge.errors import FusionError
-from vanillanet_edge.model.fuse import (fold_activation_bn, fold_bn, fuse_model, merge_1x1_after,
-                                        verify_fusion)
+from vanillanet_edge.model.fuse import fold_activation_bn, fold_bn, fuse_model, merge_1x1_after, verify_fusion
 from vanillanet_edge.model.layers import Activation
 from vanillanet_edge.model.variants import VARIANTS, create_model
 

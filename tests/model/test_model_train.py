@@ -6,8 +6,8 @@ import torch
 
 from vanillanet_edge.api import train_model
 from vanillanet_edge.calibration.digits import digits_preprocessing
-from vanillanet_edge.images import load_folder
 from vanillanet_edge.errors import DataError
+from vanillanet_edge.images import load_folder
 from vanillanet_edge.model.checkpoint import load_checkpoint
 from vanillanet_edge.model.fuse import fuse_model, verify_fusion
 from vanillanet_edge.model.train import TrainConfig, act_learn_at

@@ -146,6 +146,12 @@ def _rewritten(prep, name):
 
 @pytest.mark.parametrize("name", ["dw_bands", "dw_blocks"])
 def test_rewritten_digits_net_converts_and_keeps_its_accuracy(name, digits_prep, tiny_checkpoint, tmp_path):
+    """LiteRT fp32 and ONNX fp32 / int8 of the split net verify and keep top-1 (int8 within 0.5
+    points of fp32; the split convs share their input's scale, their sum is re-quantized).
+    LiteRT int8 of the split is refused by verification: litert-torch 0.10 turns the quantized
+    PAD / SLICE / ADD pattern into TRANSPOSEs, float ADDs and wrong numbers (rel err ~1.2), with
+    XNNPACK and the builtin kernels alike; the pipeline publishes nothing (checked here, so a
+    converter that gets it right shows up as a failure of this test to update)."""
     pytest.importorskip("litert_torch")
     pytest.importorskip("ai_edge_litert")
     pytest.importorskip("onnxruntime")
@@ -156,7 +162,7 @@ def test_rewritten_digits_net_converts_and_keeps_its_accuracy(name, digits_prep,
     variant = _rewritten(prep, name)
     cal = load_calibration(tiny_checkpoint.data / "train", prep.preprocessing, 64, 0, "minmax")
     n_acts = len(prep.fused.stages) + 1
-    jobs = [("tflite", "fp32", None), ("tflite", "int8", cal), ("onnx", "fp32", None)]
+    jobs = [("tflite", "fp32", None), ("onnx", "fp32", None), ("onnx", "int8", cal)]
     for target, precision, calibration in jobs:
         o = convert_one(variant, target, precision, tmp_path, calibration=calibration, evaluation=evaluation)
         assert o.ok, o.error
@@ -169,6 +175,7 @@ def test_rewritten_digits_net_converts_and_keeps_its_accuracy(name, digits_prep,
             ops = m["conversion"]["op_counts"]
             assert ops["DEPTHWISE_CONV_2D"] == PIECES[name] * n_acts, ops
             assert ops.get("TRANSPOSE", 0) == 0
-            if precision == "int8":
-                assert m["int8"]["conv_int8"] == m["int8"]["conv_total"]
-                assert m["input"]["dtype"] == "int8"
+    if name == "dw_bands":
+        o = convert_one(variant, "tflite", "int8", tmp_path, calibration=cal, evaluation=evaluation)
+        assert not o.ok and o.stage == "verify" and "differs from the fused" in o.error
+        assert not (tmp_path / f"{variant.name}-tflite-int8").exists()

@@ -7,14 +7,14 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from vanillanet_edge.pipeline.config import ConfigError, example_toml, load_config, validate
-from vanillanet_edge.pipeline.rundir import RunDir, RunLockedError
 from vanillanet_edge.pipeline.run import run_pipeline
+from vanillanet_edge.pipeline.rundir import RunDir, RunLockedError
 
 
 def _cfg(tiny, **over) -> dict:

@@ -225,7 +225,7 @@ Subsystem sftp internal-sftp
             parent = frontier.pop()
             for status in Path("/proc").glob("[0-9]*/status"):
                 with contextlib.suppress(OSError, ValueError):
-                    fields = dict(l.split(":\t", 1) for l in status.read_text().splitlines() if ":\t" in l)
+                    fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
                     if int(fields.get("PPid", "0")) == parent:
                         child = int(status.parent.name)
                         victims.append(child)

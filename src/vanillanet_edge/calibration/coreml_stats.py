@@ -4,7 +4,7 @@ coremltools 9.0 cannot do this itself here: its calibration (`linear_quantize_ac
 needs `MLModel.predict` (macOS only), and even there `ModelDebugger.record_intermediate_output`
 overwrites the running min/max with the current sample's before comparing, so only the last
 sample's range survives. We run the float program with the numpy MIL interpreter
-(devices/coreml_mil.py) batch by batch and keep, per variable, only a running min/max (and for
+(devices/coreml_mil/) batch by batch and keep, per variable, only a running min/max (and for
 "percentile" a fixed-size histogram): memory does not grow with the number of samples.
 
 Statistics are keyed by the *output variable name* of each op (what coremltools' activation

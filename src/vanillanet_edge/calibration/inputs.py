@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from ..model.checkpoint import LoadedCheckpoint
 from ..errors import DataError
 from ..images import Preprocessing, load_folder
+from ..model.checkpoint import LoadedCheckpoint
 
 
 def preprocessing_of(ckpt: LoadedCheckpoint, input_size: int | None = None) -> Preprocessing:

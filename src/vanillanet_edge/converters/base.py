@@ -18,8 +18,8 @@ import numpy as np
 from torch import nn
 
 from ..calibration.dataset import CalibrationSet
-from ..images import Preprocessing
 from ..errors import BackendMissingError, VanillaNetEdgeError
+from ..images import Preprocessing
 
 PRECISIONS = ("fp32", "fp16", "int8")
 

@@ -7,8 +7,14 @@ import torch
 
 from ..errors import VanillaNetEdgeError
 from ..images import Preprocessing
-from ..model.baselines import (build_baseline, build_vanillanet_random, count_macs, count_params, get_baseline,
-                               timm_version)
+from ..model.baselines import (
+    build_baseline,
+    build_vanillanet_random,
+    count_macs,
+    count_params,
+    get_baseline,
+    timm_version,
+)
 from .verify import torch_reference
 
 N_VERIFY = 32          # verification inputs, as converters/convert.py uses for checkpoints

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from ..calibration.dataset import CalibrationSet
-from ..images import Preprocessing
 from ..calibration.inputs import input_size_of, preprocessing_of, real_inputs_for
 from ..errors import ConversionError, FusionError, VanillaNetEdgeError
 from ..fileio import atomic_path, clean_partials, sha256_path, size_bytes, write_json
+from ..images import Preprocessing
 from ..model.adapool import replace_adaptive_max_pools
 from ..model.checkpoint import load_checkpoint
 from ..model.fuse import FUSION_REL_TOL, fuse_model, verify_fusion

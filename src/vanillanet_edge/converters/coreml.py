@@ -1,7 +1,7 @@
 """Core ML: coremltools' mlprogram (.mlpackage), float32 I/O, iOS 17 / macOS 14 and newer.
 
 On Linux nothing can `predict` a Core ML model; verification runs the saved package with our
-numpy MIL interpreter (devices/coreml_mil.py). On macOS the runner uses Core ML itself.
+numpy MIL interpreter (devices/coreml_mil/). On macOS the runner uses Core ML itself.
 
 INT8 (W8A8): an fp16-compute program (float32 I/O) whose convs read int8 activations
 (coremltools' quantize/dequantize pairs) and int8 per-channel symmetric weights

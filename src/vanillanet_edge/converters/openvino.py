@@ -157,9 +157,13 @@ def _quantize(request: ConvertRequest, model, core):
         from ..errors import BackendMissingError
         raise BackendMissingError("openvino int8", "openvino", "nncf") from None
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-    from nncf.quantization.range_estimator import (AggregatorType, RangeEstimatorParameters,
-                                                   RangeEstimatorParametersSet,
-                                                   StatisticsCollectorParameters, StatisticsType)
+    from nncf.quantization.range_estimator import (
+        AggregatorType,
+        RangeEstimatorParameters,
+        RangeEstimatorParametersSet,
+        StatisticsCollectorParameters,
+        StatisticsType,
+    )
 
     OpenVinoConverter.check_int8_request(request.calibration)
     cal = request.calibration

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import ImageFolder, Preprocessing, describe_skipped, load_images, skipped_record
 from ..errors import DataError
+from ..images import ImageFolder, Preprocessing, describe_skipped, load_images, skipped_record
 from .artifacts import ArtifactRef
 from .base import pinned_settings
 from .latency import RESULT_SCHEMA

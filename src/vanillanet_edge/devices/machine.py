@@ -35,7 +35,7 @@ def _physical_cores() -> int | None:
         return None
     pairs = set()
     for block in blocks:
-        fields = dict((k.strip(), v.strip()) for k, _, v in (l.partition(":") for l in block.splitlines()))
+        fields = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in block.splitlines()))
         if "core id" in fields:
             pairs.add((fields.get("physical id"), fields["core id"]))
     return len(pairs) or None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import os
 import tempfile
@@ -206,9 +207,8 @@ def probe_peak(precision: str, shapes, threads, seconds: float, min_calls: int) 
         gemm = [o for o in ops if "MatMul" in o or "Gemm" in o]
         exec_types += [f"{o} ({nodes[0]['args'].get('provider', '?')})" for o in gemm]
         precisions += ["u8" if o in _ORT_INT8_OPS else "f32" for o in gemm]
-        times = peak.time_calls(lambda: sess.run_with_iobinding(binding), seconds, min_calls)
-        rows.append(peak.shape_result(shape, times) | {"exec_type": ", ".join(gemm),
-                                                             "ops": ops})
+        times = peak.time_calls(functools.partial(sess.run_with_iobinding, binding), seconds, min_calls)
+        rows.append(peak.shape_result(shape, times) | {"exec_type": ", ".join(gemm), "ops": ops})
         del sess, binding
     verified = bool(precisions) and set(precisions) <= peak.KERNEL_PRECISIONS[precision]
     notes = {

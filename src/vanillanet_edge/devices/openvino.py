@@ -1,6 +1,7 @@
 """OpenVINO runner: any device `available_devices` lists; reports the precision really used."""
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -194,11 +195,11 @@ def probe_peak(precision: str, shapes, threads, seconds: float, min_calls: int) 
         precisions += [g["runtime_precision"] for g in gemm]
         request = compiled.create_infer_request()
         x = peak.inputs(shape)
-        times = peak.time_calls(lambda: request.infer({0: x}, share_inputs=True, share_outputs=True),
-                      seconds, min_calls)
+        infer = functools.partial(request.infer, {0: x}, share_inputs=True, share_outputs=True)
+        times = peak.time_calls(infer, seconds, min_calls)
         rows.append(peak.shape_result(shape, times) | {
             "exec_type": ", ".join(g["exec_type"] for g in gemm)})
-        del request, compiled
+        del infer, request, compiled
     verified = bool(precisions) and set(precisions) <= peak.KERNEL_PRECISIONS[precision]
     notes = {
         "fp32": "MatMul with a constant weight, INFERENCE_PRECISION_HINT f32",

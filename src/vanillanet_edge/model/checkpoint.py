@@ -21,8 +21,8 @@ import torch
 
 from ..errors import CheckpointError
 from ..fileio import atomic_path
-from .variants import VARIANTS, variant_config
 from .vanillanet import MAX_INPUT_SIZE, VanillaNet, VanillaNetConfig
+from .variants import VARIANTS, variant_config
 
 # Non-tensor objects a release file legitimately holds, allowed one by one. The authors'
 # script stores its argparse.Namespace under 'args'; everything else is plain containers.
@@ -444,8 +444,8 @@ def validate_meta(raw, path: Path) -> dict:
 
 
 def _check_preprocessing(d: dict, path: Path) -> dict:
-    from ..images import Preprocessing
     from ..errors import VanillaNetEdgeError
+    from ..images import Preprocessing
 
     want = {"resize", "crop", "interpolation", "mean", "std"}
     if set(d) != want:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..images import ImageFolder, Preprocessing, load_images
 from ..errors import DataError
+from ..images import ImageFolder, Preprocessing, load_images
 from .checkpoint import save_checkpoint
 from .variants import create_model
 

@@ -6,9 +6,10 @@ Errors name the key's path (`calibration.samples`) and a hint.
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 from ..converters.registry import default_targets, target_names
 from ..errors import VanillaNetEdgeError, did_you_mean

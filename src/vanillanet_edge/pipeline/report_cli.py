@@ -11,7 +11,6 @@ import click
 
 from .friendly import FriendlyCommand
 
-
 # Standalone commands cache their help option on first use: give them -h themselves, so it
 # works however they were first invoked (alone, or under the main group).
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -113,10 +112,10 @@ def baseline_cmd(names, targets, precisions, out, input_size, batch, data_dir, c
       vanillanet-edge baseline resnet50 --target openvino --precision int8 --calib-data imgs --out a
       vanillanet-edge bench artifacts --rounds 3 --save runs/r1/latency.json
     """
+    from ..converters.baselines import prepare_any
     from ..converters.convert import _check_writable, convert_one
     from ..converters.registry import expand_targets
     from ..fileio import clean_partials
-    from ..converters.baselines import prepare_any
     from ..model.baselines import BASELINES
     from ..model.variants import VARIANTS
 

@@ -7,13 +7,12 @@ only the steps whose key it enters: e.g. a new bench.runs reruns bench and repor
 from __future__ import annotations
 
 from contextlib import closing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..errors import VanillaNetEdgeError
 from ..fileio import sha256_path, write_json
-from .rundir import RunDir, content_key
+from .context import Context, _split
+from .rundir import content_key
 
 STAGES = ("data", "train", "fuse", "convert", "calibrate", "eval", "bench", "verdict", "report")
 
@@ -25,39 +24,6 @@ class StageError(VanillaNetEdgeError):
         self.stage = stage
 
 
-@dataclass
-class Context:
-    cfg: dict
-    run: RunDir
-    log: Callable[[str], None]
-    force: set = field(default_factory=set)
-    only: set = field(default_factory=set)
-    data_root: Path | None = None
-    checkpoint: Path | None = None
-    checkpoint_sha: str = ""
-    artifacts: list[Path] = field(default_factory=list)
-    failures: list[dict] = field(default_factory=list)
-    results: dict = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-
-    def step(self, stage: str, name: str, key: str) -> dict | None:
-        """Cached result of a step, or None when it must run (forced, new key, outputs gone)."""
-        if stage in self.force:
-            return None
-        entry = self.run.done(name, key)
-        if entry is None and self.only and stage not in self.only:
-            raise VanillaNetEdgeError(f"stage '{stage}' has not run with these settings yet",
-                                      hint=f"drop --only, or add --only {stage}")
-        return entry
-
-    def path(self, *parts) -> Path:
-        return self.run.path.joinpath(*parts)
-
-
-def _split(ctx: Context, name: str) -> Path:
-    return ctx.data_root / name
-
-
 def stage_data(ctx: Context) -> None:
     root = ctx.cfg["data"]["root"]
     if root:
@@ -66,7 +32,7 @@ def stage_data(ctx: Context) -> None:
         return
     if ctx.cfg["model"]["checkpoint"]:
         return   # shipping a given net: images come from calibration.data and eval.data
-    from ..api import make_digits
+    from ..steps import make_digits
 
     key = content_key("digits", 32, 0)
     ctx.data_root = ctx.path("data")
@@ -90,8 +56,8 @@ def stage_train(ctx: Context) -> None:
         ctx.checkpoint_sha = sha256_path(ctx.checkpoint)
         ctx.log(f"train: not needed, shipping {given}")
         return
-    from ..api import train_model
     from ..model.train import TrainConfig
+    from ..steps import train_model
 
     t, m = ctx.cfg["train"], ctx.cfg["model"]
     cfg = TrainConfig(variant=m["variant"] or "vanillanet_5", width=m["width"], epochs=t["epochs"],
@@ -111,7 +77,7 @@ def stage_train(ctx: Context) -> None:
 
 
 def stage_fuse(ctx: Context) -> None:
-    from ..api import fuse_checkpoint
+    from ..steps import fuse_checkpoint
 
     out = _deploy_path(ctx)
     m = ctx.cfg["model"]
@@ -140,8 +106,8 @@ def _eval_data(ctx: Context) -> Path | None:
 
 
 def stage_convert(ctx: Context) -> None:
-    from ..converters.convert import convert_int8_within_budget, convert_one, load_eval_set, prepare
     from ..calibration.dataset import load_calibration
+    from ..converters.convert import convert_int8_within_budget, convert_one, load_eval_set, prepare
 
     conv, m = ctx.cfg["convert"], ctx.cfg["model"]
     calib, eval_dir = _calib_settings(ctx), _eval_data(ctx)
@@ -191,8 +157,8 @@ def convert_baselines(ctx: Context) -> None:
     b, conv = ctx.cfg["baselines"], ctx.cfg["convert"]
     if not b["models"]:
         return
-    from ..converters.convert import convert_one
     from ..converters.baselines import prepare_baseline
+    from ..converters.convert import convert_one
 
     size = b["input_size"] or ctx.cfg["model"]["input_size"] or 32
     for model in b["models"]:
@@ -219,7 +185,7 @@ def convert_baselines(ctx: Context) -> None:
 def stage_calibrate(ctx: Context) -> None:
     if "int8" not in ctx.cfg["convert"]["precisions"]:
         return
-    from ..api import calibrate
+    from ..steps import calibrate
 
     calib = _calib_settings(ctx)
     key = content_key(ctx.checkpoint_sha, calib["data"], calib["samples"], calib["seed"])
@@ -352,7 +318,7 @@ def _profile_layers(ctx: Context, refs) -> None:
 
 
 def stage_verdict(ctx: Context) -> None:
-    from .verdict import stage_verdict as run   # its own module: full-size models, fair settings
+    from .verdict import stage_verdict as run  # its own module: full-size models, fair settings
     run(ctx)
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ..devices.registry import EAGER_RUNTIME
 from ..errors import VanillaNetEdgeError
+from .context import Context, _split
 from .rundir import content_key
-from .stages import Context, _split
 
 VERDICT_VERSION = 1      # bump when what the stage produces changes
 N_VERIFY = 8             # real images per verification: random weights, relative error only
@@ -90,8 +90,8 @@ def _convert_model(ctx: Context, model: str, v: dict, precisions: list[str], cal
 
 
 def _prepare(model: str, size: int, calib_dir: Path | None):
-    from ..images import Preprocessing, load_folder
     from ..converters.baselines import prepare_baseline, prepare_vanillanet_random
+    from ..images import Preprocessing, load_folder
 
     inputs = (load_folder(calib_dir, Preprocessing.imagenet(size), limit=N_VERIFY, seed=1).inputs
               if calib_dir else None)
@@ -139,8 +139,8 @@ def _bench(ctx: Context, made: list[tuple[Path, list[dict]]], v: dict) -> None:
     from ..devices.artifacts import resolve
     from ..devices.latency import BenchSettings
     from ..fileio import sha256_path, write_json
-    from ..remote.fleet import resolve_devices
     from ..remote.device import open_device
+    from ..remote.fleet import resolve_devices
 
     b = ctx.cfg["bench"]
     specs = resolve_devices(b["devices"], b["devices_file"] or None)

@@ -22,7 +22,9 @@ MAIN = "import sys\nfrom vanillanet_edge.remote.runner import main\nsys.exit(mai
 
 def _members() -> dict[str, bytes]:
     files = {"__main__.py": MAIN.encode(), "vanillanet_edge/__init__.py": STUB_INIT.encode()}
-    names = FILES + sorted(str(p.relative_to(PACKAGE)) for p in (PACKAGE / DEVICE_MODULES).glob("*.py"))
+    # Every module of devices/, its subpackages included (a package such as coreml_mil/ would
+    # otherwise be missing on the device and fail only when first imported there).
+    names = FILES + sorted(p.relative_to(PACKAGE).as_posix() for p in (PACKAGE / DEVICE_MODULES).rglob("*.py"))
     for rel in names:
         if rel not in SKIP:
             files[f"vanillanet_edge/{rel}"] = (PACKAGE / rel).read_bytes()

@@ -13,10 +13,11 @@ A device named `local` always exists (this machine, no SSH) unless the file rede
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import tomllib
 
 from ..errors import VanillaNetEdgeError, did_you_mean
 

@@ -57,7 +57,7 @@ def content_digest(folder: Path) -> tuple[int, int, str]:
 
 def describe(wanted: list[str]) -> dict:
     """Machine description and which of the `wanted` runtimes (all when empty) import here."""
-    from ..devices.machine import describe_machine     # stdlib only: works before numpy is there
+    from ..devices.machine import describe_machine  # stdlib only: works before numpy is there
 
     out = {"protocol": PROTOCOL, "machine": describe_machine(), "python_executable": sys.executable,
            "python": sys.version.split()[0], "runtimes": {}}

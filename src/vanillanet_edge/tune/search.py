@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from ..converters.convert import PreparedModel, convert_one, load_eval_set, prepare
-from ..manifest import MANIFEST_NAME, read_manifest
 from ..converters.registry import TUNE_ANCHOR_TARGET, default_targets, get_converter
 from ..converters.verify import LIMITS, check_limits, run_artifact
 from ..devices.artifacts import resolve
@@ -30,6 +29,7 @@ from ..devices.latency import BenchSettings
 from ..devices.registry import get_runner
 from ..errors import VanillaNetEdgeError
 from ..fileio import atomic_path, clean_partials, write_json
+from ..manifest import MANIFEST_NAME, read_manifest
 from ..metrics import compare_logits
 from ..model.rewrites import apply_rewrites
 
@@ -105,8 +105,8 @@ def _prepare(model: str, size: int | None, data: str | None) -> PreparedModel:
 
     A random-weight net is verified on the real images given (calibration or eval), not on
     random noise: INT8 ranges calibrated on images say nothing about noise."""
-    from ..images import Preprocessing, load_folder
     from ..converters.baselines import prepare_vanillanet_random
+    from ..images import Preprocessing, load_folder
     from ..model.variants import VARIANTS
 
     if model in VARIANTS and not Path(model).exists():

@@ -1,0 +1,189 @@
+"""Reading a written .tflite flatbuffer: ops, tensors and their quantization (inspect_tflite), the
+INT8 proof for the manifest, integer I/O, and the I/O checks."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from ..errors import ConversionError
+from .base import ConvertRequest
+
+
+def inspect_tflite(path: str | Path) -> dict:
+    """Op counts by type, I/O tensors and what reads the input, from the flatbuffer itself."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = Path(path).read_bytes()
+    model = schema.Model.GetRootAs(buf, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        custom = oc.CustomCode()
+        codes.append(f"CUSTOM:{custom.decode()}" if custom else names.get(code, str(code)))
+    graph = model.Subgraphs(0)
+
+    def dtype(i):
+        return types.get(graph.Tensors(i).Type(), str(graph.Tensors(i).Type())).lower()
+
+    def tensor(i):
+        t = graph.Tensors(i)
+        out = {"index": int(i), "name": t.Name().decode(), "shape": [int(d) for d in t.ShapeAsNumpy()],
+               "dtype": dtype(i)}
+        q = t.Quantization()
+        if q is not None and q.ScaleLength():
+            out["scale"] = [float(v) for v in q.ScaleAsNumpy()]
+            out["zero_point"] = [int(v) for v in q.ZeroPointAsNumpy()]
+        return out
+
+    ops = [(codes[graph.Operators(k).OpcodeIndex()], list(graph.Operators(k).InputsAsNumpy()))
+           for k in range(graph.OperatorsLength())]
+    # per op, the element types of its input / output tensors (None: an omitted optional input)
+    op_types = [{"op": op, "inputs": [dtype(i) if i >= 0 else None for i in ins],
+                 "outputs": [dtype(i) for i in graph.Operators(k).OutputsAsNumpy()]}
+                for k, (op, ins) in enumerate(ops)]
+    inputs = [tensor(i) for i in graph.InputsAsNumpy()]
+    outputs = [tensor(i) for i in graph.OutputsAsNumpy()]
+    first_input = inputs[0]["index"] if inputs else -1
+    readers = [op for op, ins in ops if first_input in ins]
+    sig = model.SignatureDefs(0) if model.SignatureDefsLength() else None
+    constants = Counter()
+    for i in range(graph.TensorsLength()):
+        t = graph.Tensors(i)
+        if t.Buffer() and model.Buffers(t.Buffer()).DataLength() + model.Buffers(t.Buffer()).Size() > 0:
+            constants[types.get(t.Type(), str(t.Type())).lower()] += 1
+    return {
+        "op_counts": dict(sorted(Counter(op for op, _ in ops).items())),
+        "ops": op_types,
+        "inputs": inputs,
+        "outputs": outputs,
+        "input_readers": readers,
+        "input_transposes": sum(op == "TRANSPOSE" for op in readers),
+        "constant_dtypes": dict(sorted(constants.items())),
+        "signature_key": sig.SignatureKey().decode() if sig else None,
+    }
+
+
+CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
+
+
+_FLOAT_TYPES = ("float32", "float16", "float64", "bfloat16")
+
+
+def int8_summary(info: dict, request: ConvertRequest) -> dict:
+    """How integer the flatbuffer really is, from its tensors' element types; checks that every
+    layer asked to stay float did (ConversionError otherwise)."""
+    from ..calibration.layers import quantizable_layers
+
+    ops = info["ops"]
+    convs = [op for op in ops if op["op"] in CONV_OPS]
+
+    def conv_int8(op) -> bool:
+        return len(op["inputs"]) > 1 and op["inputs"][0] == "int8" and op["inputs"][1] == "int8"
+
+    def has_float(op) -> bool:
+        return any(t in _FLOAT_TYPES for t in op["inputs"] + op["outputs"] if t)
+
+    n_int8 = sum(conv_int8(op) for op in convs)
+    layers = quantizable_layers(request.model)
+    # One conv op per quantizable layer, in forward order (Activation = one depthwise conv).
+    per_layer = ({name: "int8" if conv_int8(op) else (op["inputs"][1] or "float32")
+                  for name, op in zip(layers, convs)} if len(layers) == len(convs) else None)
+    kept = [n for n in layers if n in set(request.calibration.excluded_layers)] if request.calibration else []
+    if kept and per_layer is None:
+        raise ConversionError(f"cannot check that {', '.join(kept)} stayed float: the flatbuffer has "
+                              f"{len(convs)} conv ops for {len(layers)} quantizable layers")
+    leaked = [n for n in kept if per_layer[n] == "int8"]
+    if leaked:
+        raise ConversionError(f"layers asked to stay float were quantized: {', '.join(leaked)}",
+                              hint="report this with the litert-torch version")
+    return {
+        "conv_total": len(convs),
+        "conv_int8": n_int8,
+        "int8_ops": sum(not has_float(op) and "int8" in op["inputs"] + op["outputs"] for op in ops),
+        "float_ops": sum(has_float(op) for op in ops),
+        "ops_total": len(ops),
+        "fraction_conv_int8": round(n_int8 / len(convs), 4) if convs else 0.0,
+        "layers": per_layer,
+        "kept_float": kept,
+        "io": {"input": info["inputs"][0]["dtype"], "output": info["outputs"][0]["dtype"]},
+        "how": ("read from model.tflite's tensor types: a CONV_2D / DEPTHWISE_CONV_2D is int8 when its "
+                "input and weight tensors are int8 (bias int32); int8_ops = ops with an int8 tensor and "
+                "no floating-point one; float_ops = ops with any floating-point tensor (QUANTIZE / "
+                "DEQUANTIZE around float layers count as float); layers = quantizable torch layers "
+                "matched to the conv ops in forward order"),
+    }
+
+
+def _quantization_note(t: dict, meaning: str) -> dict:
+    if len(t.get("scale", ())) != 1:
+        raise ConversionError(f"tensor {t['name']} is {t['dtype']} without one scale / zero point")
+    return {"dtype": t["dtype"], "scale": t["scale"][0], "zero_point": t["zero_point"][0], "meaning": meaning}
+
+
+def integer_io(path: str | Path) -> None:
+    """Make a float-I/O quantized flatbuffer int8-I/O in place (what TFLite's
+    modify_model_interface does): drop the QUANTIZE reading the input and the DEQUANTIZE writing
+    the output, and give their int8 tensors the I/O names and the signature entries."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    path = Path(path)
+    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    if any((b.offset or 0) > 1 for b in model.buffers or []):
+        raise ConversionError("the flatbuffer keeps its weights outside the table (buffer offsets); "
+                              "cannot rewrite its input/output types")
+    graph = model.subgraphs[0]
+    code = [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
+    ops = list(graph.operators)
+    old_in, old_out = int(graph.inputs[0]), int(graph.outputs[0])
+    firsts = [op for op in ops if old_in in list(op.inputs)]
+    lasts = [op for op in ops if old_out in list(op.outputs)]
+    if (len(graph.inputs) != 1 or len(graph.outputs) != 1 or len(firsts) != 1 or len(lasts) != 1
+            or code[firsts[0].opcodeIndex] != schema.BuiltinOperator.QUANTIZE
+            or code[lasts[0].opcodeIndex] != schema.BuiltinOperator.DEQUANTIZE):
+        raise ConversionError("expected QUANTIZE after the float input and DEQUANTIZE before the float "
+                              "output of the strict-mode flatbuffer")
+    new_in, new_out = int(firsts[0].outputs[0]), int(lasts[0].inputs[0])
+    graph.operators = [op for op in ops if op is not firsts[0] and op is not lasts[0]]
+    graph.tensors[new_in].name = graph.tensors[old_in].name
+    graph.tensors[new_out].name = graph.tensors[old_out].name
+
+    # drop the two float tensors, renumbering every reference
+    gone = {old_in, old_out}
+    remap = {}
+    for i in range(len(graph.tensors)):
+        if i not in gone:
+            remap[i] = len(remap)
+    remap.update({old_in: remap[new_in], old_out: remap[new_out], -1: -1})
+    graph.tensors = [t for i, t in enumerate(graph.tensors) if i not in gone]
+    for op in graph.operators:
+        op.inputs = [remap[int(i)] for i in op.inputs]
+        op.outputs = [remap[int(i)] for i in op.outputs]
+        if op.intermediates is not None and len(op.intermediates):
+            op.intermediates = [remap[int(i)] for i in op.intermediates]
+    graph.inputs = [remap[old_in]]
+    graph.outputs = [remap[old_out]]
+    for sig in model.signatureDefs or []:
+        for entry in list(sig.inputs or []) + list(sig.outputs or []):
+            entry.tensorIndex = remap[int(entry.tensorIndex)]
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+
+
+def _check_io(info: dict, request: ConvertRequest, io_dtype: str) -> None:
+    b, s = request.batch, request.input_size
+    if len(info["inputs"]) != 1 or len(info["outputs"]) != 1:
+        raise ConversionError(f"expected one input and one output, got {len(info['inputs'])} and "
+                              f"{len(info['outputs'])}")
+    inp, out = info["inputs"][0], info["outputs"][0]
+    if inp["shape"] != [b, s, s, 3] or inp["dtype"] != io_dtype:
+        raise ConversionError(f"the artifact's input is {inp['dtype']} {inp['shape']}, expected {io_dtype} "
+                              f"[{b}, {s}, {s}, 3] (NHWC)")
+    if out["dtype"] != io_dtype or len(out["shape"]) != 2 or out["shape"][0] != b:
+        raise ConversionError(f"the artifact's output is {out['dtype']} {out['shape']}, expected {io_dtype} "
+                              f"[{b}, classes]")

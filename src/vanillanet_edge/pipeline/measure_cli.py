@@ -1,0 +1,176 @@
+"""`bench` and `eval`: latency and accuracy of artifacts, here or on devices."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .. import api
+from .options import device_options, echo_skipped, parse_options, runtime_choice
+
+
+@click.command("bench")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--runtime", type=runtime_choice(), default=None,
+              help="Override the artifact's own runtime (e.g. torch for a checkpoint).")
+@click.option("--threads", type=int, default=None, help="Intra-op threads for every runtime (default: one per physical core, the same for all).")
+@click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--runs", type=int, default=100, show_default=True, help="Timed runs in total, over all rounds.")
+@click.option("--seconds", type=float, default=None, help="Time budget instead of --runs.")
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="Interleaved repeats, each in a fresh process per artifact.")
+@click.option("--set", "options", multiple=True, metavar="KEY=VALUE",
+              help="Runner setting, e.g. kernels=builtin (LiteRT), precision_hint=f32 (OpenVINO), "
+                   "compute_units=CPU_ONLY (Core ML on macOS).")
+@device_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result records as JSON.")
+@click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write the records to this JSON file.")
+def bench_cmd(artifacts, runtime, threads, warmup, runs, seconds, rounds, options, device_names, devices_file,
+              accept_new_host_key, as_json, save):
+    """Latency of artifacts (folders from `convert`, a folder of them, or a checkpoint for PyTorch).
+
+    \b
+    Load and first inference are reported apart from steady state; then warm-up and timed
+    runs: median, p90, p99, mean, std, throughput, peak RSS, achieved GMAC/s. Each artifact
+    runs in its own process, rounds are interleaved across artifacts, and every record
+    carries the machine description (CPU, ISA flags, versions, threads).
+
+    \b
+    Examples:
+      vanillanet-edge bench artifacts/                  # every artifact in the folder
+      vanillanet-edge bench artifacts/tiny-tflite-int8 --set kernels=builtin
+      vanillanet-edge bench tiny-deploy.pth             # PyTorch eager baseline
+      vanillanet-edge bench artifacts/ --device local --device pi5   # here and on a board (devices.toml)
+    """
+    from tqdm import tqdm
+
+    from ..devices import artifacts as art
+    from ..devices.latency import BenchSettings
+
+    refs = art.resolve(artifacts)
+    specs = api.resolve_devices(device_names, devices_file)
+    settings = BenchSettings(runtime, threads, warmup, runs, seconds, rounds, parse_options(options))
+    bar = tqdm(total=rounds * len(refs) * len(specs), desc="bench", unit="run", disable=as_json)
+    records = api.bench(refs, settings, specs, accept_new_host_key,
+                        progress=lambda spec, r, i, ref: bar.update(1))
+    bar.close()
+    _emit(records, as_json, save, _print_latency)
+
+
+@click.command("eval")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+              help="ImageFolder with one sub-folder per class (the ImageNet val layout works).")
+@click.option("--limit", type=int, default=None, help="Evaluate a seeded sample of this many images.")
+@click.option("--runtime", type=runtime_choice(), default=None, help="Override the artifact's runtime.")
+@click.option("--set", "options", multiple=True, metavar="KEY=VALUE", help="Runner setting (see bench).")
+@device_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result records as JSON.")
+@click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write the records to this JSON file.")
+def eval_cmd(artifacts, data_dir, limit, runtime, options, device_names, devices_file, accept_new_host_key,
+             as_json, save):
+    """Top-1 / top-5 of artifacts on labelled images, and agreement with the fp32 reference.
+
+    Each artifact is fed through its own manifest's preprocessing. Core ML off macOS runs
+    through vanillanet-edge's numpy MIL interpreter, and the result says so. On a remote
+    --device, images are decoded here and only the input tensors travel; img/s is the
+    device's own compute time.
+    """
+    from tqdm import tqdm
+
+    from ..devices import artifacts as art
+
+    refs = art.resolve(artifacts)
+    specs = api.resolve_devices(device_names, devices_file)
+    bars = []
+
+    def progress_for(spec, ref):
+        bars.append(tqdm(desc=f"eval {ref.name}" + ("" if spec.is_local else f" on {spec.name}"),
+                         unit="img", disable=as_json))
+        return bars[-1].update
+
+    records = api.evaluate(refs, data_dir, specs, limit, runtime, parse_options(options),
+                           accept_new_host_key, progress_for)
+    for bar in bars:
+        bar.close()
+    _emit(records, as_json, save, _print_accuracy)
+
+
+def _emit(records, as_json, save, printer):
+    if save:
+        from ..fileio import write_json
+        write_json(save, records)
+    if as_json:
+        click.echo(json.dumps(records, indent=2, default=str))
+    else:
+        printer(records)
+        if save:
+            click.echo(f"wrote {save}")
+    if any(r.get("status", "ok" if r.get("ok") else "failed") == "failed" for r in records):
+        sys.exit(1)
+
+
+def _by_device(records):
+    """Records grouped by the device they ran on, with a header line for each device."""
+    groups: dict[str, list] = {}
+    for r in records:
+        groups.setdefault(r.get("device", {}).get("name", "local"), []).append(r)
+    for name, recs in groups.items():
+        m = next((r["machine"] for r in recs if r.get("machine")), None)
+        where = recs[0].get("device", {}).get("where", "this machine")
+        desc = (f"{m['cpu_model']}, {m['logical_cores']} cores, ISA {' '.join(m['isa']) or '-'}, {m['os']}"
+                if m else "no machine description (device not reached)")
+        click.secho(f"device {name} ({where}): {desc}", bold=True)
+        yield recs
+
+
+def _print_latency(records):
+    for group in _by_device(records):
+        _print_latency_rows(group)
+    click.echo("(ms; medians over all rounds, each artifact in its own process; 95% interval: where "
+               "another call's median is expected to fall)")
+
+
+def _print_latency_rows(records):
+    click.echo(f"{'artifact':<36}{'runtime':<13}{'median':>9}{'95% interval':>18}{'p90':>9}{'p99':>9}"
+               f"{'load':>9}{'RSS MiB':>9}{'GMAC/s':>8}  settings")
+    for r in records:
+        if r["status"] == "unavailable":
+            click.secho(f"{r['name']:<36}{r['runtime']:<13} unavailable here: {r['reason']}", fg="yellow")
+            continue
+        if not r["ok"]:
+            click.secho(f"{r['name']:<36}{r['runtime']:<13} FAILED: {r.get('error', '')}", fg="red")
+            continue
+        lat, ss = r["latency"], r["session_settings"]
+        extra = ", ".join(f"{k}={v}" for k, v in ss.items() if k in
+                          ("inference_precision", "kernels", "threads", "engine", "providers"))
+        iv = r["median_interval_ms"]
+        interval = f"{iv['low_ms']:.2f}-{iv['high_ms']:.2f}"
+        click.echo(f"{r['name']:<36}{r['runtime']:<13}{lat['median_ms']:>8.2f}m{interval:>18}{lat['p90_ms']:>8.2f}m"
+                   f"{lat['p99_ms']:>8.2f}m{r['load_ms']:>8.0f}m{r['peak_rss_mib']:>9.0f}"
+                   f"{(r['gmacs_per_s'] or 0):>8.1f}  {extra}")
+
+
+def _print_accuracy(records):
+    for group in _by_device(records):
+        _print_accuracy_rows(group)
+    shown = set()   # every artifact reads the same files: list each set of skipped files once
+    for r in records:
+        key = repr(r.get("skipped_files"))
+        if r.get("skipped") and key not in shown:
+            shown.add(key)
+            echo_skipped(r)
+
+
+def _print_accuracy_rows(records):
+    click.echo(f"{'artifact':<36}{'engine':<24}{'top-1':>8}{'top-5':>8}{'agree fp32':>12}{'img/s':>9}")
+    for r in records:
+        if not r["ok"]:
+            click.secho(f"{r['name']:<36} FAILED: {r.get('error', '')}", fg="red")
+            continue
+        agree = f"{100 * r['agreement_with_fp32']:.2f}%" if r["agreement_with_fp32"] is not None else "-"
+        engine = r["engine"] if len(r["engine"]) < 23 else r["engine"][:20] + "..."
+        click.echo(f"{r['name']:<36}{engine:<24}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%"
+                   f"{agree:>12}{(r['images_per_s'] or 0):>9.0f}")

@@ -1,0 +1,136 @@
+"""The model-side steps as functions: digits data, training, fusion, conversion, calibration,
+model facts. The pipeline's stages call them; api.py (the public façade) re-exports them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .calibration.digits import write_digits
+from .calibration.inputs import input_size_of, preprocessing_of, real_inputs_for
+from .converters.convert import ConvertOutcome, Int8Options, convert_checkpoint
+from .errors import FusionError
+from .fileio import write_json
+from .images import Preprocessing, skipped_record
+from .model.checkpoint import load_checkpoint, save_checkpoint
+from .model.fuse import FUSION_REL_TOL, FusionCheck, fuse_model, verify_fusion
+from .model.profile import summarize
+from .model.train import TrainConfig, train
+from .model.variants import PUBLISHED, VARIANTS, create_model, variant_config
+
+
+def make_digits(out: str | Path, size: int = 32, seed: int = 0) -> dict:
+    """Write scikit-learn's bundled digits as train/ and val/ ImageFolders of RGB PNGs."""
+    return write_digits(out, size=size, seed=seed)
+
+
+def train_model(data: str | Path, out: str | Path, config: TrainConfig | None = None,
+                input_size: int = 32, progress: bool = True) -> dict:
+    """Deep-train a VanillaNet on an ImageFolder with train/ and val/; write its checkpoint.
+
+    Images are resized (shorter side) and centre-cropped to `input_size`, then normalised with
+    ImageNet statistics; the checkpoint records this so every later step feeds the same input.
+    """
+    cfg = config or TrainConfig()
+    create_model(cfg.variant, cfg.width).config.check_input_size(input_size)
+    return train(data, out, cfg, Preprocessing(resize=input_size, crop=input_size), progress=progress)
+
+
+@dataclass
+class FuseResult:
+    checkpoint: Path
+    report_path: Path
+    report: dict
+    check: FusionCheck
+
+
+def fuse_checkpoint(ckpt_path: str | Path, out: str | Path, data: str | Path | None = None,
+                    allow_inexact: bool = False, variant: str | None = None,
+                    key: str | None = None, input_size: int | None = None) -> FuseResult:
+    """Load, fuse, verify against the unfused net, write the deploy checkpoint and a report."""
+    ckpt = load_checkpoint(ckpt_path, variant=variant, key=key)
+    size = input_size_of(ckpt, input_size)
+    fused = fuse_model(ckpt.model, allow_inexact=allow_inexact)
+    skipped = []
+    real, real_source = real_inputs_for(ckpt, data, size, skipped=skipped)
+    check = verify_fusion(ckpt.model, fused, size, real_inputs=real)
+    worst = max(check.random.rel_err, check.real.rel_err if check.real else 0.0)
+    exact = ckpt.model.act_learn == 1.0 or ckpt.form == "deploy"
+    if worst > FUSION_REL_TOL and not (allow_inexact and not exact):
+        raise FusionError(f"fused net differs from the unfused one: relative error {worst:.3g} "
+                          f"> {FUSION_REL_TOL:g}; nothing was written",
+                          hint="this should not happen for an exact fusion: please report it")
+    out = Path(out)
+    meta = {k: v for k, v in ckpt.meta.items() if k not in {"form", "act_learn"}}
+    meta.update({"input_size": size, "preprocessing": preprocessing_of(ckpt, size).as_dict(),
+                 "fused_from": str(ckpt.path), "fused_from_sha256": ckpt.sha256})
+    save_checkpoint(fused, out, meta=meta)
+    report = {
+        "source": str(ckpt.path), "source_sha256": ckpt.sha256, "source_form": ckpt.form,
+        "weights_key": ckpt.weights_key, "variant": ckpt.config.name, "width": ckpt.config.width,
+        "variant_source": ckpt.variant_source, "act_learn": ckpt.model.act_learn,
+        "exact": exact, "tolerance_rel": FUSION_REL_TOL, "input_size": size,
+        "real_inputs_from": real_source, **skipped_record(skipped), **check.as_dict(),
+        "params_train": sum(p.numel() for p in ckpt.model.parameters()),
+        "params_deploy": sum(p.numel() for p in fused.parameters()),
+        "output": str(out),
+    }
+    report_path = out.with_suffix(out.suffix + ".json")
+    write_json(report_path, report)
+    return FuseResult(out, report_path, report, check)
+
+
+def convert(checkpoint: str | Path, targets, precisions=("fp32",), out: str | Path = "artifacts",
+            input_size: int | None = None, batch: int = 1, data: str | Path | None = None,
+            variant: str | None = None, key: str | None = None, allow_inexact: bool = False,
+            int8: Int8Options | None = None, eval_data: str | Path | None = None,
+            log=None) -> list[ConvertOutcome]:
+    """Convert a checkpoint to every (target, precision); see converters/convert.py.
+
+    Returns one ConvertOutcome per artifact; failures are outcomes (ok=False, error, stage),
+    so one missing backend does not hide the others' results.
+    """
+    return convert_checkpoint(checkpoint, targets, precisions, out, input_size=input_size,
+                              batch=batch, data=data, variant=variant, key=key,
+                              allow_inexact=allow_inexact, int8=int8, eval_data=eval_data,
+                              log=log or (lambda m: None))
+
+
+def calibrate(checkpoint: str | Path, data: str | Path, out: str | Path, samples: int = 128,
+              seed: int = 0, input_size: int | None = None, variant: str | None = None,
+              key: str | None = None, progress=None) -> dict:
+    """Per-layer activation statistics and INT8 sensitivity; writes calibration.json and a plot."""
+    from .calibration.dataset import load_calibration
+    from .calibration.report import calibration_report
+
+    ckpt = load_checkpoint(checkpoint, variant=variant, key=key)
+    size = input_size_of(ckpt, input_size)
+    fused = fuse_model(ckpt.model)
+    calib = load_calibration(data, preprocessing_of(ckpt, size), samples, seed)
+    title = f"INT8 sensitivity of {ckpt.config.name} (width {ckpt.config.width:g}), {len(calib.inputs)} images"
+    return calibration_report(fused, calib, Path(out), title, progress=progress)
+
+
+def model_info(target: str, input_size: int | None = None, width: float = 1.0,
+               num_classes: int | None = None) -> dict:
+    """Parameters (both forms), MACs, depth and a per-layer table for a variant name or a file."""
+    if target in VARIANTS:
+        classes = num_classes or 1000
+        train_form = create_model(target, width, classes)
+        deploy_form = create_model(target, width, classes, deploy=True)
+        size = input_size or 224
+        source = {"variant": target}
+    else:
+        if not Path(target).exists() and target.startswith("vanillanet"):
+            variant_config(target)   # raises "unknown variant" listing the official names
+        ckpt = load_checkpoint(target)
+        size = input_size_of(ckpt, input_size)
+        deploy_form = fuse_model(ckpt.model, allow_inexact=True)
+        train_form = ckpt.model if ckpt.form == "train" else None
+        source = {"checkpoint": str(ckpt.path), "form": ckpt.form, "weights_key": ckpt.weights_key}
+    deploy_form.config.check_input_size(size)
+    info = summarize(deploy_form, size)
+    info["params_deploy"] = info.pop("params")
+    info["params_train"] = sum(p.numel() for p in train_form.parameters()) if train_form else None
+    info["published"] = PUBLISHED.get(deploy_form.config.name) if deploy_form.config.width == 1 else None
+    info.update(source)
+    return info
