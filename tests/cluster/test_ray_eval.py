@@ -14,12 +14,12 @@ import time
 import numpy as np
 import pytest
 
-from vanillanet_edge.calibration.images import ImageFolder, load_images
 from vanillanet_edge.cluster.ray_eval import ClusterError, evaluate_on_ray
 from vanillanet_edge.devices import artifacts as art
 from vanillanet_edge.devices.accuracy import CHUNK, evaluate
 from vanillanet_edge.devices.registry import get_runner
 from vanillanet_edge.errors import BackendMissingError
+from vanillanet_edge.images import ImageFolder, load_images
 
 # What a cluster record must share with the local record, value for value.
 SAME_KEYS = ("schema_version", "kind", "artifact", "name", "target", "precision", "runtime", "engine",
@@ -30,7 +30,7 @@ SAME_KEYS = ("schema_version", "kind", "artifact", "name", "target", "precision"
 def local_logits(ref, data, threads=1):
     """Per-image logits of a plain local run: the runner loaded here, load_images per chunk."""
     session = get_runner(ref.runtime).load(ref.artifact, ref.manifest, threads=threads)
-    from vanillanet_edge.calibration.images import Preprocessing
+    from vanillanet_edge.images import Preprocessing
 
     prep = Preprocessing.from_dict(ref.manifest["preprocessing"])
     records = ImageFolder(data).sample(None)

@@ -24,9 +24,9 @@ def test_merge_is_exact_in_any_order():
     whole = {n: np.concatenate([s[n] for s in shards]) for n in ("a", "b")}
     ranges = _shard(whole)
     merged = [_shard(s) for s in shards]
-    for order in (range(7), reversed(range(7)), [3, 0, 6, 1, 5, 2, 4]):
-        m = merged[list(order)[0]]
-        for i in list(order)[1:]:
+    for order in ([0, 1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1, 0], [3, 0, 6, 1, 5, 2, 4]):
+        m = merged[order[0]]
+        for i in order[1:]:
             m = m.merge(merged[i])
         assert (m.minimum, m.maximum, m.count) == (ranges.minimum, ranges.maximum, ranges.count)
     edges = shared_edges(ranges, 64)

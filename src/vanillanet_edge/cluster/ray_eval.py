@@ -33,7 +33,6 @@ import io
 import json
 import os
 import pickle
-import shutil
 import socket
 import tarfile
 import time
@@ -47,6 +46,8 @@ from ..errors import BackendMissingError, DataError, VanillaNetEdgeError
 RAY_EXTRA = "ray"
 MAX_RESTARTS = 4        # an actor killed more often than this ends the run (a crash that repeats)
 MAX_TASK_RETRIES = 4    # in-flight chunks of a killed actor are retried on its restart
+MAX_CHUNKS_PER_ROW = 16   # a Ray task carries up to 16 chunks of CHUNK images
+ROWS_PER_WORKER = 8
 CONNECT_TIMEOUT_S = 5.0
 CACHE_ENV = "VNE_RAY_CACHE"
 ADDRESS_HELP = ("auto (a cluster started with `ray start`, found through RAY_ADDRESS or this "
@@ -135,6 +136,12 @@ def _cluster_size(ray) -> dict:
     return {"nodes": len(nodes), "cpus": int(sum(n.get("Resources", {}).get("CPU", 0) for n in nodes))}
 
 
+def _fault_tolerance() -> dict:
+    """Remote args of every pool actor: restarted when killed, its in-flight rows retried;
+    bounded, so a crash that repeats ends the run instead of looping."""
+    return {"max_restarts": MAX_RESTARTS, "max_task_retries": MAX_TASK_RETRIES}
+
+
 # ---------------------------------------------------------------------------------------------
 # Artifacts and checkpoints: content-addressed transfer
 
@@ -206,9 +213,9 @@ class Predictor:
     def __init__(self, payload: dict):
         import vanillanet_edge
 
-        from ..calibration.images import Preprocessing
         from ..devices.machine import describe_machine
         from ..devices.registry import get_runner
+        from ..images import Preprocessing
 
         if payload["version"] != vanillanet_edge.__version__:
             raise ClusterError(f"vanillanet-edge {vanillanet_edge.__version__} on {socket.gethostname()}, "
@@ -243,17 +250,19 @@ class Predictor:
         return model
 
     def __call__(self, batch: dict) -> dict:
+        """Rows of several chunks in, one row per chunk out (its JSON result, its logits)."""
         out = {"result": [], "logits": []}
-        for r in range(len(batch["chunk"])):
-            chunk = json.loads(batch["chunk"][r])
-            blobs = pickle.loads(batch["blobs"][r]) if "blobs" in batch else None
-            result, logits = self._score(chunk, blobs)
-            out["result"].append(json.dumps(result))
-            out["logits"].append(logits)
+        for r in range(len(batch["chunks"])):
+            chunks = json.loads(batch["chunks"][r])
+            blobs = pickle.loads(batch["blobs"][r]) if "blobs" in batch else [None] * len(chunks)
+            for chunk, chunk_blobs in zip(chunks, blobs):
+                result, logits = self._score(chunk, chunk_blobs)
+                out["result"].append(json.dumps(result))
+                out["logits"].append(logits)
         return {"result": np.asarray(out["result"], dtype=object), "logits": np.asarray(out["logits"], dtype=object)}
 
     def _score(self, chunk: dict, blobs) -> tuple[dict, bytes]:
-        from ..calibration.images import _why, read_image
+        from ..images import _why, read_image
 
         arrays, ok, why = [], [], {}
         for j, path in enumerate(chunk["paths"]):
@@ -297,7 +306,7 @@ class Predictor:
 
 def _records_for(ref, data, limit, seed):
     """The sampled images, after the same checks as a local eval."""
-    from ..calibration.images import ImageFolder
+    from ..images import ImageFolder
 
     folder = ImageFolder(data)
     if not folder.labelled:
@@ -314,7 +323,7 @@ def _reference_source(ref):
     """(checkpoint path to ship or None, the record's `reference` note), as accuracy._reference_model
     decides, without loading the model here."""
     from ..devices.registry import EAGER_RUNTIME
-    from ..model.checkpoint import file_sha256
+    from ..fileio import sha256_path
 
     source = ref.manifest.get("source", {})
     path = Path(source.get("checkpoint", "")) if source.get("checkpoint") else None
@@ -322,7 +331,7 @@ def _reference_source(ref):
         return None, "is the reference"
     if path is None or not path.exists():
         return None, "no fp32 reference (source checkpoint not found)"
-    if source.get("sha256") and file_sha256(path) != source["sha256"]:
+    if source.get("sha256") and sha256_path(path) != source["sha256"]:    # a file: its plain sha256
         return None, f"no fp32 reference ({path} changed since conversion)"
     return path, str(path)
 
@@ -375,12 +384,11 @@ def evaluate_on_ray(refs, data: str | Path, address: str = "auto", limit: int | 
     """
     import vanillanet_edge
 
-    from ..calibration.images import describe_skipped, skipped_record
-    from ..devices.accuracy import CHUNK
+    from ..devices.accuracy import CHUNK, RESULT_SCHEMA     # the local eval's own chunk and schema
     from ..devices.base import pinned_settings, resolve_threads
-    from ..devices.latency import RESULT_SCHEMA
+    from ..images import describe_skipped, skipped_record
 
-    ray = require_ray()
+    require_ray()                      # before any work: a missing extra is said first
     prepared = []
     for ref in refs:
         records = _records_for(ref, data, limit, seed)
@@ -390,9 +398,9 @@ def evaluate_on_ray(refs, data: str | Path, address: str = "auto", limit: int | 
 
     out = []
     with connect(address, local_cpus) as ray:
-        import ray.data
-
         import logging
+
+        import ray.data
 
         logging.getLogger("ray.data").setLevel(logging.WARNING)    # no per-dataset INFO lines
         dctx = ray.data.DataContext.get_current()
@@ -432,18 +440,25 @@ def _run_one(ray, ref, data, records, run_settings, runtime, address, size, work
                "artifact_file": ref.artifact.relative_to(ref.path).as_posix() if ref.path.is_dir() else ref.path.name,
                "reference": _ship_spec(ray, ckpt, shared_artifacts) if ckpt else None,
                "keep_logits": predictions}
-    items = []
+    chunks = []
     for start in range(0, len(records), chunk_size):
         part = records[start:start + chunk_size]
-        item = {"chunk": json.dumps({"start": start, "paths": [str(r.path) for r in part],
-                                     "labels": [r.label for r in part]})}
+        chunks.append(({"start": start, "paths": [str(r.path) for r in part], "labels": [r.label for r in part]},
+                       [Path(r.path).read_bytes() for r in part] if ship_data else None))
+    # A Ray row carries several chunks (fewer tasks; each still runs chunk by chunk, as locally),
+    # with about ROWS_PER_WORKER rows per worker so the pool stays balanced and a retry is small.
+    per_row = max(1, min(MAX_CHUNKS_PER_ROW, len(chunks) // (pool * ROWS_PER_WORKER)))
+    items = []
+    for i in range(0, len(chunks), per_row):
+        group = chunks[i:i + per_row]
+        item = {"chunks": json.dumps([c for c, _ in group])}
         if ship_data:
-            item["blobs"] = pickle.dumps([Path(r.path).read_bytes() for r in part])
+            item["blobs"] = pickle.dumps([b for _, b in group])
         items.append(item)
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(Predictor, batch_size=1, batch_format="numpy", fn_constructor_kwargs={"payload": payload},
-                        compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=threads, max_restarts=MAX_RESTARTS,
-                        max_task_retries=MAX_TASK_RETRIES)
+                        compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=threads,
+                        ray_remote_args_fn=_fault_tolerance)
     results, logits_of = {}, {}
     t0 = time.perf_counter()
     for row in ds.iter_rows():
@@ -455,7 +470,7 @@ def _run_one(ray, ref, data, records, run_settings, runtime, address, size, work
     wall = time.perf_counter() - t0
     missing = [s for s in range(0, len(records), chunk_size) if s not in results]
     if missing:
-        raise ClusterError(f"the Ray run returned {len(results)} of {len(items)} chunks; no result was written",
+        raise ClusterError(f"the Ray run returned {len(results)} of {len(chunks)} chunks; no result was written",
                            hint="run again; check the cluster with `ray status`")
 
     top1 = top5 = agree = seen = 0
