@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 
 from .errors import VanillaNetEdgeError
+from .records import MANIFEST_SCHEMA
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = MANIFEST_SCHEMA
 MANIFEST_NAME = "manifest.json"
 REQUIRED = {
     "schema_version": int, "target": str, "precision": str, "runtime": str, "artifact": dict,

@@ -9,9 +9,9 @@ import numpy as np
 
 from ..errors import DataError
 from ..images import ImageFolder, Preprocessing, describe_skipped, load_images, skipped_record
+from ..records import RESULT_SCHEMA
 from .artifacts import ArtifactRef
 from .base import pinned_settings
-from .latency import RESULT_SCHEMA
 from .machine import describe_machine
 from .registry import EAGER_RUNTIME, get_runner
 

@@ -113,10 +113,15 @@ class Runner(ABC):
         devices/peak.py's entry (peak._entry); only runners with peak_precisions offer it."""
         raise NotImplementedError(f"the {self.name} runtime has no matmul peak probe")
 
-    # What to tell a user whose runtime has no per-layer profiler here (runners override).
-    layer_profiling_hint: str = ("per-layer profiles come from the runtime's own profiler; "
-                                 "onnxruntime and openvino artifacts offer one. For this runtime, "
-                                 "`vanillanet-edge bench` gives whole-model latency")
+    @property
+    def layer_profiling_hint(self) -> str:
+        """What to tell a user whose runtime has no per-layer profiler here (runners override)."""
+        from .registry import runner_classes
+
+        offered = " and ".join(c.name for c in runner_classes() if c.profiler)
+        return ("per-layer profiles come from the runtime's own profiler; "
+                f"{offered} artifacts offer one. For this runtime, "
+                "`vanillanet-edge bench` gives whole-model latency")
 
     def profile_layers(self, artifact: Path, manifest: dict, runs: int, warmup: int = 5,
                        **settings) -> list[dict]:

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import VanillaNetEdgeError
+from ..records import RESULT_SCHEMA, LatencyRecord
 from .artifacts import ArtifactRef
 from .base import pinned_settings
 from .machine import describe_machine
 from .registry import get_runner
-
-RESULT_SCHEMA = 1
 
 
 @dataclass
@@ -196,10 +195,10 @@ def bench_jobs(jobs: list[tuple[ArtifactRef, BenchSettings]], progress=None, tim
 
 
 def _record(ref: ArtifactRef, settings: BenchSettings, rounds: list[dict], error: str | None,
-            unavailable: str | None = None, machine: dict | None = None) -> dict:
+            unavailable: str | None = None, machine: dict | None = None) -> LatencyRecord:
     """One result record; status is ok, failed (an error) or unavailable (cannot be timed here)."""
     runtime = settings.runtime or ref.runtime
-    record = {"schema_version": RESULT_SCHEMA, "kind": "latency", "artifact": str(ref.path),
+    record: LatencyRecord = {"schema_version": RESULT_SCHEMA, "kind": "latency", "artifact": str(ref.path),
               "name": ref.name, "target": ref.manifest.get("target"),
               "precision": ref.manifest.get("precision"), "runtime": runtime,
               "model": ref.manifest.get("model", {}), "input": ref.manifest.get("input", {}),

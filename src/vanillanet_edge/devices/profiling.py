@@ -11,16 +11,15 @@ from __future__ import annotations
 import statistics
 import time
 
+from ..records import PROFILE_SCHEMA, ProfileRecord
 from .artifacts import ArtifactRef
 from .base import example_input
 from .machine import describe_machine
 from .registry import get_runner
 
-PROFILE_SCHEMA = 1
-
 
 def profile(ref: ArtifactRef, runs: int = 20, warmup: int = 5, threads: int | None = None,
-            options: dict | None = None, runtime: str | None = None) -> dict:
+            options: dict | None = None, runtime: str | None = None) -> ProfileRecord:
     """One "layer_profile" record for an artifact (see the module docstring).
 
     rows: one per layer the runtime executed, slowest first, each with time_ms (mean per

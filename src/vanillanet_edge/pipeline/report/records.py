@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...devices.registry import get_runner, reported_packages, runtime_names
+from ...records import PEAKS_SCHEMA, PeaksRecord
 
 NOT_MEASURED = "not measured"
 RESULT_KINDS = ("latency", "accuracy", "layer_profile", "peaks")
@@ -14,9 +15,9 @@ RESULT_KINDS = ("latency", "accuracy", "layer_profile", "peaks")
 
 # ============================================================================ peaks
 
-def peak_record(peaks: dict, device: str = "local") -> dict:
+def peak_record(peaks: dict, device: str = "local") -> PeaksRecord:
     """A devices/peak.measure_peaks() result as a record the report reads (kind "peaks")."""
-    return {"schema_version": 1, "kind": "peaks", "device": {"name": device}, "machine": peaks.get("machine"),
+    return {"schema_version": PEAKS_SCHEMA, "kind": "peaks", "device": {"name": device}, "machine": peaks.get("machine"),
             "peaks": peaks.get("peaks", {}), "unavailable": peaks.get("unavailable", {}),
             "how": peaks.get("how", ""), "settings": peaks.get("settings", {})}
 
