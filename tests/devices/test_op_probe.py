@@ -81,6 +81,7 @@ def test_profile_cli_probes_litert_artifacts(tflite_fp32):
     assert res.exit_code == 0, res.output
     [rec] = json.loads(res.output[res.output.index("["):])
     assert rec["status"] == "ok" and rec["profiler"].startswith("op probe")
+    assert rec["name"] == tflite_fp32.folder.name
     assert all("flag" in r and "gmacs_per_s" in r for r in rec["rows"])
     res = CliRunner().invoke(profile_cmd, [str(tflite_fp32.folder), "--no-peak", "--threads", "1"])
     assert res.exit_code == 0, res.output

@@ -24,6 +24,12 @@ dw_blocks, dw_bands, dw_rows: the activation's k x k depthwise conv (k = 7) as a
   relu_before_pool does (bit-exact): LiteRT's exporter makes that move on every export and its
   INT8 path needs it, and a ReLU left inside the split activation would be fused into the pool.
   The stem's activation keeps its ReLU (it follows a conv, where runtimes fuse it).
+  A piece that would read only padding (feature maps smaller than the kernel) is left out: it
+  adds exactly 0, and its INT8 observer would see an all-zero range (litert-torch 0.10 then
+  requantized the shared padded tensor to that range, clipping every other piece's input).
+  LiteRT INT8 (PT2E) of a split net still carries TRANSPOSEs around the PAD, requantizations
+  and float ADDs (the quantizer does not annotate add): correct, but not all-integer.
+  Measured by benchmarks/litert_depthwise.py; `tune --rewrite none --rewrite dw_bands` tries it.
 """
 from __future__ import annotations
 
@@ -98,11 +104,13 @@ class DepthwiseSplit(DepthwiseOnly):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.relu:
             x = F.relu(x)
-        height, width = x.shape[-2], x.shape[-1]
+        height, width = int(x.shape[-2]), int(x.shape[-1])
         p = self.pad
         xp = F.pad(x, (p, p, p, p))
         y = None
         for i, (r, c, h, w) in enumerate(self.pieces):
+            if _only_padding(r, h, height, p) or _only_padding(c, w, width, p):
+                continue            # it would read zeros only: adds exactly 0 (and INT8 observers see no range)
             part = F.conv2d(xp[:, :, r:r + height + h - 1, c:c + width + w - 1], getattr(self, f"weight{i}"),
                             self.bias if y is None else None, groups=self.groups)
             y = part if y is None else y + part
@@ -111,6 +119,12 @@ class DepthwiseSplit(DepthwiseOnly):
     def extra_repr(self) -> str:
         sizes = ", ".join(f"{h}x{w}" for _, _, h, w in self.pieces)
         return f"{self.groups}, kernel={self.kernel}x{self.kernel}, plan={self.plan} ({sizes}), relu={self.relu}"
+
+
+def _only_padding(start: int, length: int, size: int, pad: int) -> bool:
+    """Whether a piece starting at `start` (of `length` taps) of a kernel sliding over `size`
+    values padded by `pad` on both sides reads the padding only (small feature maps)."""
+    return start + size + length - 1 <= pad or start >= pad + size
 
 
 def _axis_split(k: int, first: int) -> list[tuple[int, int]]:

@@ -114,7 +114,7 @@ def _probe(ref, threads, settings: dict, peak: bool) -> dict:
 
     peak_gmacs, note = (matmul_peak(ref.manifest.get("precision") or "fp32", threads) if peak
                         else (None, "not measured (--no-peak)"))
-    return probe_ops(ref.artifact, ref.manifest, threads=threads, kernels=settings.get("kernels", "auto"),
+    return probe_ops(ref.path if ref.path.is_dir() else ref.artifact, ref.manifest, threads=threads, kernels=settings.get("kernels", "auto"),
                      peak_gmacs=peak_gmacs, peak_note=note)
 
 
