@@ -17,4 +17,4 @@ test: lint
 
 lint: venv
 	.venv/bin/python -m ruff check src tests
-	.venv/bin/python -c 'import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())
+	.venv/bin/python -c 'import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())'
