@@ -159,3 +159,62 @@ def test_missing_ray_names_the_extra(tiny_artifacts, tiny_checkpoint, monkeypatc
     with pytest.raises(BackendMissingError) as err:
         evaluate_on_ray(art.resolve([tiny_artifacts])[:1], tiny_checkpoint.data / "val", "local")
     assert err.value.extra == "ray" and "vanillanet-edge[ray]" in err.value.hint
+
+
+DRIVER = """
+import sys
+from vanillanet_edge.cluster.ray_eval import evaluate_on_ray
+from vanillanet_edge.devices import artifacts as art
+from vanillanet_edge.errors import VanillaNetEdgeError
+from vanillanet_edge.fileio import write_json
+
+refs = art.resolve([sys.argv[1]])
+try:
+    recs = evaluate_on_ray(refs, sys.argv[2], sys.argv[3], threads=1,
+                           progress_for=lambda ref: lambda n: print("progress", n, flush=True))
+except VanillaNetEdgeError as exc:
+    print("ERROR", exc, flush=True)
+    sys.exit(2)
+write_json(sys.argv[4], recs)     # only a complete result is ever written (atomically)
+"""
+
+
+def test_cluster_that_disappears_mid_run_is_a_clear_error(tiny_artifacts, tiny_checkpoint, tmp_path):
+    """Its own one-node cluster, killed (every process, kill -9) once rows come back: the driver
+    (a subprocess: Ray may end a driver whose GCS is gone) reports ClusterError within seconds
+    and writes nothing."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from raycluster import RAY_ENV, LocalRayCluster
+
+    [ref] = [r for r in art.resolve([tiny_artifacts]) if r.runtime == "onnxruntime"]
+    data = tmp_path / "val-x24"
+    for k in range(24):
+        for f in (tiny_checkpoint.data / "val").rglob("*.png"):
+            dest = data / f.parent.name / f"{k}-{f.name}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, dest)
+    cluster = LocalRayCluster(Path(tempfile.mkdtemp(prefix="vne-ray-", dir="/tmp")), tmp_path)
+    out = tmp_path / "records.json"
+    try:
+        cluster.start(nodes=1)
+        driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(ref.path), str(data), cluster.address, str(out)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                  env={**os.environ, **RAY_ENV})
+        first = driver.stdout.readline()
+        assert first.startswith("progress"), first
+        for p in cluster.processes():
+            try:
+                p.kill()
+            except Exception:  # noqa: BLE001 - gone meanwhile
+                pass
+        t0 = time.monotonic()
+        rest, _ = driver.communicate(timeout=50)
+        assert driver.returncode == 2, rest
+        assert "went away mid-run" in rest and "no result was written" in rest
+        assert time.monotonic() - t0 < 40
+        assert not out.exists()
+    finally:
+        cluster.stop()

@@ -49,6 +49,7 @@ MAX_TASK_RETRIES = 4    # in-flight chunks of a killed actor are retried on its 
 MAX_CHUNKS_PER_ROW = 16   # a Ray task carries up to 16 chunks of CHUNK images
 ROWS_PER_WORKER = 8
 CONNECT_TIMEOUT_S = 5.0
+LOST_AFTER_S = 10.0       # a GCS port closed this long mid-run: the cluster is gone
 CACHE_ENV = "VNE_RAY_CACHE"
 ADDRESS_HELP = ("auto (a cluster started with `ray start`, found through RAY_ADDRESS or this "
                 "machine's Ray session), HOST:PORT (its GCS address), or local (start one here)")
@@ -128,7 +129,7 @@ def connect(address: str, local_cpus: int | None = None):
     try:
         yield ray
     finally:
-        ray.shutdown()
+        ray.shutdown()           # about 5 s when the cluster has gone away
 
 
 def _cluster_size(ray) -> dict:
@@ -136,10 +137,65 @@ def _cluster_size(ray) -> dict:
     return {"nodes": len(nodes), "cpus": int(sum(n.get("Resources", {}).get("CPU", 0) for n in nodes))}
 
 
-def _fault_tolerance() -> dict:
-    """Remote args of every pool actor: restarted when killed, its in-flight rows retried;
-    bounded, so a crash that repeats ends the run instead of looping."""
-    return {"max_restarts": MAX_RESTARTS, "max_task_retries": MAX_TASK_RETRIES}
+def pool_map(ray, ds, cls, payload: dict, pool: int, threads: int):
+    """`ds.map_batches` over a pool of `pool` actors of class `cls`, each reserving `threads`
+    CPUs: restarted when killed and its in-flight rows retried, but bounded (MAX_RESTARTS,
+    MAX_TASK_RETRIES), so a crash that repeats ends the run instead of looping. Ray Data 2.60
+    marks these remote args deprecated (due to go in 2.64) without a replacement yet; its own
+    default is unbounded, so we keep passing them, loudly failing if they are removed."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        return ds.map_batches(cls, batch_size=1, batch_format="numpy", fn_constructor_kwargs={"payload": payload},
+                              compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=threads,
+                              max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
+
+
+def rows_watched(ray, ds, address: str):
+    """`ds.iter_rows()`, with a cluster that goes away mid-run turned into a ClusterError within
+    about LOST_AFTER_S.
+
+    Ray's driver would otherwise wait for its GCS (60 s by default,
+    RAY_gcs_rpc_server_reconnect_timeout_s) and then end the whole process itself. The rows are
+    pulled by a daemon thread; this generator waits on them with a timeout and, whenever none
+    came for a second, checks that the GCS port still accepts connections."""
+    import queue
+    import threading
+
+    host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
+    rows: queue.Queue = queue.Queue(maxsize=256)
+
+    def pump():
+        try:
+            for row in ds.iter_rows():
+                rows.put(("row", row))
+            rows.put(("done", None))
+        except BaseException as exc:     # noqa: BLE001 - handed to the caller's thread
+            rows.put(("error", exc))
+
+    threading.Thread(target=pump, name="vne-ray-rows", daemon=True).start()
+    down_since = None
+    while True:
+        try:
+            kind, value = rows.get(timeout=1.0)
+        except queue.Empty:
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+                down_since = None
+            except OSError:
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since >= LOST_AFTER_S:
+                    raise ClusterError(f"the Ray cluster at {address!r} went away mid-run (its GCS has not "
+                                       f"answered for {LOST_AFTER_S:.0f} s); no result was written",
+                                       hint="check the head node (`ray status`) and run again") from None
+            continue
+        if kind == "row":
+            yield value
+        elif kind == "done":
+            return
+        else:
+            raise value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,7 +440,7 @@ def evaluate_on_ray(refs, data: str | Path, address: str = "auto", limit: int | 
     """
     import vanillanet_edge
 
-    from ..devices.accuracy import CHUNK, RESULT_SCHEMA     # the local eval's own chunk and schema
+    from ..devices.accuracy import CHUNK, RESULT_SCHEMA  # the local eval's own chunk and schema
     from ..devices.base import pinned_settings, resolve_threads
     from ..images import describe_skipped, skipped_record
 
@@ -456,12 +512,10 @@ def _run_one(ray, ref, data, records, run_settings, runtime, address, size, work
             item["blobs"] = pickle.dumps([b for _, b in group])
         items.append(item)
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.map_batches(Predictor, batch_size=1, batch_format="numpy", fn_constructor_kwargs={"payload": payload},
-                        compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=threads,
-                        ray_remote_args_fn=_fault_tolerance)
+    ds = pool_map(ray, ds, Predictor, payload, pool, threads)
     results, logits_of = {}, {}
     t0 = time.perf_counter()
-    for row in ds.iter_rows():
+    for row in rows_watched(ray, ds, address):
         res = json.loads(row["result"])
         results[res["start"]] = res
         logits_of[res["start"]] = row["logits"]

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .ray_eval import _fail_from, _fault_tolerance, _ship_spec, connect, materialize, require_ray
+from .ray_eval import _fail_from, _ship_spec, connect, materialize, pool_map, require_ray, rows_watched
 
 DEFAULT_BINS = 2048
 
@@ -225,11 +225,8 @@ def calibration_statistics(checkpoint: str | Path, data: str | Path, samples: in
                 items = [{"chunk": json.dumps({"index": i, "paths": [str(r.path) for r in c],
                                                "labels": [r.label for r in c]})} for i, c in enumerate(chunks)]
                 ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-                ds = ds.map_batches(StatsWorker, batch_size=1, batch_format="numpy",
-                                    fn_constructor_kwargs={"payload": payload},
-                                    compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=threads,
-                                    ray_remote_args_fn=_fault_tolerance)
-                parts = dict(pickle.loads(row["stats"]) for row in ds.iter_rows())
+                ds = pool_map(ray, ds, StatsWorker, payload, pool, threads)
+                parts = dict(pickle.loads(row["stats"]) for row in rows_watched(ray, ds, address))
                 if len(parts) != len(chunks):
                     from .ray_eval import ClusterError
                     raise ClusterError(f"the Ray run returned {len(parts)} of {len(chunks)} shards")
