@@ -589,6 +589,12 @@ def _run_one(ray, ref, data, records, run_settings, runtime, address, size, work
                                                 else "object store once, cached per node by sha256"),
                           "artifact_sha256": payload["artifact"]["sha256"],
                           "data_transfer": "files shipped with the tasks" if ship_data else "path seen by every node"}}
+    c = record["cluster"]
+    # Where it ran, as remote.fleet names a device (the CLI groups records by it). A cluster's
+    # end-to-end images/s stays under `cluster`, never beside a device's latency.
+    record["device"] = {"name": "ray", "where": f"Ray cluster at {address}: {c['nodes']} node(s), {c['cpus']} CPUs, "
+                                                f"{pool} worker(s) x {threads} thread(s), {c['images_per_s']} img/s "
+                                                "end to end"}
     if predictions:
         record["predictions"] = per_image
     return record
