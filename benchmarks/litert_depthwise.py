@@ -16,7 +16,7 @@ Goals checked (printed PASS/FAIL):
   best rewrite >= 2x faster than plain LiteRT fp32 (XNNPACK);
   each rewritten fp32 .tflite reproduces the plain one's outputs to relative error < 1e-5.
 
-    .venv/bin/python benchmarks/litert_depthwise.py [--threads 2] [--rounds 7] [--out DIR]
+    .venv/bin/python benchmarks/litert_depthwise.py [--threads 2] [--rounds 7] [--out DIR [--reuse]]
 Conversions of full-size models take 10-40 s each; the whole run takes several minutes.
 """
 from __future__ import annotations
@@ -120,11 +120,13 @@ def main() -> None:
     ap.add_argument("--variant", default="vanillanet_5")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--out", type=Path, default=None, help="keep artifacts and results.json here")
+    ap.add_argument("--reuse", action="store_true",
+                    help="time the verified artifacts already in --out (from an earlier run) instead of converting")
     args = ap.parse_args()
     t_start = time.time()
 
     from vanillanet_edge.calibration.dataset import CalibrationSet
-    from vanillanet_edge.converters.convert import convert_one
+    from vanillanet_edge.converters.convert import ConvertOutcome, convert_one
     try:                                    # moved there by the architecture refactor
         from vanillanet_edge.converters.baselines import prepare_vanillanet_random
     except ImportError:
@@ -143,8 +145,12 @@ def main() -> None:
     for target, precision, names in jobs:
         label = f"{'litert' if target == 'tflite' else target} {precision} {'+'.join(names) or 'plain'}"
         t0 = time.time()
-        o = convert_one(rewritten(prep, list(names)), target, precision, out,
-                        calibration=cal if precision == "int8" else None)
+        variant = rewritten(prep, list(names))
+        done = out / f"{variant.name}-{target}-{precision}"
+        if args.reuse and (done / "manifest.json").is_file():
+            o = ConvertOutcome(target, precision, True, done, json.loads((done / "manifest.json").read_text()))
+        else:
+            o = convert_one(variant, target, precision, out, calibration=cal if precision == "int8" else None)
         if o.ok:
             made[label] = o
             ops = o.manifest["conversion"].get("op_counts")
