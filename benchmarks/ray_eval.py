@@ -72,6 +72,36 @@ def repeated(val: Path, min_images: int, work: Path) -> Path:
     return out
 
 
+def per_image_costs(ref, data: Path, n: int = 2000) -> str:
+    """What one image costs on one thread: decode + preprocess, the artifact, the fp32 reference."""
+    import numpy as np
+    import torch
+
+    from vanillanet_edge.devices.accuracy import CHUNK, _reference_model
+    from vanillanet_edge.devices.registry import get_runner
+    from vanillanet_edge.images import ImageFolder, Preprocessing, read_image
+
+    torch.set_num_threads(1)
+    records = ImageFolder(data).sample(n, 0)
+    prep = Preprocessing.from_dict(ref.manifest["preprocessing"])
+    t0 = time.perf_counter()
+    x = np.stack([read_image(r.path, prep) for r in records])
+    decode = time.perf_counter() - t0
+    session = get_runner(ref.runtime).load(ref.artifact, ref.manifest, threads=1)
+    t0 = time.perf_counter()
+    session.run_all(x)
+    infer = time.perf_counter() - t0
+    model, _ = _reference_model(ref)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(x), CHUNK):
+            model(torch.from_numpy(x[i:i + CHUNK]))
+    reference = time.perf_counter() - t0
+    us = 1e6 / len(x)
+    return (f"per image, 1 thread: decode+preprocess {decode * us:.0f} us, artifact {infer * us:.0f} us, "
+            f"fp32 reference {reference * us:.0f} us")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("artifact", nargs="?")
@@ -95,7 +125,9 @@ def main() -> int:
 
     [ref] = resolve([artifact])
     keys = ("images", "skipped", "top1", "top5", "agreement_with_fp32")
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; ray {ray.__version__}")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores, load average {os.getloadavg()[0]:.1f}; "
+          f"ray {ray.__version__}")
+    print(per_image_costs(ref, data))
     print(f"artifact {ref.name} ({ref.runtime}), {data}: ", end="", flush=True)
 
     t0 = time.perf_counter()
