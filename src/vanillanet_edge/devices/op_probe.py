@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import resolve_threads
+from .base import example_input, resolve_threads
 
 PROBE_SCHEMA = 1
 SLOW_FRACTION = 0.2
@@ -239,9 +239,7 @@ def probe_ops(artifact: str | Path, manifest: dict, threads: int | None = None, 
                 failed[i] = f"{type(exc).__name__}: {exc}"
         whole = runner.load(artifact, manifest, threads=threads, kernels=kernels)
         settings = dict(whole.settings)
-        from .base import example_input
-        x = example_input(manifest)
-        calls["whole"] = lambda: whole.run(x)
+        calls["whole"] = lambda run=whole.run, x=example_input(manifest): run(x)
         ms = _time_interleaved(calls, rounds, seconds, min_calls)
         kernels_by_op = {i: s.settings.get("kernels") for i, s in sessions.items()}
         del sessions, calls, whole
