@@ -218,3 +218,18 @@ def test_cluster_that_disappears_mid_run_is_a_clear_error(tiny_artifacts, tiny_c
         assert not out.exists()
     finally:
         cluster.stop()
+
+
+def test_a_workers_own_error_reaches_the_driver(ray_cluster, tiny_artifacts, tiny_checkpoint, monkeypatch):
+    """A worker that refuses (here: another vanillanet-edge version than the driver's) ends the
+    run with its own message and hint, not a Ray traceback."""
+    import vanillanet_edge
+
+    monkeypatch.setattr(vanillanet_edge, "__version__", "0.0.0-other")
+    refs = art.resolve([tiny_artifacts])[:1]
+    t0 = time.monotonic()
+    with pytest.raises(ClusterError) as err:
+        evaluate_on_ray(refs, tiny_checkpoint.data / "val", ray_cluster.address, threads=1)
+    assert "on a Ray worker: vanillanet-edge" in str(err.value) and "0.0.0-other on the driver" in str(err.value)
+    assert err.value.hint == "install the same vanillanet-edge on every node"
+    assert time.monotonic() - t0 < 60

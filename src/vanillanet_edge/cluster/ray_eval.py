@@ -406,6 +406,15 @@ def _worker_error(exc: BaseException) -> VanillaNetEdgeError | None:
             return (ClusterError if isinstance(e, ClusterError) else VanillaNetEdgeError)(
                 f"on a Ray worker: {message}", getattr(e, "hint", None))
         todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    # An actor that failed in __init__ reaches us as ActorDiedError, the worker's exception
+    # kept only as text ("...vanillanet_edge.x.SomeError: message\n  hint: hint"): read it there.
+    import re
+
+    found = re.findall(r"vanillanet_edge\.[\w.]*?\.(\w+): ([^\n]*)(?:\n\s*hint: ([^\n]*))?", str(exc))
+    if found:
+        name, message, hint = found[-1]
+        return (ClusterError if name == "ClusterError" else VanillaNetEdgeError)(
+            f"on a Ray worker: {message}", hint or None)
     return None
 
 
