@@ -170,7 +170,7 @@ from vanillanet_edge.fileio import write_json
 
 refs = art.resolve([sys.argv[1]])
 try:
-    recs = evaluate_on_ray(refs, sys.argv[2], sys.argv[3], threads=1,
+    recs = evaluate_on_ray(refs, sys.argv[2], sys.argv[3], threads=1, cache_dir=sys.argv[5],
                            progress_for=lambda ref: lambda n: print("progress", n, flush=True))
 except VanillaNetEdgeError as exc:
     print("ERROR", exc, flush=True)
@@ -200,7 +200,8 @@ def test_cluster_that_disappears_mid_run_is_a_clear_error(tiny_artifacts, tiny_c
     out = tmp_path / "records.json"
     try:
         cluster.start(nodes=1)
-        driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(ref.path), str(data), cluster.address, str(out)],
+        driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(ref.path), str(data), cluster.address, str(out),
+                                   str(tmp_path / "cache")],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                   env={**os.environ, **RAY_ENV})
         first = driver.stdout.readline()
