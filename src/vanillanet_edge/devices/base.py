@@ -59,6 +59,9 @@ class Runner(ABC):
     version_in_report: bool = True
     # The runtime's own per-layer profiler, as every profile record names it (None: no profiler).
     profiler: str | None = None
+    # Whether devices/op_probe.py can time this runtime's layers one by one as single-op
+    # artifacts (for runtimes without a profiler of their own: `vanillanet-edge profile`).
+    op_probe: bool = False
     # Matmul peak probe (devices/peak.py): the precisions it is asked for; () = no probe.
     peak_precisions: tuple[str, ...] = ()
 

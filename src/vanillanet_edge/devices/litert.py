@@ -106,6 +106,7 @@ class LiteRtRunner(Runner):
     extra = "tflite"
     modules = ("ai_edge_litert",)
     artifact_suffixes = (".tflite",)
+    op_probe = True         # no op profiler in ai-edge-litert's Python API: devices/op_probe.py
     layer_profiling_hint = ("ai-edge-litert's Python API has no op profiler; LiteRT's benchmark_model tool "
                             "has one: benchmark_model --graph=model.tflite --enable_op_profiling=true "
                             f"(prebuilt binaries: {BENCHMARK_MODEL_DOCS})")

@@ -71,7 +71,6 @@ from .profile_cli import profile_cmd  # noqa: E402
 main.add_command(profile_cmd)
 
 # profile_cli still reads the --set parser under its old private name here; it moved to options.py.
-from .options import parse_options as _parse_options  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -73,19 +73,20 @@ def profile_cmd(artifacts, runs, warmup, threads, options, top, op_probe, peak, 
     """
     from ..devices.artifacts import resolve
     from ..devices.profiling import profile
+    from ..devices.registry import get_runner
     from ..errors import ProfilingNotOfferedError, VanillaNetEdgeError
-    from .cli import _parse_options
+    from .options import parse_options
 
     if runs < 1 or warmup < 0:
         raise click.BadParameter("--runs must be at least 1 and --warmup at least 0")
-    settings = _parse_options(options)
+    settings = parse_options(options)
     records, failed = [], False
     for ref in resolve(artifacts):
         try:
             record = profile(ref, runs=runs, warmup=warmup, threads=threads, options=settings)
         except ProfilingNotOfferedError as exc:
             record = _not_done(ref, "not_offered", exc)
-            if op_probe and ref.runtime == "litert":
+            if op_probe and get_runner(ref.runtime).op_probe:
                 try:
                     record = _probe(ref, threads, settings, peak)
                 except VanillaNetEdgeError as exc2:
