@@ -89,6 +89,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "calib_samples": Key(int, 16, "calibration images for the int8 ranges (latency only: few suffice)"),
         "runs": Key(int, 15, "timed runs per artifact and setting (over all rounds)"),
         "warmup": Key(int, 2, "warm-up runs per process"),
+        "rewrites": Key(list, ["dw_bands"], "exact rewrites of the VanillaNets also timed (in the 'best' rows "
+                                            "only; `vanillanet-edge tune --help` lists them)"),
+        "rewrite_targets": Key(list, ["tflite"], "targets the rewritten VanillaNets are converted to",
+                               choices=tuple(ALL_TARGETS)),
     },
     "baselines": {
         "models": Key(list, [], "deep baselines (timm, random weights: latency only) converted at fp32 and "
@@ -169,6 +173,11 @@ def _check_combinations(cfg: dict) -> None:
             if not least <= size <= 2048:
                 raise ConfigError(f"verdict.input_size {size} does not fit {name}",
                                   hint=f"use {least}..2048; the paper's claim is at 224")
+        from ..model.rewrites import REWRITES
+        unknown = [r for r in cfg["verdict"]["rewrites"] if r not in REWRITES]
+        if unknown:
+            raise ConfigError(f"verdict.rewrites: unknown rewrite {unknown[0]!r}",
+                              hint=f"{did_you_mean(unknown[0], REWRITES)}known: {', '.join(REWRITES)}")
         if not cfg["verdict"]["targets"] or not cfg["verdict"]["precisions"]:
             raise ConfigError("verdict.targets and verdict.precisions must not be empty",
                               hint="or set verdict.models = [] for no verdict")

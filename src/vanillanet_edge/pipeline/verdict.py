@@ -11,7 +11,10 @@ Fairness (what the report's verdict rows rely on):
 - each artifact is also timed with every runtime setting its Runner offers for tuning that
   keeps the thread count (LiteRT XNNPACK / built-in kernels, OpenVINO f32 / bf16 hints), each
   setting first verified against the PyTorch model: a "plain" verdict row pairs the two models
-  under identical settings, a "best" row pairs each model's own fastest verified setting.
+  under identical settings, a "best" row pairs each model's own fastest verified setting;
+- the VanillaNets are also converted with the exact rewrites of `verdict.rewrites` (dw_bands:
+  LiteRT/XNNPACK's 7x7 depthwise is ~20x slower than its 3x7 pieces), verified like any
+  artifact; they count in the "best" rows only, labelled with the rewrite.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from ..errors import VanillaNetEdgeError
 from .context import Context, _split
 from .rundir import content_key
 
-VERDICT_VERSION = 1      # bump when what the stage produces changes
+VERDICT_VERSION = 2      # bump when what the stage produces changes
 N_VERIFY = 8             # real images per verification: random weights, relative error only
 
 
@@ -62,11 +65,15 @@ def _convert_model(ctx: Context, model: str, v: dict, precisions: list[str], cal
         return state["prep"]
 
     made = []
-    jobs = [(t, p) for t in v["targets"] for p in precisions] + [(EAGER_RUNTIME, "fp32")]
-    for target, precision in jobs:
+    jobs = [(t, p, ()) for t in v["targets"] for p in precisions] + [(EAGER_RUNTIME, "fp32", ())]
+    if model.startswith("vanillanet"):
+        jobs += [(t, p, (rw,)) for rw in v["rewrites"] for t in v["rewrite_targets"] if t in v["targets"]
+                 for p in precisions]
+    for target, precision, rewrites in jobs:
         calib_part = (str(calib_dir), v["calib_samples"]) if precision == "int8" else None
-        name = f"verdict:{model}:{target}:{precision}"
-        key = content_key(VERDICT_VERSION, model, size, target, precision, calib_part)
+        label = "+".join((model, *rewrites))
+        name = f"verdict:{label}:{target}:{precision}"
+        key = content_key(VERDICT_VERSION, model, size, target, precision, calib_part, rewrites)
         done = ctx.step("verdict", name, key)
         if done:
             ctx.skipped.append(name)
@@ -76,17 +83,30 @@ def _convert_model(ctx: Context, model: str, v: dict, precisions: list[str], cal
             ctx.log(f"verdict: {model} eager PyTorch at {size}x{size}")
             folder, settings = write_eager_artifact(prep(), out), [{}]
         else:
-            ctx.log(f"verdict: convert {model} {target} {precision} at {size}x{size}")
+            ctx.log(f"verdict: convert {label} {target} {precision} at {size}x{size}")
             if precision == "int8" and state["calibration"] is None:
                 from ..calibration.dataset import load_calibration
                 state["calibration"] = load_calibration(calib_dir, prep().preprocessing, v["calib_samples"], 0,
                                                         "minmax")
-            folder, settings = _convert(ctx, prep(), target, precision, out, state["calibration"])
+            folder, settings = _convert(ctx, _rewritten(prep(), rewrites), target, precision, out,
+                                        state["calibration"])
             if folder is None:
                 continue
         ctx.run.record(name, key, [folder], {"settings": settings})
         made.append((folder, settings))
     return made
+
+
+def _rewritten(prep, rewrites: tuple):
+    """The prepared model with exact rewrites applied to its export form, named by them."""
+    if not rewrites:
+        return prep
+    import dataclasses
+
+    from ..model.rewrites import apply_rewrites
+    return dataclasses.replace(prep, name=f"{prep.name}-{'+'.join(rewrites)}",
+                               model_meta={**prep.model_meta, "rewrites": list(rewrites)},
+                               export_model=apply_rewrites(prep.export_model, rewrites))
 
 
 def _prepare(model: str, size: int, calib_dir: Path | None):
