@@ -8,7 +8,9 @@ Expensive things are built once per session and reused:
                         layout that fuses exactly. Treat the files as read-only: copy them to
                         ``tmp_path`` before changing anything.
 
-Also ``one_torch_thread`` (run a test on one torch thread) and OMP_WAIT_POLICY=PASSIVE (below).
+Also ``one_torch_thread`` (run a test on one torch thread) and OMP_WAIT_POLICY=PASSIVE (below),
+and ``sshd`` / ``free_port``: ONE real OpenSSH server on loopback per session (tests/remote/sshd.py),
+shared by tests/remote and tests/hostile.
 
 Share things here as fixtures only: test modules must not `import conftest` (every folder may
 have its own conftest.py, all with the same module name). Helpers used by one test module live
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,31 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
+
+# tests/ has no __init__.py files: tests/remote's helpers (sshd.py, devices_toml.py) import as
+# top-level modules from any folder once that folder is on sys.path.
+_REMOTE = str(Path(__file__).resolve().parent / "remote")
+if _REMOTE not in sys.path:
+    sys.path.insert(0, _REMOTE)
+
+from sshd import LoopbackSshd, free_tcp_port  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A started LoopbackSshd (host, port, user, identity_file, known_hosts, ...); the device is
+    this machine. Under 1 s when openssh-server is installed; the first run on a fresh box
+    apt-installs it (~10-60 s)."""
+    server = LoopbackSshd(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 where nothing listens (a device that is down). Free."""
+    return free_tcp_port()
 
 
 @contextlib.contextmanager
