@@ -65,6 +65,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "eval": {
         "data": Key(str, "", "labelled ImageFolder; empty = the val split", is_path=True),
         "limit": Key(int, 0, "images to evaluate (seeded sample); 0 = all"),
+        "ray": Key(str, "", "Ray cluster to evaluate on (the ray extra): auto, HOST:PORT or local; "
+                            "empty = here. data must be a path every node sees"),
     },
     "bench": {
         "runs": Key(int, 60, "timed runs per artifact (over all rounds)"),

@@ -67,10 +67,24 @@ def bench_cmd(artifacts, runtime, threads, warmup, runs, seconds, rounds, option
 @click.option("--runtime", type=runtime_choice(), default=None, help="Override the artifact's runtime.")
 @click.option("--set", "options", multiple=True, metavar="KEY=VALUE", help="Runner setting (see bench).")
 @device_options
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run on a Ray cluster (the `ray` extra): auto, HOST:PORT (its GCS) or local (start one "
+                   "here). Each worker loads the artifact once, with the same runner settings (threads: "
+                   "--set threads=N, default 1 per worker), and the record equals a local eval's, plus "
+                   "`cluster`. The artifact travels once through Ray's object store and is cached on each "
+                   "node by its sha256. --data must be a path every node sees (a shared file system), "
+                   "unless --ray-ship-data.")
+@click.option("--ray-ship-data", is_flag=True,
+              help="With --ray: send the image files with the tasks instead (small sets on a local disk).")
+@click.option("--ray-shared-artifacts", is_flag=True,
+              help="With --ray: the artifacts' paths are seen by every node; nothing is shipped (each "
+                   "worker checks the sha256 before loading).")
+@click.option("--ray-workers", type=int, default=None, metavar="N",
+              help="With --ray: workers in the pool (default: the cluster's CPUs / threads).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result records as JSON.")
 @click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write the records to this JSON file.")
 def eval_cmd(artifacts, data_dir, limit, runtime, options, device_names, devices_file, accept_new_host_key,
-             as_json, save):
+             ray_address, ray_ship_data, ray_shared_artifacts, ray_workers, as_json, save):
     """Top-1 / top-5 of artifacts on labelled images, and agreement with the fp32 reference.
 
     Each artifact is fed through its own manifest's preprocessing. Core ML off macOS runs
@@ -91,8 +105,18 @@ def eval_cmd(artifacts, data_dir, limit, runtime, options, device_names, devices
                          unit="img", disable=as_json))
         return bars[-1].update
 
-    records = api.evaluate(refs, data_dir, specs, limit, runtime, parse_options(options),
-                           accept_new_host_key, progress_for)
+    if ray_address:       # on a Ray cluster instead of devices (cluster/ray_eval.py)
+        from ..cluster.ray_eval import evaluate_on_ray
+
+        if device_names:
+            raise click.UsageError("--ray and --device are exclusive")
+        records = evaluate_on_ray(refs, data_dir, ray_address, limit, runtime, parse_options(options),
+                                  workers=ray_workers, ship_data=ray_ship_data,
+                                  shared_artifacts=ray_shared_artifacts,
+                                  progress_for=lambda ref: progress_for(specs[0], ref))
+    else:
+        records = api.evaluate(refs, data_dir, specs, limit, runtime, parse_options(options),
+                               accept_new_host_key, progress_for)
     for bar in bars:
         bar.close()
     _emit(records, as_json, save, _print_accuracy)

@@ -240,7 +240,12 @@ def stage_eval(ctx: Context) -> None:
             ctx.skipped.append(name)
             continue
         bar = tqdm(desc=f"eval {ref.name}", unit="img")
-        record = evaluate(ref, eval_dir, limit, progress=bar.update)
+        if ctx.cfg["eval"].get("ray"):      # same record, computed on a Ray cluster
+            from ..cluster.ray_eval import evaluate_on_ray
+            [record] = evaluate_on_ray([ref], eval_dir, ctx.cfg["eval"]["ray"], limit,
+                                       progress_for=lambda r: bar.update)
+        else:
+            record = evaluate(ref, eval_dir, limit, progress=bar.update)
         bar.close()
         write_json(out, [record])
         ctx.run.record(name, key, [out], record)
