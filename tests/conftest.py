@@ -118,3 +118,9 @@ def tiny_artifacts(tiny_checkpoint, tmp_path_factory) -> Path:
     outcomes = convert_checkpoint(tiny_checkpoint.path, ["onnx", "openvino"], ["fp32"], out)
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """tests/cluster shares one two-node Ray cluster per session (its conftest): run those tests
+    last, so that the cluster's daemons (about 1 GB, a little CPU) do not sit beside the rest."""
+    items.sort(key=lambda item: "cluster" in Path(str(item.fspath)).parent.parts[-1:])
