@@ -22,6 +22,15 @@ RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"
            "OMP_WAIT_POLICY": "PASSIVE", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
+def _term_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, even by kill -9 (Linux PR_SET_PDEATHSIG);
+    `ray start --block` then stops the node's processes itself, so no cluster outlives its tests."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)    # 1 = PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,7 +53,8 @@ class LocalRayCluster:
         cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--num-cpus=1",
                "--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--temp-dir={self.temp_dir}", *args]
         self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                           env={**os.environ, **RAY_ENV}, start_new_session=True))
+                                           env={**os.environ, **RAY_ENV}, start_new_session=True,
+                                           preexec_fn=_term_with_parent))
 
     def start(self, nodes: int = 2, timeout: float = 90) -> None:
         self._start("head", "--head", f"--port={self.port}", "--include-dashboard=false")
