@@ -130,6 +130,8 @@ models = []
 runs = 3
 warmup = 1
 rounds = 1
+[verdict]
+models = []
 ''')
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "vanillanet_edge.pipeline.cli", "run", str(cfg),
