@@ -38,6 +38,8 @@ pin() { grep -E "^$1==" constraints.txt; }
     # the dependencies of every extra, then the package itself out again: clones bring their own
     "$shared/bin/python" -m pip install -q -c constraints.txt ".[dev]" --no-build-isolation >&2
     "$shared/bin/python" -m pip uninstall -q -y vanillanet-edge >&2
+    # pnnx (the ncnn converter) requires an open "torch": --no-deps keeps the pinned one
+    "$shared/bin/python" -m pip install -q --no-deps "$(pin pnnx)" >&2
     "$shared/bin/python" -m pip check >&2
     touch "$shared/.complete"
   fi
