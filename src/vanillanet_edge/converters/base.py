@@ -22,6 +22,7 @@ from ..errors import BackendMissingError, VanillaNetEdgeError
 from ..images import Preprocessing
 
 PRECISIONS = ("fp32", "fp16", "int8")
+PIXELS = ("raw", "normalized")    # what an artifact's input takes (ConvertRequest.pixels)
 
 
 @dataclass
@@ -34,6 +35,14 @@ class ConvertRequest:
     sample_inputs: np.ndarray      # real images (N, 3, H, W) float32, NCHW, preprocessed
     options: dict = field(default_factory=dict)   # target-specific settings, recorded in the manifest
     calibration: "CalibrationSet | None" = None   # INT8 only: images, method, excluded layers
+    # What the artifact's input takes (manifest input.pixels): "normalized" = the network's own
+    # input; "raw" = RGB pixel values 0-255 as float, the normalization inside `model` (folded
+    # into VanillaNet's stem, or prepended as ops), so an app feeds camera pixels as they come.
+    # With "raw", sample_inputs and the calibration images are given as raw pixels too.
+    pixels: str = "normalized"
+    class_names: list[str] | None = None         # label per output index, for app-facing metadata
+    # App-facing metadata: author, license, description, version (Core ML's and TFLite's fields).
+    app_info: dict = field(default_factory=dict)
 
     @property
     def input_shape_nchw(self) -> tuple[int, int, int, int]:

@@ -184,3 +184,21 @@ def resolve_threads(threads) -> int:
 
 def to_layout(x_nchw: np.ndarray, layout: str) -> np.ndarray:
     return np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1) if layout == "NHWC" else x_nchw)
+
+
+def to_artifact_pixels(x_nchw: np.ndarray, manifest: dict) -> np.ndarray:
+    """The harness's NCHW float32 batch (normalized, as every runner takes it) -> the pixel
+    convention of the artifact's input, still NCHW: unchanged for "normalized" artifacts; for
+    "raw" ones (manifest input.pixels) RGB values 0-255, x * std + mean scaled by 255 with the
+    manifest's preprocessing, and rounded and clipped to whole pixels when the input is an
+    integer tensor (uint8: the values an app's camera buffer holds)."""
+    spec = manifest.get("input", {})
+    if spec.get("pixels", "normalized") != "raw":
+        return x_nchw
+    prep = manifest["preprocessing"]
+    mean = np.asarray(prep["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(prep["std"], dtype=np.float32).reshape(1, 3, 1, 1)
+    raw = (np.asarray(x_nchw, dtype=np.float32) * std + mean) * np.float32(255.0)
+    if np.dtype(spec.get("dtype", "float32")).kind in "iu":
+        return np.clip(np.rint(raw), 0, 255).astype(np.float32)
+    return raw.astype(np.float32)
