@@ -4,7 +4,9 @@ the authors' deploy-form checkpoint, and `bench` / `eval` through the CLI."""
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -13,6 +15,7 @@ from vanillanet_edge.converters.convert import Int8Options, convert_checkpoint, 
 from vanillanet_edge.converters.ncnn import INT8_NOTE
 from vanillanet_edge.devices.machine import default_threads
 from vanillanet_edge.devices.registry import get_runner
+from vanillanet_edge.errors import VanillaNetEdgeError
 from vanillanet_edge.metrics import compare_logits
 from vanillanet_edge.model.fuse import fuse_model
 from vanillanet_edge.model.variants import create_model
@@ -137,3 +140,24 @@ def test_bench_and_eval_through_the_cli(ncnn_artifacts, digits_data, tmp_path):
     assert rec["ok"] and rec["runtime"] == "ncnn" and rec["images"] == 60 and rec["top1"] > 0.5, rec
     assert rec["agreement_with_fp32"] > 0.95, rec
     assert rec["session_settings"]["threads"] == default_threads()
+
+
+def test_cut_or_missing_files_are_clear_errors(ncnn_artifacts, tmp_path):
+    manifest = ncnn_artifacts["fp32"].manifest
+    folder = tmp_path / "art"
+    shutil.copytree(ncnn_artifacts["fp32"].folder, folder)
+    runner = get_runner("ncnn")
+    weights = folder / "model.ncnn.bin"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(VanillaNetEdgeError, match="cannot read the weights"):
+        runner.load(folder / "model.ncnn.param", manifest)
+    weights.unlink()
+    with pytest.raises(VanillaNetEdgeError, match="not found"):
+        runner.load(folder, manifest)
+    (folder / "model.ncnn.param").write_text("not a graph")
+    shutil.copyfile(ncnn_artifacts["fp32"].folder / "model.ncnn.bin", weights)
+    with pytest.raises(VanillaNetEdgeError, match="cannot read the graph"):
+        runner.load(folder, manifest)
+    session = runner.load(ncnn_artifacts["fp32"].folder, manifest)
+    with pytest.raises(VanillaNetEdgeError, match="does not fit"):
+        session.run(np.zeros((1, 3, 8, 8), np.float32))

@@ -12,6 +12,7 @@ in the torch-free runner bundle.
 """
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -82,9 +83,10 @@ class NcnnRunner(Runner):
     # The wheel has no per-layer profiler (ncnn's own is the NCNN_BENCHMARK build option, not
     # in the PyPI build); `bench` gives whole-model latency.
     profiler = None
+    layer_profiling_hint = ("ncnn's per-layer timing is a build option (cmake -DNCNN_BENCHMARK=ON prints each "
+                            "layer's time), not in the PyPI wheel; `vanillanet-edge bench` gives whole-model latency")
 
-    def load(self, artifact: Path, manifest: dict, threads: int | None = None, spinning: bool = False,
-             **_) -> Session:
+    def load(self, artifact: Path, manifest: dict, threads: int | None = None, **_) -> Session:
         self.require()
         import ncnn
 
@@ -108,9 +110,9 @@ class NcnnRunner(Runner):
         opt.use_fp16_arithmetic = fp16
         opt.use_bf16_storage = False
         opt.use_vulkan_compute = False
-        # As every runner here: OpenMP workers sleep at once after a run instead of spinning
-        # for 20 ms (ncnn's default), which would disturb whatever is timed next to them.
-        opt.openmp_blocktime = 20 if spinning else 0
+        # No opt.openmp_blocktime: the Linux wheel is built with gcc's libgomp, where ncnn's
+        # block time is a no-op (set_kmp_blocktime(7) leaves get_kmp_blocktime() at 0); idle
+        # workers follow libgomp's OMP_WAIT_POLICY / GOMP_SPINCOUNT, recorded below.
         if net.load_param(str(param)) != 0:
             raise VanillaNetEdgeError(f"ncnn cannot read the graph {param}",
                                       hint="the .param is not an ncnn graph this ncnn version knows "
@@ -118,8 +120,8 @@ class NcnnRunner(Runner):
         if net.load_model(str(weights)) != 0:
             raise VanillaNetEdgeError(f"ncnn cannot read the weights {weights}",
                                       hint="the .bin does not match its .param (cut or from another model)")
-        settings = {"threads": threads, "spinning": spinning, "fp16_storage": fp16,
-                    "fp16_arithmetic": arithmetic, "ncnn": ncnn.__version__}
+        settings = {"threads": threads, "fp16_storage": fp16, "fp16_arithmetic": arithmetic,
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "ncnn": ncnn.__version__}
         return _NcnnSession(ncnn, net, manifest, settings)
 
     def computed_in(self, precision: str, settings: dict) -> str:
