@@ -20,6 +20,10 @@ from vanillanet_edge.metrics import compare_logits
 from vanillanet_edge.model.fuse import fuse_model
 from vanillanet_edge.model.variants import create_model
 from vanillanet_edge.pipeline.cli import main
+from vanillanet_edge.pipeline.config import validate
+from vanillanet_edge.pipeline.context import Context
+from vanillanet_edge.pipeline.rundir import RunDir
+from vanillanet_edge.pipeline.stages import RUNNERS, STAGES
 
 pytest.importorskip("ncnn")
 pytest.importorskip("pnnx")
@@ -161,3 +165,21 @@ def test_cut_or_missing_files_are_clear_errors(ncnn_artifacts, tmp_path):
     session = runner.load(ncnn_artifacts["fp32"].folder, manifest)
     with pytest.raises(VanillaNetEdgeError, match="does not fit"):
         session.run(np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_pipeline_leaves_out_the_int8_ncnn_does_not_offer(tiny_checkpoint, digits_data, tmp_path):
+    """targets x precisions is a grid: the pipeline's convert stage leaves ncnn int8 out with the
+    reason (not a failed run), and calibrates nothing when no target offers int8. The stages up
+    to calibrate run for real; eval and bench are those of every artifact (tested elsewhere)."""
+    cfg = validate({"model": {"checkpoint": str(tiny_checkpoint)}, "data": {"root": str(digits_data)},
+                    "convert": {"targets": ["ncnn"], "precisions": ["fp32", "int8"]},
+                    "baselines": {"models": []}, "verdict": {"models": []}}, tmp_path)
+    logs: list[str] = []
+    with RunDir(tmp_path / "run") as run:
+        ctx = Context(cfg, run, logs.append)
+        for stage in STAGES[:STAGES.index("calibrate") + 1]:
+            RUNNERS[stage](ctx)
+    assert not ctx.failures, ctx.failures
+    assert [p.name for p in ctx.artifacts] == ["tiny-ncnn-fp32"]
+    assert any("ncnn offers no int8" in line and "ncnn2table" in line for line in logs), logs
+    assert not (tmp_path / "run" / "calibration").exists()
