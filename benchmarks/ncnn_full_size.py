@@ -9,8 +9,8 @@
 3. Runs the fp32 artifact in ncnn on those images and prints the relative error and max abs
    difference against the deploy model itself (tests/converters/test_ncnn.py does the same at
    width 1/16; the issue asks for < 1e-5).
-4. With --bench: `vanillanet-edge bench` of both artifacts (one thread per physical core),
-   then fp32 again on one thread.
+4. With --bench: an ONNX fp32 artifact too, for scale, then `vanillanet-edge bench` of the three
+   (rounds interleaved across them, one thread per physical core), then again on one thread.
 """
 from __future__ import annotations
 
@@ -95,10 +95,10 @@ def main() -> int:
         f"max abs {a.max_abs:.3g}, top-1 agreement {a.top1_agree:.3f} -> {'OK' if a.rel_err < 1e-5 else 'OVER 1e-5'}")
 
     if args.bench:
+        [onnx] = convert_checkpoint(ckpt, ["onnx"], ["fp32"], args.out / "artifacts", data=data / "val")
         exe = str(Path(sys.executable).with_name("vanillanet-edge"))
-        runs = [([str(artifacts["fp32"].folder), str(artifacts["fp16"].folder)], []),
-                ([str(artifacts["fp32"].folder)], ["--threads", "1"])]
-        for folders, extra in runs:
+        folders = [str(artifacts["fp32"].folder), str(artifacts["fp16"].folder), str(onnx.folder)]
+        for extra in ([], ["--threads", "1"]):
             out = subprocess.run([exe, "bench", *folders, "--runs", "30", "--rounds", "3", "--json", *extra],
                                  capture_output=True, text=True, check=True).stdout
             for rec in json.loads(out[out.index("["):]):
