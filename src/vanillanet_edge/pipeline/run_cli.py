@@ -65,6 +65,8 @@ def _print_summary(result: dict) -> None:
     click.echo(f"\nrun folder: {result['out']}")
     if Path(result["report"]).exists():
         click.echo(f"report: {result['report']}")
+    if result.get("try_it"):
+        click.echo(f"try an artifact: {result['try_it']}")
 
 
 @click.command("init")
