@@ -15,7 +15,6 @@ import tomllib
 from click.testing import CliRunner
 
 from vanillanet_edge.pipeline.cli import main
-
 from vanillanet_edge.pipeline.config import ConfigError, example_toml, load_config, validate
 from vanillanet_edge.pipeline.run import run_pipeline
 from vanillanet_edge.pipeline.rundir import RunDir, RunLockedError
