@@ -38,7 +38,8 @@ def tuned(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("tune")
     # two rewrites keep the suite short; the default list (with dw_bands) is checked below
     opts = TuneOptions(targets=("onnx", "openvino"), precisions=("fp32", "int8"),
-                       rewrites=((), ("relu_before_pool",)), calib_data=str(tiny_checkpoint.data / "train"), eval_data=str(tiny_checkpoint.data / "val"),
+                       rewrites=((), ("relu_before_pool",)), calib_data=str(tiny_checkpoint.data / "train"),
+                       eval_data=str(tiny_checkpoint.data / "val"),
                        eval_limit=200, max_drop=0.5, warmup=1, runs=8, rounds=2, peaks=False)
     return api.tune(str(tiny_checkpoint.path), out, options=opts, log=lambda m: None), out
 

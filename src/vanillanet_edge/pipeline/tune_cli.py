@@ -155,12 +155,6 @@ def recommend_cmd(budget_ms, variants, checkpoints, out, device_name, devices_fi
       vanillanet-edge recommend --budget-ms 5 --checkpoint small.pth --checkpoint wide.pth \\
           --eval-data val/ --calib-data train/ --device pi5 --out runs/rec-pi
     """
-    from ..model.rewrites import REWRITES
-
-    unknown = [r for r in rewrites if r != "none" and r not in REWRITES]
-    if unknown:
-        raise click.BadParameter(f"unknown rewrite {unknown[0]!r}; choose from: none, {', '.join(REWRITES)}",
-                                 param_hint="--rewrite")
     opts = api.TuneOptions(targets=tuple(targets), precisions=tuple(precisions), input_sizes=tuple(input_sizes) or (None,),
                            calib_data=str(calib_data) if calib_data else None,
                            eval_data=str(eval_data) if eval_data else None, runs=runs, rounds=rounds)
