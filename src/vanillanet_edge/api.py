@@ -1,4 +1,4 @@
-"""The Python API. The CLI (pipeline/cli.py) is a thin layer over these functions.
+"""The Python API. The CLI (cli/, entry point cli/main.py) is a thin layer over these functions.
 
 The model-side steps live in steps.py (below the pipeline, which runs them as stages); they are
 re-exported here unchanged."""

@@ -7,7 +7,7 @@ import socket
 
 from click.testing import CliRunner
 
-from vanillanet_edge.pipeline.cli import main
+from vanillanet_edge.cli.main import main
 
 SAME_KEYS = ("kind", "artifact", "name", "target", "precision", "runtime", "engine", "session_settings",
              "images", "skipped", "skipped_files", "top1", "top5", "agreement_with_fp32", "reference", "ok")

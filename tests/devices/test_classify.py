@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from vanillanet_edge.cli.main import main
 from vanillanet_edge.converters.convert import convert_checkpoint
 from vanillanet_edge.converters.registry import target_names
-from vanillanet_edge.pipeline.cli import main
 
 
 def _cli(*args):

@@ -14,7 +14,7 @@ import pytest
 import tomllib
 from click.testing import CliRunner
 
-from vanillanet_edge.pipeline.cli import main
+from vanillanet_edge.cli.main import main
 from vanillanet_edge.pipeline.config import ConfigError, example_toml, load_config, validate
 from vanillanet_edge.pipeline.run import run_pipeline
 from vanillanet_edge.pipeline.rundir import RunDir, RunLockedError
@@ -143,7 +143,7 @@ rounds = 1
 models = []
 ''')
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "vanillanet_edge.pipeline.cli", "run", str(cfg),
+    proc = subprocess.Popen([sys.executable, "-m", "vanillanet_edge.cli.main", "run", str(cfg),
                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

@@ -8,12 +8,12 @@ import torch
 from click.testing import CliRunner
 
 from vanillanet_edge import api
+from vanillanet_edge.cli.main import main
 from vanillanet_edge.devices.artifacts import resolve
 from vanillanet_edge.devices.latency import BenchSettings, bench
 from vanillanet_edge.model import create_model, fuse_model
 from vanillanet_edge.model.adapool import replace_adaptive_max_pools
 from vanillanet_edge.model.rewrites import apply_rewrites, relu_before_pool
-from vanillanet_edge.pipeline.cli import main
 from vanillanet_edge.tune.search import TuneOptions
 
 
