@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from vanillanet_edge.cli.main import main
 from vanillanet_edge.converters.convert import Int8Options, convert_checkpoint, convert_one, prepare
 from vanillanet_edge.converters.ncnn import INT8_NOTE
 from vanillanet_edge.devices.machine import default_threads
@@ -19,7 +20,6 @@ from vanillanet_edge.errors import VanillaNetEdgeError
 from vanillanet_edge.metrics import compare_logits
 from vanillanet_edge.model.fuse import fuse_model
 from vanillanet_edge.model.variants import create_model
-from vanillanet_edge.pipeline.cli import main
 from vanillanet_edge.pipeline.config import validate
 from vanillanet_edge.pipeline.context import Context
 from vanillanet_edge.pipeline.rundir import RunDir
