@@ -183,3 +183,14 @@ def test_pipeline_leaves_out_the_int8_ncnn_does_not_offer(tiny_checkpoint, digit
     assert [p.name for p in ctx.artifacts] == ["tiny-ncnn-fp32"]
     assert any("ncnn offers no int8" in line and "ncnn2table" in line for line in logs), logs
     assert not (tmp_path / "run" / "calibration").exists()
+
+
+def test_a_target_grid_leaves_out_the_int8_ncnn_does_not_offer():
+    """`convert --target all --precision int8` and the pipeline leave ncnn int8 out, saying why;
+    a pair a target offers is never left out."""
+    from vanillanet_edge.converters.registry import left_out_reason, target_names
+
+    why = left_out_reason("ncnn", "int8")
+    assert why.startswith("ncnn offers no int8 (") and "ncnn2int8" in why
+    assert left_out_reason("ncnn", "fp32") is None
+    assert all(left_out_reason(t, "fp32") is None for t in target_names())

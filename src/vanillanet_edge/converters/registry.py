@@ -50,6 +50,16 @@ def converter_class(target: str) -> type[Converter]:
     return getattr(importlib.import_module(module), cls)
 
 
+def left_out_reason(target: str, precision: str) -> str | None:
+    """Why a grid of targets x precisions (`--target all`, the pipeline) leaves a pair out: the
+    target does not offer that precision (ncnn int8). None when it does."""
+    cls = converter_class(target)
+    if precision in cls.precisions:
+        return None
+    why = cls.int8_methods_note if precision == "int8" else ""
+    return f"{target} offers no {precision}" + (f" ({why})" if why else "")
+
+
 def get_converter(target: str) -> Converter:
     return converter_class(target)()
 

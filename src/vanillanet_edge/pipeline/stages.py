@@ -108,19 +108,18 @@ def _eval_data(ctx: Context) -> Path | None:
 def stage_convert(ctx: Context) -> None:
     from ..calibration.dataset import load_calibration
     from ..converters.convert import convert_int8_within_budget, convert_one, load_eval_set, prepare
-    from ..converters.registry import converter_class
+    from ..converters.registry import left_out_reason
 
     conv, m = ctx.cfg["convert"], ctx.cfg["model"]
     calib, eval_dir = _calib_settings(ctx), _eval_data(ctx)
     prep = calibration = evaluation = None
     for target in conv["targets"]:
-        offered = converter_class(target)
         for precision in conv["precisions"]:
-            if precision not in offered.precisions:
+            why = left_out_reason(target, precision)
+            if why:
                 # targets x precisions is a grid: a pair the target does not offer (ncnn int8)
                 # is left out and said, not a failed conversion that fails the run.
-                why = offered.int8_methods_note if precision == "int8" else ""
-                ctx.log(f"convert: {target} offers no {precision}" + (f" ({why})" if why else "") + "; left out")
+                ctx.log(f"convert: {why}; left out")
                 continue
             int8_part = calib if precision == "int8" else None
             key = content_key(ctx.checkpoint_sha, target, precision, conv["batch"], m["input_size"],
