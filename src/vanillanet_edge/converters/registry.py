@@ -25,6 +25,7 @@ _TARGETS = {
     "tflite": _Entry("vanillanet_edge.converters.litert:LiteRtConverter"),
     # Core ML latency exists only on macOS: not measured unless asked for.
     "coreml": _Entry("vanillanet_edge.converters.coreml:CoreMlConverter", measured=False),
+    "mnn": _Entry("vanillanet_edge.converters.mnn:MnnConverter", measured=False),
 }
 
 # The plain export `tune` compares its candidates against (tune/search.py TuneOptions.anchor).
