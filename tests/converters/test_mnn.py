@@ -20,7 +20,7 @@ from vanillanet_edge.converters.base import ConvertRequest  # noqa: E402
 from vanillanet_edge.converters.convert import Int8Options, convert_checkpoint, convert_one, prepare  # noqa: E402
 from vanillanet_edge.converters.mnn import MnnConverter, run_tool, write_calibration  # noqa: E402
 from vanillanet_edge.devices.registry import get_runner  # noqa: E402
-from vanillanet_edge.errors import VanillaNetEdgeError  # noqa: E402
+from vanillanet_edge.errors import ConversionError, VanillaNetEdgeError  # noqa: E402
 from vanillanet_edge.fileio import sha256_path  # noqa: E402
 from vanillanet_edge.model.fuse import fuse_model  # noqa: E402
 from vanillanet_edge.model.variants import create_model  # noqa: E402
@@ -181,6 +181,18 @@ def test_session_refuses_a_wrong_shape_and_an_unknown_precision_mode(converted):
         session.run(np.zeros((1, 3, 16, 16), np.float32))
     with pytest.raises(VanillaNetEdgeError, match="precision mode"):
         runner.load(o.folder, o.manifest, precision_mode="fastest")
+
+
+def test_cut_files_and_failing_tools_give_clear_errors(converted, tmp_path):
+    cut = tmp_path / "model.mnn"
+    cut.write_bytes((converted["fp32"].folder / "model.mnn").read_bytes()[:200])
+    with pytest.raises(VanillaNetEdgeError, match="MNN cannot load") as err:
+        get_runner("mnn").load(cut, converted["fp32"].manifest)
+    assert err.value.hint
+    # MNN's converter exits 0 when it cannot read its input; the missing output is what tells
+    with pytest.raises(ConversionError, match="wrote no out.mnn"):
+        run_tool("mnnconvert", ["-f", "ONNX", "--modelFile", str(tmp_path / "absent.onnx"),
+                                "--MNNModel", str(tmp_path / "out.mnn")], tmp_path, tmp_path / "out.mnn")
 
 
 def test_profile_rows_come_from_mnn_op_callbacks(converted):

@@ -94,7 +94,7 @@ class MnnConverter(Converter):
         with tempfile.TemporaryDirectory(prefix="vne-mnn-") as tmp_name:
             tmp = Path(tmp_name)
             onnx_path = tmp / "model.onnx"
-            rewrites = []
+            rewrites: list[str] = []
             if request.precision == "int8":
                 request, rewrites = _relu_before_pool(request)
             _export_fp32(request, onnx_path)
@@ -145,7 +145,7 @@ def run_tool(tool: str, args: list[str], cwd: Path, output_file: Path | None = N
     if proc.returncode != 0 or missing:
         why = (f"crashed (signal {-proc.returncode})" if proc.returncode < 0
                else f"failed (exit status {proc.returncode})" if proc.returncode
-               else f"wrote no {output_file.name}")
+               else f"wrote no {getattr(output_file, 'name', 'output')}")
         raise ConversionError(f"MNN's {tool} {why}; its last output:\n{output[-_TOOL_OUTPUT_CHARS:]}",
                               hint="try another precision or target meanwhile")
     return output
@@ -222,6 +222,7 @@ def write_calibration(inputs: np.ndarray, batch: int, root: Path) -> int:
 def quantize(request: ConvertRequest, src: Path, dst: Path, tmp: Path) -> dict:
     MnnConverter.check_int8_request(request.calibration)
     cal = request.calibration
+    assert cal is not None                       # check_int8_request refuses None
     samples = write_calibration(cal.inputs, request.batch, tmp / "calibration")
     shape = [request.batch, *cal.inputs.shape[1:]]
     config = {

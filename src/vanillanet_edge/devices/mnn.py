@@ -211,7 +211,7 @@ class MnnRunner(Runner):
         session = self.load(artifact, manifest, threads=threads, precision_mode=precision_mode)
         assert isinstance(session, _MnnSession)
         x = example_input(manifest)
-        for _ in range(warmup):
+        for _warm in range(warmup):
             session.run(x)
         rows: dict[str, dict] = {}
         started: dict[str, float] = {}
@@ -232,7 +232,7 @@ class MnnRunner(Runner):
             row["_s"] += end - started.pop(name, end)
             return True
 
-        for _ in range(runs):
+        for _run in range(runs):
             session.run_with_callbacks(x, before, after)
         out = []
         for row in rows.values():
