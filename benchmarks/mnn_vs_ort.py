@@ -47,6 +47,28 @@ def time_interleaved(calls: dict, rounds: int, seconds: float) -> dict:
     return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v)} for k, v in per.items()}
 
 
+def _unverified_int8(prep, cal, out: Path):
+    """The MNN int8 artifact without the verification gate, with its relative error measured."""
+    from vanillanet_edge.converters.base import ConvertRequest
+    from vanillanet_edge.converters.convert import ConvertOutcome
+    from vanillanet_edge.converters.mnn import MnnConverter
+    from vanillanet_edge.devices.registry import get_runner
+
+    folder = out / "vanillanet_5-random-mnn-int8-unverified"
+    folder.mkdir(exist_ok=True)
+    request = ConvertRequest(prep.export_model, "int8", prep.input_size, 1, prep.preprocessing, prep.inputs,
+                             calibration=cal)
+    result = MnnConverter().export(request, folder)
+    manifest = {"precision": "int8", "runtime": "mnn", "artifact": {"file": result.artifact, "size_bytes":
+                (folder / result.artifact).stat().st_size},
+                "input": {"shape": list(request.input_shape_nchw), "layout": "NCHW"}, "int8": result.int8}
+    y = get_runner("mnn").load(folder / result.artifact, manifest).run_all(prep.inputs)
+    rel = float(np.linalg.norm(y - prep.reference) / np.linalg.norm(prep.reference))
+    agree = float((y.argmax(1) == prep.reference.argmax(1)).mean())
+    manifest["verification"] = {"rel_err": rel, "top1_agree": agree}
+    return ConvertOutcome("mnn", "int8", True, folder, manifest)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -80,6 +102,12 @@ def main() -> None:
         t0 = time.time()
         o = convert_one(prep, target, precision, out, calibration=cal if precision == "int8" else None)
         label = f"{'onnxruntime' if target == 'onnx' else target} {precision}"
+        if not o.ok and precision == "int8" and o.stage == "verify":
+            # Random weights make INT8 fragile (DEVELOPERS.md); for latency, time the artifact
+            # anyway, written by the same converter, and say how far it is from the fused net.
+            print(f"  mnn int8 not verified: {o.error.splitlines()[0]}", flush=True)
+            o = _unverified_int8(prep, cal, out)
+            label += " (unverified)"
         if not o.ok:
             print(f"  FAILED {label}: {o.error.splitlines()[0]}", flush=True)
             continue
@@ -103,7 +131,8 @@ def main() -> None:
 
     calls = {}
     for label, o in made.items():
-        session = get_runner(o.manifest["runtime"]).load(o.folder, o.manifest, threads=args.threads)
+        session = get_runner(o.manifest["runtime"]).load(o.folder / o.manifest["artifact"]["file"], o.manifest,
+                                                         threads=args.threads)
         calls[label] = (lambda s=session: s.run(x[:1]))
     print(f"timing {len(calls)} artifacts interleaved: {args.rounds} rounds x {args.seconds} s ...", flush=True)
     times = time_interleaved(calls, args.rounds, args.seconds)
