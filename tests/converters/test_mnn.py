@@ -4,6 +4,7 @@ session. No mocks: the digits tiny net on real digits images, the authors' deplo
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("MNN")
+if importlib.util.find_spec("MNN") is None:      # not importorskip: MNN prints a banner when loaded
+    pytest.skip("MNN is not installed", allow_module_level=True)
 
 from vanillanet_edge.calibration.dataset import load_calibration  # noqa: E402
 from vanillanet_edge.converters.base import ConvertRequest  # noqa: E402
@@ -130,12 +132,13 @@ def test_the_quantizer_reads_the_calibration_tensors_themselves(tiny_checkpoint,
     assert scales[1] == pytest.approx(2 * scales[0], rel=2e-4)      # the dump prints 5-6 digits
 
 
-def test_converting_twice_gives_the_same_bytes(tiny_checkpoint, digits_data, tmp_path):
+def test_converting_twice_gives_the_same_bytes(tiny_checkpoint, digits_data, tmp_path, monkeypatch):
     prep = prepare(tiny_checkpoint, data=digits_data / "val", n_verify=4)
     cal = load_calibration(digits_data / "train", prep.preprocessing, 16, 0, "mse")
+    monkeypatch.chdir(tmp_path)           # relative output folders, as `tune --out runs/x` gives
     for precision in ("fp32", "int8"):
-        a = convert_one(prep, "mnn", precision, tmp_path / "a", calibration=cal)
-        b = convert_one(prep, "mnn", precision, tmp_path / "b", calibration=cal)
+        a = convert_one(prep, "mnn", precision, Path("a"), calibration=cal)
+        b = convert_one(prep, "mnn", precision, Path("b"), calibration=cal)
         assert a.ok and b.ok, (a.error, b.error)
         assert sha256_path(a.folder / "model.mnn") == sha256_path(b.folder / "model.mnn")
         assert a.manifest["conversion"]["mnn_uuid"] == b.manifest["conversion"]["mnn_uuid"]
@@ -181,6 +184,11 @@ def test_session_refuses_a_wrong_shape_and_an_unknown_precision_mode(converted):
         session.run(np.zeros((1, 3, 16, 16), np.float32))
     with pytest.raises(VanillaNetEdgeError, match="precision mode"):
         runner.load(o.folder, o.manifest, precision_mode="fastest")
+    # what the maths ran in: fp32 artifacts load "high"; "low" is fp16 only where MNN found fp16
+    assert session.settings["precision_mode"] == "high" and runner.computed_in("fp32", session.settings) == "fp32"
+    low = runner.load(o.folder, o.manifest, precision_mode="low").settings
+    assert runner.computed_in("fp32", low) == ("fp16" if low["fp16_arithmetic"] else "fp32")
+    assert runner.computed_in("fp16", {"precision_mode": "high"}) == "fp16"     # fp16 weights either way
 
 
 def test_cut_files_and_failing_tools_give_clear_errors(converted, tmp_path):

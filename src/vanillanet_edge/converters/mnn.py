@@ -88,11 +88,11 @@ class MnnConverter(Converter):
     def export(self, request: ConvertRequest, folder: Path) -> ExportResult:
         from .onnx import _export_fp32
 
-        path = folder / "model.mnn"
+        path = (folder / "model.mnn").absolute()    # the tools run in another working folder
         notes: dict = {"via": "ONNX (torch.onnx dynamo exporter) -> MNN converter"}
         int8 = None
         with tempfile.TemporaryDirectory(prefix="vne-mnn-") as tmp_name:
-            tmp = Path(tmp_name)
+            tmp = Path(tmp_name).absolute()
             onnx_path = tmp / "model.onnx"
             rewrites: list[str] = []
             if request.precision == "int8":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -83,9 +84,13 @@ def import_mnn():
 
 
 def fp16_arithmetic() -> bool | None:
-    """Whether MNN found fp16 arithmetic on this CPU (None: it did not say)."""
+    """Whether MNN found fp16 arithmetic on this CPU, from its banner; when MNN was loaded
+    before us (banner unseen): False off ARM (MNN's CPU fp16 kernels are ARM's), else None."""
     import_mnn()
-    return None if "fp16" not in _BANNER else _BANNER["fp16"] == "1"
+    if "fp16" in _BANNER:
+        return _BANNER["fp16"] == "1"
+    return None if platform.machine().lower() in ("arm64", "aarch64") or "arm" in platform.machine().lower() \
+        else False
 
 
 def _mode_for(manifest: dict, mode: str | None) -> str:
@@ -181,7 +186,8 @@ class MnnRunner(Runner):
     def tuning_options(self, machine: dict, precision: str) -> list[dict]:
         # Threads as for ONNX Runtime (one per physical core by default; one per logical core
         # can win with SMT; one thread where an app needs the other cores). For fp16 artifacts
-        # "high" is the exact alternative to the default "low"; fp32 stays "high" (exact).
+        # "high" (fp32 maths on the fp16 weights) is the alternative to the default "low" (fp16
+        # maths where the CPU has it); fp32 artifacts stay "high" (exact).
         cores = machine.get("default_threads") or machine.get("physical_cores") or 1
         logical = machine.get("logical_cores") or cores
         options: list[dict] = [{}]
@@ -194,9 +200,10 @@ class MnnRunner(Runner):
         return options
 
     def computed_in(self, precision: str, settings: dict) -> str:
-        # "low" is fp16 maths only where MNN found fp16 arithmetic: a record's session
-        # settings say whether it did; asked-for settings (not yet run) say fp16.
-        if precision == "int8":
+        # fp16 artifacts hold fp16-rounded weights: fp16 accuracy whatever the mode. An fp32
+        # artifact under "low" (never our default) is fp16 maths only where MNN found fp16
+        # arithmetic: a record's session settings say whether it did; asked-for settings say fp16.
+        if precision in ("int8", "fp16"):
             return precision
         mode = settings.get("precision_mode") or DEFAULT_MODE.get(precision, "high")
         if mode == "low" and settings.get("fp16_arithmetic") is not False:
