@@ -21,6 +21,7 @@ from vanillanet_edge.calibration.dataset import load_calibration  # noqa: E402
 from vanillanet_edge.converters.base import ConvertRequest  # noqa: E402
 from vanillanet_edge.converters.convert import Int8Options, convert_checkpoint, convert_one, prepare  # noqa: E402
 from vanillanet_edge.converters.mnn import MnnConverter, run_tool, write_calibration  # noqa: E402
+from vanillanet_edge.devices.mnn import runtime_op_types  # noqa: E402
 from vanillanet_edge.devices.registry import get_runner  # noqa: E402
 from vanillanet_edge.errors import ConversionError, VanillaNetEdgeError  # noqa: E402
 from vanillanet_edge.fileio import sha256_path  # noqa: E402
@@ -143,6 +144,21 @@ def test_converting_twice_gives_the_same_bytes(tiny_checkpoint, digits_data, tmp
         assert sha256_path(a.folder / "model.mnn") == sha256_path(b.folder / "model.mnn")
         assert a.manifest["conversion"]["mnn_uuid"] == b.manifest["conversion"]["mnn_uuid"]
     assert b.manifest["int8"]["conv_int8"] == 9                  # mse (ADMM) quantizes too
+
+
+def test_layers_kept_in_float_run_in_float(tiny_checkpoint, digits_data, tmp_path):
+    prep = prepare(tiny_checkpoint, data=digits_data / "val", n_verify=8)
+    cal = load_calibration(digits_data / "train", prep.preprocessing, 16, 0, "entropy")
+    keep = ["stem.0", "stages.1.act"]
+    o = convert_one(prep, "mnn", "int8", tmp_path, calibration=cal.with_excluded(keep))
+    assert o.ok, o.error
+    int8 = o.manifest["int8"]
+    assert int8["kept_float"] == keep and int8["conv_total"] == 9 and int8["conv_int8"] == 7
+    ran = dict(runtime_op_types(o.folder / "model.mnn", o.manifest))      # what MNN really runs
+    assert len(int8["float_conv_ops"]) == 2
+    assert all("DT_INT8" not in ran[op] for op in int8["float_conv_ops"])
+    bad = convert_one(prep, "mnn", "int8", tmp_path / "x", calibration=cal.with_excluded(["stages.9.conv"]))
+    assert not bad.ok and "no such quantizable layer" in bad.error and "stages.1.act" in bad.error
 
 
 def test_minmax_is_refused_with_what_mnn_offers(tiny_checkpoint, digits_data, tmp_path):

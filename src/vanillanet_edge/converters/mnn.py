@@ -68,6 +68,7 @@ class MnnConverter(Converter):
     modules = ("MNN", "onnx", "onnxscript")
     precisions = ("fp32", "fp16", "int8")
     int8_methods = tuple(_METHODS)
+    excludes_layers = True          # mnnquant's skip_quant_op_names, mapped through the ONNX graph
     int8_methods_note = ("MNN's quantizer computes activation ranges by KL (entropy) or ADMM (mse); "
                          "it has no plain min/max method")
     description = ("MNN (.mnn via ONNX), NCHW float32 I/O, run with MNN's CPU backend "
@@ -106,10 +107,10 @@ class MnnConverter(Converter):
             if fp16:
                 notes["fp16"] = "conv weights and biases stored as float16 (--fp16); float32 input and output"
             if request.precision == "int8":
-                notes["int8"] = quantize(request, float_path, path, tmp)
+                notes["int8"] = quantize(request, float_path, path, tmp, onnx_path)
         notes["mnn_uuid"] = fix_uuid(path)
         if request.precision == "int8":
-            int8 = count_int8(path, request)
+            int8 = count_int8(path, request, notes["int8"]["kept_float"])
         return ExportResult(path.name, "NCHW", INPUT_NAME, OUTPUT_NAME, notes=notes, int8=int8)
 
 
@@ -219,10 +220,30 @@ def write_calibration(inputs: np.ndarray, batch: int, root: Path) -> int:
     return count
 
 
-def quantize(request: ConvertRequest, src: Path, dst: Path, tmp: Path) -> dict:
+def kept_float_ops(request: ConvertRequest, onnx_path: Path) -> dict[str, list[str]]:
+    """Layer (torch module name) -> the MNN ops of its convs, for the layers to keep in float.
+    MNN names each op after its ONNX node's output; the ONNX nodes of a layer come from the
+    exporter's scope metadata (converters/onnx.map_layers_to_nodes)."""
+    import onnx
+
+    from ..calibration.layers import select_layers
+    from .onnx import map_layers_to_nodes
+
+    assert request.calibration is not None
+    if not request.calibration.excluded_layers:
+        return {}
+    model = onnx.load(str(onnx_path))
+    convs = {n.name: n.output[0] for n in model.graph.node if n.op_type == "Conv"}
+    chosen = select_layers(request.model, request.calibration.excluded_layers, map_layers_to_nodes(model),
+                           "MNN (via ONNX)")
+    return {layer: [convs[n] for n in nodes if n in convs] for layer, nodes in chosen.items()}
+
+
+def quantize(request: ConvertRequest, src: Path, dst: Path, tmp: Path, onnx_path: Path) -> dict:
     MnnConverter.check_int8_request(request.calibration)
     cal = request.calibration
     assert cal is not None                       # check_int8_request refuses None
+    keep_float = kept_float_ops(request, onnx_path)
     samples = write_calibration(cal.inputs, request.batch, tmp / "calibration")
     shape = [request.batch, *cal.inputs.shape[1:]]
     config = {
@@ -235,6 +256,7 @@ def quantize(request: ConvertRequest, src: Path, dst: Path, tmp: Path) -> dict:
         # Image fields MNN reads whatever the input type: the tensor's own size, no scaling.
         "format": "RGB", "mean": [0.0, 0.0, 0.0], "normal": [1.0, 1.0, 1.0],
         "width": int(shape[-1]), "height": int(shape[-2]),
+        "skip_quant_op_names": sorted({op for ops in keep_float.values() for op in ops}),
     }
     (tmp / "quant.json").write_text(json.dumps(config, indent=1))
     run_tool("mnnquant", [str(src), str(dst), str(tmp / "quant.json")], tmp, dst)
@@ -242,18 +264,25 @@ def quantize(request: ConvertRequest, src: Path, dst: Path, tmp: Path) -> dict:
             "activations": f"int8 symmetric per tensor, ranges by {_METHODS[cal.method]}",
             "weights": f"int8 symmetric per output channel ({_WEIGHT_METHOD})",
             "calibration": {"samples": int(len(cal.inputs)), "batches": samples,
-                            "input_type": "sequence (the preprocessed tensors, %.9g text)"}}
+                            "input_type": "sequence (the preprocessed tensors, %.9g text)"},
+            "kept_float": keep_float}
 
 
-def count_int8(path: Path, request: ConvertRequest) -> dict:
-    """Convs MNN's CPU backend really runs on int8 tensors (its runtime op types)."""
-    from ..devices.mnn import count_runtime_convs, runtime_op_types
+def count_int8(path: Path, request: ConvertRequest, keep_float: dict[str, list[str]]) -> dict:
+    """Convs MNN's CPU backend really runs on int8 tensors (its runtime op types); the layers
+    asked to stay float must have run in float."""
+    from ..devices.mnn import INT8_TAG, count_runtime_convs, runtime_op_types
 
     manifest = {"precision": "int8", "input": {"shape": list(request.input_shape_nchw), "layout": "NCHW"}}
-    counts = count_runtime_convs(runtime_op_types(path, manifest))
+    ops = runtime_op_types(path, manifest)
+    counts = count_runtime_convs(ops)
+    ran = dict(ops)
+    leaked = [layer for layer, names in keep_float.items() if any(INT8_TAG in ran.get(n, "") for n in names)]
+    if leaked:
+        raise ConversionError(f"layers asked to stay float were quantized: {', '.join(leaked)}")
     total, int8 = counts["runtime_convs"], counts["runtime_conv_int8"]
     return {"conv_total": total, "conv_int8": int8,
             "fraction_conv_int8": round(int8 / total, 4) if total else 0.0,
-            "kept_float": [],
+            "kept_float": list(keep_float), "float_conv_ops": sorted(op for v in keep_float.values() for op in v),
             "how": "Convolution/ConvolutionDepthwise ops in one inference of MNN's CPU session, int8 "
                    "when MNN reports them on DT_INT8 tensors (runSessionWithCallBackInfo op types)"}
