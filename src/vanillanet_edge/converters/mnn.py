@@ -116,15 +116,16 @@ class MnnConverter(Converter):
 
 def _relu_before_pool(request: ConvertRequest) -> tuple[ConvertRequest, list[str]]:
     """The request with each VanillaNet block's ReLU ahead of its pool (exact; see the module
-    docstring); other models (no VanillaNet blocks) are returned as they are."""
+    docstring). Models without a ReLU after a pool (other families; VanillaNets already
+    rewritten by relu_before_pool or a dw_* split) are returned as they are."""
     import dataclasses
 
     import torch
 
-    from ..model.layers import Block
+    from ..model.layers import Activation, Block
     from ..model.rewrites import relu_before_pool
 
-    if not any(isinstance(m, Block) for m in request.model.modules()):
+    if not any(isinstance(m, Block) and isinstance(m.act, Activation) for m in request.model.modules()):
         return request, []
     model = relu_before_pool(request.model)
     x = torch.from_numpy(request.sample_inputs[:2])
