@@ -26,6 +26,7 @@ _TARGETS = {
     # Core ML latency exists only on macOS: not measured unless asked for.
     "coreml": _Entry("vanillanet_edge.converters.coreml:CoreMlConverter", measured=False),
     "ncnn": _Entry("vanillanet_edge.converters.ncnn:NcnnConverter", measured=False),
+    "mnn": _Entry("vanillanet_edge.converters.mnn:MnnConverter", measured=False),
 }
 
 # The plain export `tune` compares its candidates against (tune/search.py TuneOptions.anchor).
