@@ -68,6 +68,7 @@ class MnnConverter(Converter):
     modules = ("MNN", "onnx", "onnxscript")
     precisions = ("fp32", "fp16", "int8")
     int8_methods = tuple(_METHODS)
+    default_int8_method = "entropy"   # MNN's quantizer has no min/max range for activations (KL)
     excludes_layers = True          # mnnquant's skip_quant_op_names, mapped through the ONNX graph
     int8_methods_note = ("MNN's quantizer computes activation ranges by KL (entropy) or ADMM (mse); "
                          "it has no plain min/max method")

@@ -58,7 +58,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "calibration": {
         "data": Key(str, "", "images to calibrate INT8 on; empty = the train split", is_path=True),
         "samples": Key(int, 128, "calibration images, sampled by seed"),
-        "method": Key(str, "minmax", "range method (see `vanillanet-edge convert --help`)"),
+        "method": Key(str, "auto", "range method; auto = each target's own default "
+                                   "(see `vanillanet-edge convert --help`)"),
         "seed": Key(int, 0, "sampling seed"),
         "max_drop": Key(float, -1.0, "top-1 points INT8 may lose (keeps layers in float); -1 = no budget"),
     },

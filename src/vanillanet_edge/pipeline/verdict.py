@@ -85,9 +85,9 @@ def _convert_model(ctx: Context, model: str, v: dict, precisions: list[str], cal
         else:
             ctx.log(f"verdict: convert {label} {target} {precision} at {size}x{size}")
             if precision == "int8" and state["calibration"] is None:
-                from ..calibration.dataset import load_calibration
+                from ..calibration.dataset import AUTO_METHOD, load_calibration
                 state["calibration"] = load_calibration(calib_dir, prep().preprocessing, v["calib_samples"], 0,
-                                                        "minmax")
+                                                        AUTO_METHOD)
             folder, settings = _convert(ctx, _rewritten(prep(), rewrites), target, precision, out,
                                         state["calibration"])
             if folder is None:

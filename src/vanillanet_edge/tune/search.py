@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..calibration.dataset import AUTO_METHOD
 from ..converters.convert import PreparedModel, convert_one, load_eval_set, prepare
-from ..converters.registry import TUNE_ANCHOR_TARGET, default_targets, get_converter
+from ..converters.registry import TUNE_ANCHOR_TARGET, converter_class, default_targets, get_converter
 from ..converters.verify import LIMITS, check_limits, run_artifact
 from ..devices.artifacts import resolve
 from ..devices.latency import BenchSettings
@@ -50,7 +51,7 @@ class TuneOptions:
     max_drop: float | None = None                      # top-1 points vs fp32 (needs eval_data)
     calib_data: str | None = None
     calib_samples: int = 128
-    calib_method: str = "minmax"
+    calib_method: str = AUTO_METHOD                    # auto: each target's own default
     eval_data: str | None = None
     eval_limit: int = 500
     warmup: int = 5
@@ -178,7 +179,10 @@ def _reusable(folder: Path, prep: PreparedModel, precision: str, opts: TuneOptio
     same = m.get("source") == prep.source and m.get("model", {}).get("rewrites") == prep.model_meta["rewrites"]
     if precision == "int8":
         cal = m.get("calibration") or {}
-        same = same and (cal.get("method"), cal.get("samples")) == (opts.calib_method, opts.calib_samples)
+        method = opts.calib_method
+        if method == AUTO_METHOD:       # the manifest records the method auto resolved to
+            method = converter_class(m["target"]).default_int8_method
+        same = same and (cal.get("method"), cal.get("samples")) == (method, opts.calib_samples)
     return same
 
 
