@@ -99,6 +99,7 @@ def _score(ref, data, records, prep, runtime, session, progress) -> dict:
                 progress(len(records[i:i + CHUNK]))
             continue
         logits = session.run_all(chunk.inputs)
+        assert chunk.labels is not None      # labelled_sample: every record has its class
         top1 += _topk_hits(logits, chunk.labels, 1)
         top5 += _topk_hits(logits, chunk.labels, 5)
         if reference is not None:
