@@ -213,13 +213,13 @@ def _is_anchor(c: Candidate, anchor: tuple) -> bool:
 
 
 def tune(model: str, out: str | Path, device=None, opts: TuneOptions | None = None, log=print) -> dict:
-    """Search, measure, rank, recommend. `device`: a remote.device Local/SshDevice (default local)."""
-    from ..remote.device import LocalDevice
+    """Search, measure, rank, recommend. `device`: a remote.device.Device (default local)."""
+    from ..remote.device import Device
     from ..remote.devices_file import DeviceSpec
 
     opts = opts or TuneOptions()
     out = Path(out)
-    device = device or LocalDevice(DeviceSpec("local"))
+    device = device or Device(DeviceSpec("local"))
     machine = device.machine()
     preps, made, failed = {}, [], []
     for size in opts.input_sizes:           # each input size: its own model copy, images, checks
