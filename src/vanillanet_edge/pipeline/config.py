@@ -11,7 +11,7 @@ from pathlib import Path
 
 import tomllib
 
-from ..converters.registry import default_targets, target_names
+from ..converters.registry import REWRITE_TARGETS, default_targets, target_names
 from ..errors import VanillaNetEdgeError, did_you_mean
 
 ALL_TARGETS = target_names()
@@ -94,7 +94,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "warmup": Key(int, 2, "warm-up runs per process"),
         "rewrites": Key(list, ["dw_bands"], "exact rewrites of the VanillaNets also timed (in the 'best' rows "
                                             "only; `vanillanet-edge tune --help` lists them)"),
-        "rewrite_targets": Key(list, ["tflite"], "targets the rewritten VanillaNets are converted to",
+        "rewrite_targets": Key(list, list(REWRITE_TARGETS), "targets the rewritten VanillaNets are converted to",
                                choices=tuple(ALL_TARGETS)),
     },
     "baselines": {
