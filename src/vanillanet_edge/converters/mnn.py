@@ -46,6 +46,7 @@ import numpy as np
 
 from ..errors import BackendMissingError, ConversionError
 from .base import Converter, ConvertRequest, ExportResult, package_versions
+from .onnx import EXPORT_MODULES
 
 # Our method names -> MNN's feature_quantize_method (tools/quantization/Helper.cpp).
 _METHODS = {"entropy": "KL", "mse": "ADMM"}
@@ -65,7 +66,7 @@ class MnnConverter(Converter):
     target = "mnn"
     extra = "mnn"
     runtime = "mnn"
-    modules = ("MNN", "onnx", "onnxscript")
+    modules = ("MNN", *EXPORT_MODULES)
     precisions = ("fp32", "fp16", "int8")
     int8_methods = tuple(_METHODS)
     default_int8_method = "entropy"   # MNN's quantizer has no min/max range for activations (KL)
@@ -76,7 +77,7 @@ class MnnConverter(Converter):
                    "(fp16: fp16-stored weights; int8: MNN's quantizer, int8 convs)")
 
     def library_versions(self) -> dict[str, str]:
-        return package_versions("MNN", "onnx", "onnxscript")
+        return package_versions(*self.modules)
 
     def check_available(self) -> None:
         from ..devices.mnn import import_mnn

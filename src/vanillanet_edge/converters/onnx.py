@@ -37,18 +37,22 @@ _LAYER_OPS = ("Conv", "Relu")
 _ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
+# What torch.onnx's exporter needs (the MNN converter goes through the same export).
+EXPORT_MODULES = ("onnx", "onnxscript")
+
+
 class OnnxConverter(Converter):
     target = "onnx"
     extra = "onnx"
     runtime = "onnxruntime"
-    modules = ("onnx", "onnxruntime", "onnxscript")
+    modules = ("onnx", "onnxruntime", EXPORT_MODULES[1])
     precisions = ("fp32", "fp16", "int8")
     int8_methods = tuple(_ORT_METHODS)
     excludes_layers = True
     description = "ONNX (opset 18), NCHW float32 I/O, run with ONNX Runtime (int8: QDQ, u8 activations, s8 weights)"
 
     def library_versions(self) -> dict[str, str]:
-        return package_versions("onnx", "onnxruntime", "onnxscript")
+        return package_versions(*self.modules)
 
     def export(self, request: ConvertRequest, folder: Path) -> ExportResult:
         import onnx
