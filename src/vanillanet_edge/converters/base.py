@@ -56,6 +56,7 @@ class ExportResult:
     input_name: str
     output_name: str
     io_dtype: str = "float32"
+    input_dtype: str | None = None   # the input's own dtype where it differs from io_dtype (uint8 pixels)
     notes: dict = field(default_factory=dict)   # anything worth recording (e.g. default precision)
     # INT8 only: proof the artifact is integer, e.g. {"conv_total": 9, "conv_int8": 9,
     # "int8_ops": 25, "float_ops": 2, "fraction_conv_int8": 1.0, "how": "what was counted"}
@@ -78,6 +79,7 @@ class Converter(ABC):
     # options["input_layout"] (what `tune` searches as the layout axis).
     layout_options: tuple[str, ...] = ()
     int8_methods_note: str = ""   # why a common method is missing, for the error's hint
+    default_pixels: str = "normalized"   # what --input defaults to for this target (PIXELS)
 
     @classmethod
     def check_int8_request(cls, calibration: CalibrationSet | None) -> None:
@@ -110,6 +112,10 @@ class Converter(ABC):
                 importlib.import_module(module)
             except ImportError:
                 raise BackendMissingError(f"the {self.target} converter", self.extra, module) from None
+
+    def check_app_request(self, pixels: str, options: dict) -> None:
+        """Refuse, before any work, an app-facing request (raw pixels, metadata) this toolchain
+        cannot honour here; a missing optional package raises BackendMissingError."""
 
     def verify_settings(self, request: ConvertRequest) -> dict:
         """Runtime settings used when verifying (e.g. force f32 where a device defaults to bf16)."""
