@@ -73,7 +73,14 @@ from .litert_export import (  # noqa: F401
     relu_before_maxpool,
     window_runs,
 )
-from .litert_flatbuffer import _check_io, _quantization_note, inspect_tflite, int8_summary, integer_io  # noqa: F401
+from .litert_flatbuffer import (  # noqa: F401
+    _check_io,
+    _quantization_note,
+    inspect_tflite,
+    int8_summary,
+    integer_io,
+    uint8_input,
+)
 from .litert_metadata import add_classifier_metadata, check_metadata_writer
 from .litert_quantize import _PRECISION_PATHS, INT8_OBSERVERS, _strict_qdq_mode, int8_quantizer  # noqa: F401
 
@@ -124,10 +131,12 @@ class LiteRtConverter(Converter):
             edge.export(str(path))
         if plan.strict_qdq:
             integer_io(path)
+        # raw pixels into an int8 model: a uint8 input, the values an app's camera buffer holds
+        u8 = uint8_input(path) if request.precision == "int8" and request.pixels == "raw" else None
         metadata = self._metadata(request, path)
 
         info = inspect_tflite(path)
-        _check_io(info, request, io_dtype=plan.io_dtype)
+        _check_io(info, request, io_dtype=plan.io_dtype, input_dtype="uint8" if u8 else None)
         if info["input_transposes"]:
             raise ConversionError(
                 f"the converted graph transposes its input ({info['input_transposes']} TRANSPOSE "
@@ -138,9 +147,9 @@ class LiteRtConverter(Converter):
         if request.precision == "int8":
             int8 = int8_summary(info, request)
             inp, out = info["inputs"][0], info["outputs"][0]
-            notes["input_quantization"] = _quantization_note(inp, "real = scale * (q - zero_point); "
-                                                             "feed q = round(x / scale) + zero_point, "
-                                                             "clipped to [-128, 127]")
+            notes["input_quantization"] = u8 or _quantization_note(inp, "real = scale * (q - zero_point); "
+                                                                   "feed q = round(x / scale) + zero_point, "
+                                                                   "clipped to [-128, 127]")
             notes["output_quantization"] = _quantization_note(out, "logits = scale * (q - zero_point)")
         notes.update({
             "converter": f"litert_torch.convert (litert-torch {_version('litert-torch')})",
@@ -155,7 +164,7 @@ class LiteRtConverter(Converter):
         })
         inp, out = info["inputs"][0], info["outputs"][0]
         return ExportResult(ARTIFACT, "NHWC", inp["name"], out["name"], io_dtype=plan.io_dtype, notes=notes,
-                            int8=int8)
+                            int8=int8, input_dtype="uint8" if u8 else None)
 
 
     @staticmethod
