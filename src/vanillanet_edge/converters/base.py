@@ -130,6 +130,23 @@ class Converter(ABC):
         """Write the artifact into `folder` (a fresh, private folder) and describe it."""
 
 
+def app_contract(request: ConvertRequest, layout: str, dtype: str, num_classes: int) -> dict:
+    """What an app needs to feed the artifact and read its output, as plain values: written into
+    the formats' own metadata (ONNX metadata_props, OpenVINO rt_info) beside the manifest."""
+    p = request.preprocessing
+    labels = list(request.class_names) if request.class_names else [str(i) for i in range(num_classes)]
+    out = {"labels": labels, "pixels": request.pixels, "layout": layout, "dtype": dtype, "color": "RGB",
+           "size": [request.input_size, request.input_size], "resize": p.resize, "crop": p.crop,
+           "interpolation": p.interpolation, "output": "logits (softmax gives probabilities)"}
+    if request.pixels == "raw":
+        out["normalization"] = "none: feed RGB 0-255, mean/std are inside the model"
+    else:
+        out.update({"mean": list(p.mean), "std": list(p.std),
+                    "normalization": "(x / 255 - mean) / std per channel, x = RGB 0-255"})
+    out.update({k: v for k, v in request.app_info.items() if k in ("author", "license", "version")})
+    return out
+
+
 @contextlib.contextmanager
 def quiet_output(logger: str | None = None, level: int = logging.WARNING, stderr: bool = True):
     """Drop a toolchain's progress bars and prints during export: Python-level stdout (and
