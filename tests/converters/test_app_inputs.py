@@ -102,6 +102,21 @@ def test_tflite_int8_raw_input_is_uint8_and_verifies(tiny_checkpoint, digits_dat
     it = Interpreter(model_path=str(outcome.folder / "model.tflite"))
     detail = it.get_input_details()[0]
     assert detail["dtype"] == np.uint8 and detail["quantization"] == (1.0, 0)
+    # latency's example inputs and the op probe keep working on the uint8 artifact
+    _bench_once(outcome.folder, m)
+    from vanillanet_edge.devices.op_probe import probe_ops
+
+    rows = probe_ops(outcome.folder, m, threads=1, seconds=0.01, rounds=1, min_calls=1)["rows"]
+    assert any(r["op_type"] == "QUANTIZE" and "uint8" in r["name"] for r in rows), [r["name"] for r in rows]
+
+
+def _bench_once(folder: Path, manifest: dict) -> None:
+    from vanillanet_edge.devices.artifacts import ArtifactRef
+    from vanillanet_edge.devices.latency import BenchSettings, measure_in_process
+
+    ref = ArtifactRef(folder, folder / manifest["artifact"]["file"], manifest, manifest["runtime"])
+    record = measure_in_process(ref, manifest["runtime"], BenchSettings(threads=1, warmup=1, runs=2))
+    assert record["status"] == "ok" and len(record["times_ms"]) == 2
 
 
 def test_onnx_and_openvino_raw_carry_the_app_contract(tiny_checkpoint, digits_data, tmp_path):
@@ -133,6 +148,7 @@ def test_onnx_and_openvino_raw_carry_the_app_contract(tiny_checkpoint, digits_da
     ours, _ = run_artifact("openvino", ov_dir / "model.xml", m, loaded.inputs, precision_hint="f32")
     app = [compiled({0: p[None]})[0] for p in pixels]                  # camera frames as they are
     assert np.concatenate(app).argmax(1).tolist() == ours.argmax(1).tolist()
+    _bench_once(ov_dir, m)
 
 
 def test_normalized_stays_the_default_elsewhere_and_says_its_mean_std(tiny_checkpoint, tmp_path):

@@ -108,6 +108,7 @@ def _eval_data(ctx: Context) -> Path | None:
 def stage_convert(ctx: Context) -> None:
     from ..calibration.dataset import load_calibration
     from ..converters.convert import convert_int8_within_budget, convert_one, load_eval_set, prepare
+    from ..converters.registry import get_converter
 
     conv, m = ctx.cfg["convert"], ctx.cfg["model"]
     calib, eval_dir = _calib_settings(ctx), _eval_data(ctx)
@@ -115,8 +116,9 @@ def stage_convert(ctx: Context) -> None:
     for target in conv["targets"]:
         for precision in conv["precisions"]:
             int8_part = calib if precision == "int8" else None
+            pixels = conv["input"] or get_converter(target).default_pixels
             key = content_key(ctx.checkpoint_sha, target, precision, conv["batch"], m["input_size"],
-                              m["variant"], m["key"], int8_part, str(eval_dir))
+                              m["variant"], m["key"], int8_part, str(eval_dir), pixels)
             name = f"convert:{target}:{precision}"
             done = ctx.step("convert", name, key)
             if done:
@@ -135,10 +137,10 @@ def stage_convert(ctx: Context) -> None:
             out = ctx.path("artifacts")
             if precision == "int8" and calib["max_drop"] >= 0 and evaluation is not None:
                 outcome = convert_int8_within_budget(prep, target, out, conv["batch"], None, calibration,
-                                                     evaluation, calib["max_drop"], ctx.log)
+                                                     evaluation, calib["max_drop"], ctx.log, pixels)
             else:
                 outcome = convert_one(prep, target, precision, out, conv["batch"], None,
-                                      calibration if precision == "int8" else None, evaluation)
+                                      calibration if precision == "int8" else None, evaluation, pixels=pixels)
             if not outcome.ok:
                 ctx.log(f"convert: {target} {precision} FAILED at {outcome.stage}: {outcome.error}")
                 ctx.failures.append({"step": name, "error": outcome.error})
