@@ -76,6 +76,7 @@ from .litert_export import (  # noqa: F401
 from .litert_flatbuffer import (  # noqa: F401
     _check_io,
     _quantization_note,
+    float_output,
     inspect_tflite,
     int8_summary,
     integer_io,
@@ -131,12 +132,16 @@ class LiteRtConverter(Converter):
             edge.export(str(path))
         if plan.strict_qdq:
             integer_io(path)
-        # raw pixels into an int8 model: a uint8 input, the values an app's camera buffer holds
-        u8 = uint8_input(path) if request.precision == "int8" and request.pixels == "raw" else None
+        # raw pixels into an int8 model: a uint8 input, the values an app's camera buffer holds,
+        # and float32 logits out (MediaPipe's classifier takes no int8 output)
+        app_int8 = request.precision == "int8" and request.pixels == "raw"
+        u8 = uint8_input(path) if app_int8 else None
+        f32 = float_output(path) if app_int8 else None
         metadata = self._metadata(request, path)
 
         info = inspect_tflite(path)
-        _check_io(info, request, io_dtype=plan.io_dtype, input_dtype="uint8" if u8 else None)
+        _check_io(info, request, io_dtype=plan.io_dtype, input_dtype="uint8" if u8 else None,
+                  output_dtype="float32" if f32 else None)
         if info["input_transposes"]:
             raise ConversionError(
                 f"the converted graph transposes its input ({info['input_transposes']} TRANSPOSE "
@@ -150,7 +155,7 @@ class LiteRtConverter(Converter):
             notes["input_quantization"] = u8 or _quantization_note(inp, "real = scale * (q - zero_point); "
                                                                    "feed q = round(x / scale) + zero_point, "
                                                                    "clipped to [-128, 127]")
-            notes["output_quantization"] = _quantization_note(out, "logits = scale * (q - zero_point)")
+            notes["output_quantization"] = f32 or _quantization_note(out, "logits = scale * (q - zero_point)")
         notes.update({
             "converter": f"litert_torch.convert (litert-torch {_version('litert-torch')})",
             "rewrites": rewrites,
@@ -163,8 +168,8 @@ class LiteRtConverter(Converter):
             "metadata": metadata,
         })
         inp, out = info["inputs"][0], info["outputs"][0]
-        return ExportResult(ARTIFACT, "NHWC", inp["name"], out["name"], io_dtype=plan.io_dtype, notes=notes,
-                            int8=int8, input_dtype="uint8" if u8 else None)
+        return ExportResult(ARTIFACT, "NHWC", inp["name"], out["name"], io_dtype="float32" if f32 else plan.io_dtype,
+                            notes=notes, int8=int8, input_dtype="uint8" if u8 else None)
 
 
     @staticmethod
