@@ -154,7 +154,9 @@ def _app_info(prep: PreparedModel, given: dict | None) -> dict:
     from .. import __version__
 
     return {"name": prep.name,
-            "description": f"{prep.description}; image classifier, {prep.model_meta['num_classes']} classes",
+            "description": (f"{prep.model_meta.get('variant', prep.name)} image classifier "
+                            f"({prep.model_meta['num_classes']} classes, {prep.input_size}x{prep.input_size} "
+                            f"RGB input), converted by vanillanet-edge"),
             "version": f"vanillanet-edge {__version__}", "author": "unknown", "license": "unknown",
             **{k: v for k, v in (given or {}).items() if v}}
 
