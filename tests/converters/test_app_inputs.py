@@ -86,7 +86,7 @@ def _mediapipe_agrees_with_our_eval(folder: Path, m: dict, data: Path) -> np.nda
     ours, _ = run_artifact("litert", folder / "model.tflite", m, loaded.inputs)
     options = vision.ImageClassifierOptions(
         base_options=BaseOptions(model_asset_path=str(folder / "model.tflite")), max_results=1)
-    names = m["model"]["class_names"]
+    names = m["model"]["labels"]
     with vision.ImageClassifier.create_from_options(options) as classifier:
         top = [classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(p)))
                .classifications[0].categories[0] for p in pixels]
@@ -132,7 +132,7 @@ def test_onnx_and_openvino_raw_carry_the_app_contract(tiny_checkpoint, digits_da
     outcomes = convert_checkpoint(tiny_checkpoint, ["onnx", "openvino"], ["fp32"], tmp_path, pixels="raw")
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     onnx_dir, ov_dir = (o.folder for o in outcomes)
-    names = outcomes[0].manifest["model"]["class_names"]
+    names = outcomes[0].manifest["model"]["labels"]
 
     import onnxruntime as ort
     import openvino as ov

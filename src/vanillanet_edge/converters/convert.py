@@ -181,7 +181,9 @@ def _request(prep: PreparedModel, precision: str, batch: int, options: dict | No
             calibration = replace(calibration, inputs=to_raw(calibration.inputs, mean, std))
     request = ConvertRequest(model, precision, prep.input_size, batch, prep.preprocessing, inputs,
                              dict(options or {}), calibration if precision == "int8" else None,
-                             pixels=pixels, class_names=prep.model_meta.get("class_names"),
+                             pixels=pixels,
+                             # what a person reads (model/labels.py), else the class folder names
+                             class_names=prep.model_meta.get("labels") or prep.model_meta.get("class_names"),
                              app_info=_app_info(prep, app_info))
     return request, how
 
