@@ -172,7 +172,7 @@ def test_normalized_stays_the_default_elsewhere_and_says_its_mean_std(tiny_check
 
 
 def test_missing_mediapipe_names_the_extra_before_any_work(tiny_checkpoint, tmp_path, monkeypatch):
-    from vanillanet_edge.pipeline.cli import main
+    from vanillanet_edge.cli.main import main
 
     # mediapipe absent: every mediapipe module unimportable (None in sys.modules = not installed)
     for name in [n for n in sys.modules if n == "mediapipe" or n.startswith("mediapipe.")] + ["mediapipe"]:
