@@ -195,3 +195,13 @@ def test_missing_mediapipe_names_the_extra_before_any_work(tiny_checkpoint, tmp_
                                     "--out", str(tmp_path / "o")])
     assert bad.exit_code == 2 and "raw" in bad.output
 
+
+
+def test_labels_file_is_one_line_per_output():
+    from vanillanet_edge.converters.litert_metadata import labels_for
+    from vanillanet_edge.errors import ConversionError
+
+    assert labels_for(["tabby\ncat", "  ", "dog"], 3) == ["tabby cat", "1", "dog"]   # no shifted lines
+    assert labels_for(None, 2) == ["0", "1"]
+    with pytest.raises(ConversionError):
+        labels_for(["a", "b"], 3)
