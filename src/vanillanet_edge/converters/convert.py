@@ -217,8 +217,10 @@ def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, bat
     try:
         converter = get_converter(target)
         if precision not in converter.precisions:
+            # A target that cannot do int8 at all says why (its int8_methods_note).
+            why = converter.int8_methods_note if precision == "int8" else ""
             raise VanillaNetEdgeError(
-                f"{target} does not support {precision} yet",
+                f"{target} does not support {precision}" + (f": {why}" if why else " yet"),
                 hint=f"{target} supports: {', '.join(converter.precisions)}")
         if precision == "int8":
             converter.check_int8_request(calibration)

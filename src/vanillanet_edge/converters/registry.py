@@ -25,6 +25,7 @@ _TARGETS = {
     "tflite": _Entry("vanillanet_edge.converters.litert:LiteRtConverter"),
     # Core ML latency exists only on macOS: not measured unless asked for.
     "coreml": _Entry("vanillanet_edge.converters.coreml:CoreMlConverter", measured=False),
+    "ncnn": _Entry("vanillanet_edge.converters.ncnn:NcnnConverter", measured=False),
 }
 
 # The plain export `tune` compares its candidates against (tune/search.py TuneOptions.anchor).
