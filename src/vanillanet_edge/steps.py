@@ -83,8 +83,10 @@ def convert(checkpoint: str | Path, targets, precisions=("fp32",), out: str | Pa
             input_size: int | None = None, batch: int = 1, data: str | Path | None = None,
             variant: str | None = None, key: str | None = None, allow_inexact: bool = False,
             int8: Int8Options | None = None, eval_data: str | Path | None = None,
-            log=None) -> list[ConvertOutcome]:
+            log=None, pixels: str | None = None, app_info: dict | None = None,
+            options: dict | None = None) -> list[ConvertOutcome]:
     """Convert a checkpoint to every (target, precision); see converters/convert.py.
+    `pixels`: "raw" | "normalized" input for every artifact (None: each target's default).
 
     Returns one ConvertOutcome per artifact; failures are outcomes (ok=False, error, stage),
     so one missing backend does not hide the others' results.
@@ -92,7 +94,8 @@ def convert(checkpoint: str | Path, targets, precisions=("fp32",), out: str | Pa
     return convert_checkpoint(checkpoint, targets, precisions, out, input_size=input_size,
                               batch=batch, data=data, variant=variant, key=key,
                               allow_inexact=allow_inexact, int8=int8, eval_data=eval_data,
-                              log=log or (lambda m: None))
+                              log=log or (lambda m: None), pixels=pixels, app_info=app_info,
+                              options=options)
 
 
 def calibrate(checkpoint: str | Path, data: str | Path, out: str | Path, samples: int = 128,

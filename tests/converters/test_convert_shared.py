@@ -26,7 +26,7 @@ def test_manifest_records_contract_provenance_and_checks(tiny_checkpoint, digits
     assert outcome.ok, outcome.error
     m = read_manifest(outcome.folder)
     assert m["input"] == {"name": "input", "shape": [1, 3, 32, 32], "layout": "NCHW",
-                          "dtype": "float32", "color": "RGB"}
+                          "dtype": "float32", "color": "RGB", "pixels": "normalized"}
     assert m["output"]["shape"] == [1, 10]
     assert m["preprocessing"]["crop"] == 32 and len(m["preprocessing"]["mean"]) == 3
     assert m["source"]["sha256"] and len(m["artifact"]["sha256"]) == 64

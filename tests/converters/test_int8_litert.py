@@ -41,9 +41,10 @@ CONVS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 def converted(tiny_checkpoint, digits_data, tmp_path_factory):
     """fp32 and int8 (minmax) through the shared pipeline, both measured on the val split."""
     out = tmp_path_factory.mktemp("tflite-int8")
+    # normalized input: the PT2E int8 path itself (raw pixels add a uint8 QUANTIZE: test_app_inputs.py)
     outcomes = convert_checkpoint(tiny_checkpoint, ["tflite"], ["fp32", "int8"], out, data=digits_data / "val",
                                   int8=Int8Options(calib_data=digits_data / "train", samples=SAMPLES,
-                                                   eval_data=digits_data / "val"))
+                                                   eval_data=digits_data / "val"), pixels="normalized")
     return {o.precision: o for o in outcomes}
 
 

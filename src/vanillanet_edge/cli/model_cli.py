@@ -140,9 +140,18 @@ class TargetListCommand(click.Command):
                    "most sensitive layers are kept in float, one at a time, until it fits.")
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None,
               help="Labelled ImageFolder: record top-1 of every artifact against the fp32 net.")
+@click.option("--input", "pixels", type=click.Choice(["raw", "normalized"]), default=None,
+              help="What the artifact's input takes: raw = RGB 0-255 pixels, ImageNet mean/std inside "
+                   "the model (folded into VanillaNet's stem: exact, free); normalized = the net's own "
+                   "input. Default per target: raw for tflite and coreml, normalized for the others.")
+@click.option("--no-metadata", is_flag=True,
+              help="tflite raw: skip the TFLite metadata (labels, normalization; needs the mediapipe extra).")
+@click.option("--author", default=None, help="Author written into app-facing metadata (default unknown).")
+@click.option("--license", "license_", default=None, help="License written into app-facing metadata.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcomes as JSON.")
 def convert_cmd(checkpoint, targets, precisions, out, input_size, batch, data_dir, variant, key,
-                allow_inexact, calib_data, calib_samples, calib_method, seed, max_drop, eval_data, as_json):
+                allow_inexact, calib_data, calib_samples, calib_method, seed, max_drop, eval_data,
+                pixels, no_metadata, author, license_, as_json):
     """Convert a checkpoint to verified edge artifacts.
 
     \b
@@ -175,7 +184,9 @@ def convert_cmd(checkpoint, targets, precisions, out, input_size, batch, data_di
     outcomes = api.convert(checkpoint, list(targets), list(precisions), out, input_size=input_size,
                            batch=batch, data=data_dir, variant=variant, key=key,
                            allow_inexact=allow_inexact, int8=int8, eval_data=eval_data,
-                           log=None if as_json else click.echo)
+                           log=None if as_json else click.echo, pixels=pixels,
+                           app_info={"author": author, "license": license_},
+                           options={"metadata": False} if no_metadata else None)
     if as_json:
         click.echo(json.dumps([{"target": o.target, "precision": o.precision, "ok": o.ok,
                                 "folder": str(o.folder) if o.folder else None, "error": o.error,

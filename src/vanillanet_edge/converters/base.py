@@ -57,6 +57,7 @@ class ExportResult:
     input_name: str
     output_name: str
     io_dtype: str = "float32"
+    input_dtype: str | None = None   # the input's own dtype where it differs from io_dtype (uint8 pixels)
     notes: dict = field(default_factory=dict)   # anything worth recording (e.g. default precision)
     # INT8 only: proof the artifact is integer, e.g. {"conv_total": 9, "conv_int8": 9,
     # "int8_ops": 25, "float_ops": 2, "fraction_conv_int8": 1.0, "how": "what was counted"}
@@ -81,6 +82,7 @@ class Converter(ABC):
     int8_methods_note: str = ""   # why a common method is missing, for the error's hint
     # What --calib-method auto (the default) means for this toolchain: one of int8_methods.
     default_int8_method: str = "minmax"
+    default_pixels: str = "normalized"   # what --input defaults to for this target (PIXELS)
 
     @classmethod
     def for_target(cls, calibration: CalibrationSet | None) -> CalibrationSet | None:
@@ -123,6 +125,10 @@ class Converter(ABC):
             except ImportError:
                 raise BackendMissingError(f"the {self.target} converter", self.extra, module) from None
 
+    def check_app_request(self, pixels: str, options: dict) -> None:
+        """Refuse, before any work, an app-facing request (raw pixels, metadata) this toolchain
+        cannot honour here; a missing optional package raises BackendMissingError."""
+
     def verify_settings(self, request: ConvertRequest) -> dict:
         """Runtime settings used when verifying (e.g. force f32 where a device defaults to bf16)."""
         return {}
@@ -134,6 +140,23 @@ class Converter(ABC):
     @abstractmethod
     def export(self, request: ConvertRequest, folder: Path) -> ExportResult:
         """Write the artifact into `folder` (a fresh, private folder) and describe it."""
+
+
+def app_contract(request: ConvertRequest, layout: str, dtype: str, num_classes: int) -> dict:
+    """What an app needs to feed the artifact and read its output, as plain values: written into
+    the formats' own metadata (ONNX metadata_props, OpenVINO rt_info) beside the manifest."""
+    p = request.preprocessing
+    labels = list(request.class_names) if request.class_names else [str(i) for i in range(num_classes)]
+    out = {"labels": labels, "pixels": request.pixels, "layout": layout, "dtype": dtype, "color": "RGB",
+           "size": [request.input_size, request.input_size], "resize": p.resize, "crop": p.crop,
+           "interpolation": p.interpolation, "output": "logits (softmax gives probabilities)"}
+    if request.pixels == "raw":
+        out["normalization"] = "none: feed RGB 0-255, mean/std are inside the model"
+    else:
+        out.update({"mean": list(p.mean), "std": list(p.std),
+                    "normalization": "(x / 255 - mean) / std per channel, x = RGB 0-255"})
+    out.update({k: v for k, v in request.app_info.items() if k in ("author", "license", "version")})
+    return out
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from ..model.checkpoint import load_checkpoint
 from ..model.fuse import FUSION_REL_TOL, fuse_model, verify_fusion
 from ..model.labels import labels_for
 from ..model.profile import summarize
-from .base import PRECISIONS, ConvertRequest
+from .base import PIXELS, PRECISIONS, ConvertRequest
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, environment_versions
 from .registry import expand_targets, get_converter, left_out_reason
 from .verify import LIMITS, run_artifact, torch_reference, verify_artifact
@@ -145,13 +145,73 @@ def load_eval_set(prep: PreparedModel, folder: str | Path, limit: int | None = 5
                    float((logits.argmax(1) == imgs.labels).mean()))
 
 
+def check_pixels(pixels: str) -> str:
+    if pixels not in PIXELS:
+        raise VanillaNetEdgeError(f"unknown input convention '{pixels}'",
+                                  hint=f"choose --input from {', '.join(PIXELS)}")
+    return pixels
+
+
+def _app_info(prep: PreparedModel, given: dict | None) -> dict:
+    """What app-facing metadata says about the model (TFLite's and Core ML's fields)."""
+    from .. import __version__
+
+    return {"name": prep.name,
+            "description": (f"{prep.model_meta.get('variant', prep.name)} image classifier "
+                            f"({prep.model_meta['num_classes']} classes, {prep.input_size}x{prep.input_size} "
+                            f"RGB input), converted by vanillanet-edge"),
+            "version": f"vanillanet-edge {__version__}", "author": "unknown", "license": "unknown",
+            **{k: v for k, v in (given or {}).items() if v}}
+
+
+def _request(prep: PreparedModel, precision: str, batch: int, options: dict | None,
+             calibration: CalibrationSet | None, pixels: str, app_info: dict | None) -> tuple[ConvertRequest, str | None]:
+    """The converter's request: for raw pixels the model takes 0-255 RGB (normalization folded
+    into the stem, or prepended) and its sample and calibration images are raw too."""
+    from dataclasses import replace
+
+    from ..model.normalize import raw_input_model, to_raw
+
+    model, inputs, how = prep.export_model, prep.inputs, None
+    mean, std = prep.preprocessing.mean, prep.preprocessing.std
+    if check_pixels(pixels) == "raw":
+        model, how = raw_input_model(prep.export_model, mean, std)
+        inputs = to_raw(prep.inputs, mean, std)
+        if calibration is not None:
+            calibration = replace(calibration, inputs=to_raw(calibration.inputs, mean, std))
+    request = ConvertRequest(model, precision, prep.input_size, batch, prep.preprocessing, inputs,
+                             dict(options or {}), calibration if precision == "int8" else None,
+                             pixels=pixels,
+                             # what a person reads (model/labels.py), else the class folder names
+                             class_names=prep.model_meta.get("labels") or prep.model_meta.get("class_names"),
+                             app_info=_app_info(prep, app_info))
+    return request, how
+
+
+def _reference_for(prep: PreparedModel, manifest: dict) -> np.ndarray:
+    """The fused net's logits on what the artifact really receives: for an integer raw input
+    the harness's images rounded to whole pixels (what an app's camera buffer holds)."""
+    from ..devices.base import to_artifact_pixels
+    from ..model.normalize import from_raw
+
+    spec = manifest["input"]
+    if spec.get("pixels") != "raw" or np.dtype(spec["dtype"]).kind not in "iu":
+        return prep.reference
+    whole = to_artifact_pixels(prep.inputs, manifest)
+    return torch_reference(prep.fused, from_raw(whole, prep.preprocessing.mean, prep.preprocessing.std))
+
+
 def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, batch: int = 1,
                 options: dict | None = None, calibration: CalibrationSet | None = None,
-                evaluation: EvalSet | None = None, max_drop: float | None = None) -> ConvertOutcome:
+                evaluation: EvalSet | None = None, max_drop: float | None = None,
+                pixels: str = "normalized", app_info: dict | None = None) -> ConvertOutcome:
     """One (target, precision): export, verify, measure, manifest, publish. Errors become outcomes.
 
     With `evaluation`, top-1 of the artifact is measured against the fp32 net's; with
     `max_drop` (points) too, an artifact losing more is not published (BudgetExceeded).
+    `pixels` ("normalized" | "raw", see ConvertRequest) is what the artifact's input takes;
+    verification always feeds the harness's normalized images through the runner, which
+    converts them (devices/base.to_artifact_pixels).
     """
     stage = "setup"
     try:
@@ -167,16 +227,14 @@ def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, bat
             converter.check_int8_request(calibration)
         converter.check_available()
         final = out / artifact_name(prep, target, precision)
-        request = ConvertRequest(prep.export_model, precision, prep.input_size, batch,
-                                 prep.preprocessing, prep.inputs, dict(options or {}),
-                                 calibration if precision == "int8" else None)
+        request, normalization = _request(prep, precision, batch, options, calibration, pixels, app_info)
         with atomic_path(final, is_dir=True) as tmp:
             stage = "export"
             start = time.perf_counter()
             result = converter.export(request, tmp)
             seconds = time.perf_counter() - start
             artifact = tmp / result.artifact
-            manifest = _manifest(prep, converter, request, result, artifact, seconds)
+            manifest = _manifest(prep, converter, request, result, artifact, seconds, normalization)
             stage = "verify"
             settings = converter.verify_settings(request)
             # Under an accuracy budget a failed check is one more reason to keep layers in
@@ -185,7 +243,7 @@ def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, bat
             manifest["verification"] = {
                 "inputs": f"{len(prep.inputs)} {prep.inputs_source}",
                 **verify_artifact(converter.runtime, artifact, manifest, prep.inputs,
-                                  prep.reference, precision, raise_on_fail=not budgeted,
+                                  _reference_for(prep, manifest), precision, raise_on_fail=not budgeted,
                                   require_agreement=not prep.random_weights, **settings),
             }
             if evaluation is not None:
@@ -225,8 +283,20 @@ def _measure_accuracy(runtime: str, artifact: Path, manifest: dict, evaluation: 
             "drop_points": round(100 * (evaluation.fp32_top1 - top1), 4)}
 
 
+def _input_section(request: ConvertRequest, result, shape: list, normalization: str | None) -> dict:
+    section = {"name": result.input_name, "shape": shape, "layout": result.layout,
+               "dtype": result.input_dtype or result.io_dtype, "color": "RGB", "pixels": request.pixels}
+    if request.pixels == "raw":
+        p = request.preprocessing
+        section["app_must"] = (f"RGB pixel values 0-255 ({section['dtype']}, {result.layout}); resize the "
+                               f"shorter side to {p.resize} ({p.interpolation}) and centre-crop "
+                               f"{p.crop}x{p.crop}; no normalization (mean/std are inside the model)")
+        section["normalization"] = normalization
+    return section
+
+
 def _manifest(prep: PreparedModel, converter, request: ConvertRequest, result, artifact: Path,
-              seconds: float) -> dict:
+              seconds: float, normalization: str | None = None) -> dict:
     b, s = request.batch, request.input_size
     shape = [b, s, s, 3] if result.layout == "NHWC" else [b, 3, s, s]
     return {
@@ -237,8 +307,7 @@ def _manifest(prep: PreparedModel, converter, request: ConvertRequest, result, a
         "artifact": _describe_files(artifact.parent, result.artifact),
         "model": prep.model_meta,
         "source": prep.source,
-        "input": {"name": result.input_name, "shape": shape, "layout": result.layout,
-                  "dtype": result.io_dtype, "color": "RGB"},
+        "input": _input_section(request, result, shape, normalization),
         "output": {"name": result.output_name, "shape": [b, prep.model_meta["num_classes"]],
                    "dtype": result.io_dtype, "meaning": "logits (apply softmax for probabilities)"},
         "preprocessing": prep.preprocessing.as_dict(),
@@ -278,8 +347,13 @@ def convert_checkpoint(checkpoint: str | Path, targets, precisions, out: str | P
                        variant: str | None = None, key: str | None = None,
                        allow_inexact: bool = False, options: dict | None = None,
                        int8: Int8Options | None = None, eval_data: str | Path | None = None,
-                       log: Callable[[str], None] = lambda m: None) -> list[ConvertOutcome]:
+                       log: Callable[[str], None] = lambda m: None, pixels: str | None = None,
+                       app_info: dict | None = None) -> list[ConvertOutcome]:
     """Convert one checkpoint to every (target, precision); one failure does not stop the rest.
+
+    `pixels` ("raw" | "normalized") is what every artifact's input takes; None = each target's
+    own default (Converter.default_pixels: raw where apps feed camera pixels, e.g. LiteRT).
+    `app_info` (author, license, description...) goes into app-facing metadata.
 
     `eval_data` (an ImageFolder) adds a top-1 measurement to every artifact's manifest;
     `int8.eval_data` does the same and is required for `int8.max_drop`.
@@ -299,6 +373,13 @@ def convert_checkpoint(checkpoint: str | Path, targets, precisions, out: str | P
     if int8 and int8.max_drop is not None and eval_data is None:
         raise VanillaNetEdgeError("--max-drop needs labelled images to measure top-1",
                                   hint="pass --eval-data DIR (an ImageFolder with one sub-folder per class)")
+    # What each target's input takes, and whether its app-facing extras are installed: refused
+    # here, before minutes of work, with the extra to install (the CLI exits 2).
+    chosen = {}
+    for target in names:
+        converter = get_converter(target)
+        chosen[target] = check_pixels(pixels or converter.default_pixels)
+        converter.check_app_request(chosen[target], dict(options or {}))
     out = Path(out)
     _check_writable(out)
     log(f"loading {checkpoint}")
@@ -328,10 +409,11 @@ def convert_checkpoint(checkpoint: str | Path, targets, precisions, out: str | P
             log(f"{target} {precision}: converting")
             if precision == "int8" and int8.max_drop is not None:
                 outcome = convert_int8_within_budget(prep, target, out, batch, options, calibration,
-                                                     evaluation, int8.max_drop, log)
+                                                     evaluation, int8.max_drop, log, chosen[target], app_info)
             else:
                 outcome = convert_one(prep, target, precision, out, batch, options,
-                                      calibration if precision == "int8" else None, evaluation)
+                                      calibration if precision == "int8" else None, evaluation,
+                                      pixels=chosen[target], app_info=app_info)
             outcomes.append(outcome)
             if outcome.ok:
                 v = outcome.manifest["verification"]
@@ -348,7 +430,8 @@ def convert_checkpoint(checkpoint: str | Path, targets, precisions, out: str | P
 def convert_int8_within_budget(prep: PreparedModel, target: str, out: Path, batch: int,
                                options: dict | None, calibration: CalibrationSet,
                                evaluation: EvalSet, max_drop: float,
-                               log: Callable[[str], None]) -> ConvertOutcome:
+                               log: Callable[[str], None], pixels: str = "normalized",
+                               app_info: dict | None = None) -> ConvertOutcome:
     """NNCF's accuracy-control idea for every target: while INT8 loses more than `max_drop`
     points, keep the next most sensitive layer in float and try again."""
     from ..calibration.sensitivity import sensitivity_ranking
@@ -359,7 +442,8 @@ def convert_int8_within_budget(prep: PreparedModel, target: str, out: Path, batc
     while True:
         try:
             outcome = convert_one(prep, target, "int8", out, batch, options,
-                                  calibration.with_excluded(excluded), evaluation, max_drop)
+                                  calibration.with_excluded(excluded), evaluation, max_drop,
+                                  pixels=pixels, app_info=app_info)
         except BudgetExceeded as exc:
             if best is None or exc.drop < best[0]:
                 best = (exc.drop, list(excluded))

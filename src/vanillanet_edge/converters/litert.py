@@ -73,7 +73,16 @@ from .litert_export import (  # noqa: F401
     relu_before_maxpool,
     window_runs,
 )
-from .litert_flatbuffer import _check_io, _quantization_note, inspect_tflite, int8_summary, integer_io  # noqa: F401
+from .litert_flatbuffer import (  # noqa: F401
+    _check_io,
+    _quantization_note,
+    float_output,
+    inspect_tflite,
+    int8_summary,
+    integer_io,
+    uint8_input,
+)
+from .litert_metadata import add_classifier_metadata, check_metadata_writer
 from .litert_quantize import _PRECISION_PATHS, INT8_OBSERVERS, _strict_qdq_mode, int8_quantizer  # noqa: F401
 
 ARTIFACT = "model.tflite"
@@ -88,11 +97,16 @@ class LiteRtConverter(Converter):
     int8_methods = tuple(INT8_OBSERVERS)
     int8_methods_note = "torchao has no percentile observer"
     excludes_layers = True
+    default_pixels = "raw"       # apps feed camera pixels; TFLite metadata readers need it (below)
     description = ("LiteRT flatbuffer (.tflite) via litert-torch, NHWC float32 I/O (int8: PT2E static, "
                    "int8 I/O), run with the LiteRT interpreter")
 
     def library_versions(self) -> dict[str, str]:
         return package_versions("litert-torch", "litert-converter", "ai-edge-litert", "ai-edge-quantizer")
+
+    def check_app_request(self, pixels: str, options: dict) -> None:
+        if pixels == "raw" and options.get("metadata", True):
+            check_metadata_writer()
 
     def verify_settings(self, request: ConvertRequest) -> dict:
         # ai_edge_litert runs on 1 thread unless told otherwise; verification is 32 images.
@@ -118,9 +132,16 @@ class LiteRtConverter(Converter):
             edge.export(str(path))
         if plan.strict_qdq:
             integer_io(path)
+        # raw pixels into an int8 model: a uint8 input, the values an app's camera buffer holds,
+        # and float32 logits out (MediaPipe's classifier takes no int8 output)
+        app_int8 = request.precision == "int8" and request.pixels == "raw"
+        u8 = uint8_input(path) if app_int8 else None
+        f32 = float_output(path) if app_int8 else None
+        metadata = self._metadata(request, path)
 
         info = inspect_tflite(path)
-        _check_io(info, request, io_dtype=plan.io_dtype)
+        _check_io(info, request, io_dtype=plan.io_dtype, input_dtype="uint8" if u8 else None,
+                  output_dtype="float32" if f32 else None)
         if info["input_transposes"]:
             raise ConversionError(
                 f"the converted graph transposes its input ({info['input_transposes']} TRANSPOSE "
@@ -131,10 +152,10 @@ class LiteRtConverter(Converter):
         if request.precision == "int8":
             int8 = int8_summary(info, request)
             inp, out = info["inputs"][0], info["outputs"][0]
-            notes["input_quantization"] = _quantization_note(inp, "real = scale * (q - zero_point); "
-                                                             "feed q = round(x / scale) + zero_point, "
-                                                             "clipped to [-128, 127]")
-            notes["output_quantization"] = _quantization_note(out, "logits = scale * (q - zero_point)")
+            notes["input_quantization"] = u8 or _quantization_note(inp, "real = scale * (q - zero_point); "
+                                                                   "feed q = round(x / scale) + zero_point, "
+                                                                   "clipped to [-128, 127]")
+            notes["output_quantization"] = f32 or _quantization_note(out, "logits = scale * (q - zero_point)")
         notes.update({
             "converter": f"litert_torch.convert (litert-torch {_version('litert-torch')})",
             "rewrites": rewrites,
@@ -144,10 +165,25 @@ class LiteRtConverter(Converter):
             "input_transposes": info["input_transposes"],
             "input_readers": info["input_readers"],
             "constant_dtypes": info["constant_dtypes"],
+            "metadata": metadata,
         })
         inp, out = info["inputs"][0], info["outputs"][0]
-        return ExportResult(ARTIFACT, "NHWC", inp["name"], out["name"], io_dtype=plan.io_dtype, notes=notes,
-                            int8=int8)
+        return ExportResult(ARTIFACT, "NHWC", inp["name"], out["name"], io_dtype="float32" if f32 else plan.io_dtype,
+                            notes=notes, int8=int8, input_dtype="uint8" if u8 else None)
+
+
+    @staticmethod
+    def _metadata(request: ConvertRequest, path: Path) -> dict:
+        """TFLite metadata for raw-pixel artifacts (on unless options say metadata: false)."""
+        if request.pixels != "raw":
+            return {"written": False, "why": "normalized input: TFLite metadata readers (MediaPipe) "
+                                             "refuse per-channel mean/std; convert with --input raw"}
+        if not request.options.get("metadata", True):
+            return {"written": False, "why": "metadata: false in the options (--no-metadata)"}
+        check_metadata_writer()
+        with quiet_output():
+            written = add_classifier_metadata(path, request.app_info, request.class_names)
+        return {"written": True, **written}
 
 
 @contextlib.contextmanager

@@ -175,15 +175,124 @@ def integer_io(path: str | Path) -> None:
     path.write_bytes(bytes(builder.Output()))
 
 
-def _check_io(info: dict, request: ConvertRequest, io_dtype: str) -> None:
+def _opcode(model, schema, builtin: int, version: int) -> int:
+    """Index of `builtin` in the model's operator codes (added if absent), at least `version`."""
+    codes = [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
+    if builtin in codes:
+        index = codes.index(builtin)
+        model.operatorCodes[index].version = max(model.operatorCodes[index].version, version)
+        return index
+    oc = schema.OperatorCodeT()
+    oc.builtinCode = oc.deprecatedBuiltinCode = builtin      # both < 127 here
+    oc.version = version
+    model.operatorCodes.append(oc)
+    return len(model.operatorCodes) - 1
+
+
+def float_output(path: str | Path) -> dict:
+    """Give an int8-output flatbuffer a float32 output, in place: a DEQUANTIZE op after the int8
+    logits (exactly what a reader computes from scale / zero point). MediaPipe Tasks' classifier
+    takes only UINT8 / FLOAT32 outputs ("Expected output tensor ... UINT8 or FLOAT32 or BOOL,
+    found INT8"). Returns the output note."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    path = Path(path)
+    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    graph = model.subgraphs[0]
+    old = int(graph.outputs[0])
+    t = graph.tensors[old]
+    q = t.quantization
+    if len(graph.outputs) != 1 or t.type != schema.TensorType.INT8 or q is None or q.scale is None \
+            or len(q.scale) != 1:
+        raise ConversionError("expected one per-tensor quantized int8 output to give a float output")
+    new = schema.TensorT()
+    new.shape, new.shapeSignature, new.type, new.name = t.shape, t.shapeSignature, schema.TensorType.FLOAT32, t.name
+    model.buffers.append(schema.BufferT())
+    new.buffer = len(model.buffers) - 1
+    t.name = (t.name.decode() if isinstance(t.name, bytes) else t.name) + "_int8"
+    graph.tensors.append(new)
+    new_index = len(graph.tensors) - 1
+    op = schema.OperatorT()
+    op.opcodeIndex = _opcode(model, schema, schema.BuiltinOperator.DEQUANTIZE, 2)   # int8 input: v2
+    op.inputs, op.outputs = [old], [new_index]
+    op.builtinOptionsType = schema.BuiltinOptions.DequantizeOptions
+    op.builtinOptions = schema.DequantizeOptionsT()
+    graph.operators.append(op)
+    graph.outputs = [new_index]
+    for sig in model.signatureDefs or []:
+        for entry in sig.outputs or []:
+            if int(entry.tensorIndex) == old:
+                entry.tensorIndex = new_index
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return {"dtype": "float32", "meaning": "logits; a DEQUANTIZE op after the int8 logits "
+                                           f"(scale {q.scale[0]:.6g}, zero point {int(q.zeroPoint[0])})"}
+
+
+def uint8_input(path: str | Path) -> dict:
+    """Give an int8-input flatbuffer a uint8 input with scale 1 and zero point 0 (raw pixels as
+    an app's camera buffer holds them), in place: a QUANTIZE op reads the new uint8 tensor and
+    writes the old int8 one (real = q_u8 exactly; QUANTIZE requantizes to the int8 scale the
+    calibration chose). This is how TFLite's own modify_model_interface makes uint8 inputs;
+    PT2E and the LiteRT converter quantize activations to int8 only. Returns the input note."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    path = Path(path)
+    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    if any((b.offset or 0) > 1 for b in model.buffers or []):
+        raise ConversionError("the flatbuffer keeps its weights outside the table (buffer offsets); "
+                              "cannot rewrite its input type")
+    graph = model.subgraphs[0]
+    old = int(graph.inputs[0])
+    t = graph.tensors[old]
+    q = t.quantization
+    if len(graph.inputs) != 1 or t.type != schema.TensorType.INT8 or q is None or q.scale is None \
+            or len(q.scale) != 1:
+        raise ConversionError("expected one per-tensor quantized int8 input to give a uint8 input")
+    new = schema.TensorT()
+    new.shape, new.shapeSignature, new.type, new.name = t.shape, t.shapeSignature, schema.TensorType.UINT8, t.name
+    new.quantization = schema.QuantizationParametersT()
+    new.quantization.scale, new.quantization.zeroPoint = [1.0], [0]
+    model.buffers.append(schema.BufferT())          # an empty buffer of its own, like every input
+    new.buffer = len(model.buffers) - 1
+    t.name = (t.name.decode() if isinstance(t.name, bytes) else t.name) + "_int8"
+    graph.tensors.append(new)
+    new_index = len(graph.tensors) - 1
+
+    code = _opcode(model, schema, schema.BuiltinOperator.QUANTIZE, 2)   # QUANTIZE writing int8: v2
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = code, [new_index], [old]
+    op.builtinOptionsType = schema.BuiltinOptions.QuantizeOptions
+    op.builtinOptions = schema.QuantizeOptionsT()
+    graph.operators.insert(0, op)
+    graph.inputs = [new_index]
+    for sig in model.signatureDefs or []:
+        for entry in sig.inputs or []:
+            if int(entry.tensorIndex) == old:
+                entry.tensorIndex = new_index
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return {"dtype": "uint8", "scale": 1.0, "zero_point": 0,
+            "meaning": "raw RGB pixels 0-255 as they are (uint8, scale 1, zero point 0); a QUANTIZE op "
+                       f"requantizes them to the int8 input the calibration chose (scale {q.scale[0]:.6g}, "
+                       f"zero point {int(q.zeroPoint[0])})"}
+
+
+def _check_io(info: dict, request: ConvertRequest, io_dtype: str, input_dtype: str | None = None,
+              output_dtype: str | None = None) -> None:
     b, s = request.batch, request.input_size
     if len(info["inputs"]) != 1 or len(info["outputs"]) != 1:
         raise ConversionError(f"expected one input and one output, got {len(info['inputs'])} and "
                               f"{len(info['outputs'])}")
     inp, out = info["inputs"][0], info["outputs"][0]
-    if inp["shape"] != [b, s, s, 3] or inp["dtype"] != io_dtype:
-        raise ConversionError(f"the artifact's input is {inp['dtype']} {inp['shape']}, expected {io_dtype} "
+    if inp["shape"] != [b, s, s, 3] or inp["dtype"] != (input_dtype or io_dtype):
+        raise ConversionError(f"the artifact's input is {inp['dtype']} {inp['shape']}, expected {input_dtype or io_dtype} "
                               f"[{b}, {s}, {s}, 3] (NHWC)")
-    if out["dtype"] != io_dtype or len(out["shape"]) != 2 or out["shape"][0] != b:
-        raise ConversionError(f"the artifact's output is {out['dtype']} {out['shape']}, expected {io_dtype} "
+    if out["dtype"] != (output_dtype or io_dtype) or len(out["shape"]) != 2 or out["shape"][0] != b:
+        raise ConversionError(f"the artifact's output is {out['dtype']} {out['shape']}, expected {output_dtype or io_dtype} "
                               f"[{b}, classes]")

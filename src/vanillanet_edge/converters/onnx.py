@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import ConversionError
-from .base import Converter, ConvertRequest, ExportResult, package_versions, quiet_output
+from .base import Converter, ConvertRequest, ExportResult, app_contract, package_versions, quiet_output
 
 OPSET = 18   # what torch's dynamo exporter writes today; ORT 1.18+ and OpenVINO read it
 
@@ -64,16 +64,40 @@ class OnnxConverter(Converter):
                 fp32_path = Path(tmp) / "fp32.onnx"
                 _export_fp32(request, fp32_path)
                 int8 = _quantize(request, fp32_path, path, Path(tmp), notes)
-            onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+            model = onnx.load(str(path))
+            notes["metadata_props"] = _add_metadata(model, request)
+            onnx.checker.check_model(model, full_check=True)
+            onnx.save(model, str(path))
             return ExportResult("model.onnx", "NCHW", "input", "logits", notes=notes, int8=int8)
         _export_fp32(request, path)
         model = onnx.load(str(path))
         if request.precision == "fp16":
             model = _to_fp16(model)
             notes["fp16"] = "weights and compute in float16, float32 input and output (cast at the edges)"
+        notes["metadata_props"] = _add_metadata(model, request)
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, str(path))
         return ExportResult("model.onnx", "NCHW", "input", "logits", notes=notes)
+
+
+def _add_metadata(model, request: ConvertRequest) -> list[str]:
+    """The app contract as the model's metadata_props (string values; lists and numbers as
+    JSON), which ONNX Runtime exposes as session.get_modelmeta().custom_metadata_map; and the
+    description as the model's doc_string. Returns the keys written."""
+    import json
+
+    import onnx
+
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    contract = app_contract(request, "NCHW", "float32", int(dims[-1].dim_value))
+    props = {k: v if isinstance(v, str) else json.dumps(v) for k, v in contract.items()}
+    keep = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in keep}, **props})
+    if request.app_info.get("description"):
+        model.doc_string = request.app_info["description"]
+    return sorted(props)
 
 
 def _export_fp32(request: ConvertRequest, path: Path) -> None:

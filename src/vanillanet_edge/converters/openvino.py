@@ -17,7 +17,7 @@ import torch
 
 from ..devices.openvino import type_name
 from ..errors import ConversionError
-from .base import Converter, ConvertRequest, ExportResult, package_versions, quiet_output
+from .base import Converter, ConvertRequest, ExportResult, app_contract, package_versions, quiet_output
 
 _CONV_TYPES = ("Convolution", "GroupConvolution")
 # how each method sets NNCF's activation range estimators (weights: always per-channel min/max)
@@ -68,9 +68,18 @@ class OpenVinoConverter(Converter):
         layout = request.options.get("input_layout", "NCHW")
         if layout not in ("NCHW", *self.layout_options):
             raise ValueError(f"input_layout must be NCHW or NHWC, got {layout!r}")
-        if layout == "NHWC":
+        input_dtype = None
+        if request.pixels == "raw":
+            # what a camera frame is: u8 RGB NHWC; the IR converts to f32 NCHW itself, and the
+            # normalization is inside the model (folded into the stem, or prepended)
+            layout, input_dtype = "NHWC", "uint8"
+            model = _nhwc_input(model, u8=True)
+            notes["input_layout"] = ("u8 NHWC RGB input (PrePostProcessor: convert to f32, NHWC -> NCHW "
+                                     "inside the IR); normalization inside the model")
+        elif layout == "NHWC":
             model = _nhwc_input(model)
             notes["input_layout"] = "NHWC input; the transpose to the model's NCHW is part of the graph"
+        notes["rt_info"] = _add_rt_info(model, request, layout, input_dtype or "float32")
         # save_model compresses weights to fp16 unless told not to: do it only when asked
         # (int8 weights are stored as int8 whatever this says; the rest stays f32).
         ov.save_model(model, folder / "model.xml", compress_to_fp16=request.precision == "fp16")
@@ -86,19 +95,42 @@ class OpenVinoConverter(Converter):
         if request.precision == "int8":
             notes["precision_note"] += ("; int8 convs run u8/i8 kernels either way, the float "
                                         "parts (kept-float layers, pools) follow the hint")
-        return ExportResult("model.xml", layout, "input", "logits", notes=notes, int8=int8)
+        return ExportResult("model.xml", layout, "input", "logits", notes=notes, int8=int8,
+                            input_dtype=input_dtype)
 
 
-def _nhwc_input(model):
+def _nhwc_input(model, u8: bool = False):
     """Take NHWC input (camera frames as they come): OpenVINO's own PrePostProcessor inserts
-    the layout conversion into the graph, where the plugin can fuse it into the first conv."""
+    the layout conversion into the graph, where the plugin can fuse it into the first conv.
+    `u8`: the input is u8 RGB pixels too, converted to f32 inside the IR."""
     import openvino as ov
-    from openvino.preprocess import PrePostProcessor
+    from openvino.preprocess import ColorFormat, PrePostProcessor
 
     ppp = PrePostProcessor(model)
-    ppp.input().tensor().set_layout(ov.Layout("NHWC"))
+    tensor = ppp.input().tensor().set_layout(ov.Layout("NHWC"))
+    if u8:
+        tensor.set_element_type(ov.Type.u8).set_color_format(ColorFormat.RGB)
+        ppp.input().preprocess().convert_element_type(ov.Type.f32)
     ppp.input().model().set_layout(ov.Layout("NCHW"))
     return ppp.build()
+
+
+def _add_rt_info(model, request: ConvertRequest, layout: str, dtype: str) -> list[str]:
+    """The app contract in the IR's rt_info under model_info, as OpenVINO's Model API reads it:
+    labels space-separated (spaces inside a name become _), model_type, and for normalized
+    inputs mean_values / scale_values in 0-255 units; every entry also as JSON. Returns the keys."""
+    import json
+
+    contract = app_contract(request, layout, dtype, int(model.outputs[0].get_partial_shape()[-1].get_length()))
+    info = {"model_type": "Classification",
+            "labels": " ".join("_".join(str(n).split()) for n in contract["labels"]),
+            **{f"vne_{k}": v if isinstance(v, str) else json.dumps(v) for k, v in contract.items()}}
+    if request.pixels != "raw":
+        info["mean_values"] = " ".join(f"{255 * m:g}" for m in contract["mean"])
+        info["scale_values"] = " ".join(f"{255 * s:g}" for s in contract["std"])
+    for key, value in info.items():
+        model.set_rt_info(value, ["model_info", key])
+    return sorted(info)
 
 
 # ----------------------------------------------------------------------------------- INT8

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendMissingError, ProfilingNotOfferedError, VanillaNetEdgeError
-from .base import Runner, Session, resolve_threads, to_layout
+from .base import Runner, Session, resolve_threads, to_artifact_pixels, to_layout
 
 # (module holding Interpreter, pip distribution), in order of preference
 INTERPRETERS = (("ai_edge_litert.interpreter", "ai-edge-litert"),
@@ -55,12 +55,13 @@ class _LiteRtSession(Session):
         self._in = next((d for d in inputs if d["name"] == want_in), inputs[0])
         self._out = next((d for d in outputs if d["name"] == want_out), outputs[0])
         self._layout = manifest["input"]["layout"]
+        self._manifest = manifest
         self._shape = tuple(int(d) for d in self._in["shape"])
         self.batch = int(self._shape[0])
         self.settings = settings
 
     def run(self, x_nchw: np.ndarray) -> np.ndarray:
-        x = to_layout(np.asarray(x_nchw, dtype=np.float32), self._layout)
+        x = to_layout(to_artifact_pixels(np.asarray(x_nchw, dtype=np.float32), self._manifest), self._layout)
         if x.shape != self._shape:
             raise VanillaNetEdgeError(
                 f"input of shape {x.shape} ({self._layout}) does not fit this artifact's {self._shape}",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import peak
-from .base import Runner, Session, example_input, resolve_threads, to_layout
+from .base import Runner, Session, example_input, resolve_threads, to_artifact_pixels, to_layout
 
 # ONNX Runtime's type names in its profiler's input_type_shape -> our short precision names.
 _ORT_TYPES = {"float": "f32", "float16": "f16", "bfloat16": "bf16", "double": "f64", "uint8": "u8",
@@ -24,11 +24,14 @@ class _OrtSession(Session):
         self._sess = sess
         self._input = sess.get_inputs()[0].name
         self._layout = manifest["input"]["layout"]
+        self._manifest = manifest
+        self._dtype = np.dtype(manifest["input"].get("dtype", "float32"))
         self.batch = manifest["input"]["shape"][0]
         self.settings = settings
 
     def run(self, x_nchw: np.ndarray) -> np.ndarray:
-        return self._sess.run(None, {self._input: to_layout(x_nchw, self._layout)})[0]
+        x = to_layout(to_artifact_pixels(x_nchw, self._manifest), self._layout)
+        return self._sess.run(None, {self._input: x.astype(self._dtype, copy=False)})[0]
 
 
 class OnnxRuntimeRunner(Runner):

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import VanillaNetEdgeError
 from . import peak
-from .base import Runner, Session, example_input, resolve_threads, to_layout
+from .base import Runner, Session, example_input, resolve_threads, to_artifact_pixels, to_layout
 
 # The precision at the end of an OpenVINO CPU exec_type: brgconv_avx512_I8, jit_avx512_bf16...
 _EXEC_PRECISION = re.compile(r"_(i8|u8|i4|u4|i16|u16|i32|i64|bf16|f16|f32|f64|fp16|fp32)$", re.IGNORECASE)
@@ -30,11 +30,15 @@ class _OvSession(Session):
     def __init__(self, compiled, manifest: dict, settings: dict):
         self._request = compiled.create_infer_request()
         self._layout = manifest["input"]["layout"]
+        self._manifest = manifest
+        # raw-pixel IRs take u8 NHWC (the PrePostProcessor converts inside): feed that dtype
+        self._dtype = np.dtype(manifest["input"].get("dtype", "float32"))
         self.batch = manifest["input"]["shape"][0]
         self.settings = settings
 
     def run(self, x_nchw: np.ndarray) -> np.ndarray:
-        result = self._request.infer({0: to_layout(x_nchw, self._layout)})
+        x = to_layout(to_artifact_pixels(x_nchw, self._manifest), self._layout)
+        result = self._request.infer({0: x.astype(self._dtype, copy=False)})
         return np.asarray(result[0] if 0 in result else next(iter(result.values())))
 
 

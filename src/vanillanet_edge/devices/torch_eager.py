@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Runner, Session, resolve_threads
+from .base import Runner, Session, resolve_threads, to_artifact_pixels
 from .registry import EAGER_RUNTIME
 
 
 class _TorchSession(Session):
-    def __init__(self, model, batch: int, settings: dict):
+    def __init__(self, model, batch: int, settings: dict, manifest: dict | None = None):
         self._model = model
+        self._manifest = manifest or {}
         self.batch = batch
         self.settings = settings
 
@@ -23,7 +24,7 @@ class _TorchSession(Session):
         import torch
 
         with torch.no_grad():
-            return self._model(torch.from_numpy(x_nchw)).numpy()
+            return self._model(torch.from_numpy(to_artifact_pixels(x_nchw, self._manifest))).numpy()
 
 
 class TorchRunner(Runner):
@@ -47,7 +48,8 @@ class TorchRunner(Runner):
             model = fuse_model(load_checkpoint(artifact).model)
         model = replace_adaptive_max_pools(model, size).eval()
         batch = manifest.get("input", {}).get("shape", [1])[0]
-        return _TorchSession(model, batch, {"threads": torch.get_num_threads(), "torch": torch.__version__})
+        return _TorchSession(model, batch, {"threads": torch.get_num_threads(), "torch": torch.__version__},
+                             manifest)
 
 
 def _eager_artifact(path: Path, manifest: dict):

@@ -52,6 +52,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "targets": Key(list, list(ALL_TARGETS), "targets to write", choices=tuple(ALL_TARGETS)),
         "precisions": Key(list, ["fp32", "int8"], "precisions to write", choices=("fp32", "fp16", "int8")),
         "batch": Key(int, 1, "fixed batch size of the artifacts"),
+        "input": Key(str, "", "what the artifacts' input takes: raw (RGB 0-255, normalization inside the "
+                              "model) or normalized; empty = each target's default (raw for tflite)",
+                     choices=("", "raw", "normalized")),
         "required": Key(list, [], "targets whose failure fails the run (others are reported)",
                         choices=tuple(ALL_TARGETS)),
     },

@@ -129,8 +129,9 @@ def stage_convert(ctx: Context) -> None:
                 ctx.log(f"convert: {why}; left out")
                 continue
             int8_part = calib if precision == "int8" else None
+            pixels = conv["input"] or offered.default_pixels
             key = content_key(ctx.checkpoint_sha, target, precision, conv["batch"], m["input_size"],
-                              m["variant"], m["key"], int8_part, str(eval_dir))
+                              m["variant"], m["key"], int8_part, str(eval_dir), pixels)
             name = f"convert:{target}:{precision}"
             done = ctx.step("convert", name, key)
             if done:
@@ -149,10 +150,10 @@ def stage_convert(ctx: Context) -> None:
             out = ctx.path("artifacts")
             if precision == "int8" and calib["max_drop"] >= 0 and evaluation is not None:
                 outcome = convert_int8_within_budget(prep, target, out, conv["batch"], None, calibration,
-                                                     evaluation, calib["max_drop"], ctx.log)
+                                                     evaluation, calib["max_drop"], ctx.log, pixels)
             else:
                 outcome = convert_one(prep, target, precision, out, conv["batch"], None,
-                                      calibration if precision == "int8" else None, evaluation)
+                                      calibration if precision == "int8" else None, evaluation, pixels=pixels)
             if not outcome.ok:
                 ctx.log(f"convert: {target} {precision} FAILED at {outcome.stage}: {outcome.error}")
                 ctx.failures.append({"step": name, "error": outcome.error})
