@@ -78,6 +78,7 @@ class Converter(ABC):
     # options["input_layout"] (what `tune` searches as the layout axis).
     layout_options: tuple[str, ...] = ()
     int8_methods_note: str = ""   # why a common method is missing, for the error's hint
+    default_pixels: str = "normalized"   # what --input defaults to for this target (PIXELS)
 
     @classmethod
     def check_int8_request(cls, calibration: CalibrationSet | None) -> None:
