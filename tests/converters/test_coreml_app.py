@@ -156,3 +156,37 @@ def test_requests_core_ml_cannot_honour_fail_clearly(app, tmp_path):
     wrong = ConvertRequest(model, "fp32", prep.input_size, 1, pp, x, pixels="raw", class_names=names[:3])
     with pytest.raises(ConversionError, match="3 class names for a net with 10 outputs"):
         CoreMlConverter().export(wrong, tmp_path)
+
+
+class _ConvMean(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x)).mean((2, 3))
+
+
+def test_interpreter_applies_an_image_inputs_scale_and_bias(tmp_path):
+    """What Core ML does to an image before the program (scale, per-channel bias) is part of
+    the program coremltools writes; the interpreter must reproduce it exactly."""
+    import coremltools as ct
+
+    net = _ConvMean().eval()
+    x = torch.zeros(1, 3, 8, 8)
+    scale, bias = 2 / 255, [-1.0, -0.5, 0.25]
+    mlmodel = ct.convert(torch.jit.trace(net, x), convert_to="mlprogram",
+                         minimum_deployment_target=ct.target.iOS17,
+                         inputs=[ct.ImageType(name="image", shape=(1, 3, 8, 8), scale=scale, bias=bias,
+                                              color_layout=ct.colorlayout.RGB)],
+                         compute_precision=ct.precision.FLOAT32)
+    mlmodel.save(str(tmp_path / "m.mlpackage"))
+    program = MILProgram.load(tmp_path / "m.mlpackage")
+    pixels = np.random.default_rng(0).integers(0, 256, (1, 3, 8, 8)).astype(np.float32)
+    [name] = program.output_names
+    got = program.run({"image": pixels})[name]
+    with torch.no_grad():
+        want = net(torch.from_numpy(pixels) * scale + torch.tensor(bias).view(1, 3, 1, 1)).numpy()
+    assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, net(torch.from_numpy(pixels)).detach().numpy(), rtol=1e-2)
