@@ -156,6 +156,10 @@ def test_requests_core_ml_cannot_honour_fail_clearly(app, tmp_path):
     wrong = ConvertRequest(model, "fp32", prep.input_size, 1, pp, x, pixels="raw", class_names=names[:3])
     with pytest.raises(ConversionError, match="3 class names for a net with 10 outputs"):
         CoreMlConverter().export(wrong, tmp_path)
+    twice = ConvertRequest(model, "fp32", prep.input_size, 1, pp, x, pixels="raw",
+                           class_names=names[:9] + names[:1])
+    with pytest.raises(ConversionError, match="class names repeat"):
+        CoreMlConverter().export(twice, tmp_path)
 
 
 class _ConvMean(torch.nn.Module):

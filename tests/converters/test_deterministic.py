@@ -8,6 +8,7 @@ its package manifest named items by random uuids).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -57,6 +58,6 @@ def test_every_target_converts_to_the_same_bytes_twice(tmp_path, digits_data):
     assert done.returncode == 0, done.stderr[-3000:]
     assert {t for t, _ in first} == set(target_names())
     for (target, precision), o in first.items():
-        again = __import__("json").loads((tmp_path / "b" / o.folder.name / "manifest.json").read_text())
+        again = json.loads((tmp_path / "b" / o.folder.name / "manifest.json").read_text())
         assert again["artifact"] == o.manifest["artifact"], (target, precision)
         assert _files(o.folder) == _files(tmp_path / "b" / o.folder.name), (target, precision)

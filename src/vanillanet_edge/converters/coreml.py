@@ -183,6 +183,10 @@ def app_io(request: ConvertRequest) -> AppIO:
                      "VanillaNet classifier: RGB image input, logits output",
                      {**image_note, "output_meaning": "logits"})
     classes = [str(c) for c in request.class_names]
+    if len(set(classes)) != len(classes):
+        # the probabilities dictionary is keyed by label: two equal labels would share one entry
+        raise ConversionError("class names repeat: a Core ML classifier needs distinct labels",
+                              hint="rename the duplicate classes, or use --input normalized")
     return AppIO(True, classes, "image", PROBS_OUTPUT,
                  f"VanillaNet classifier of {len(classes)} classes: RGB image input, "
                  f"{LABEL_OUTPUT} and {PROBS_OUTPUT} (softmax probabilities) outputs",
