@@ -8,8 +8,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from vanillanet_edge.cli.main import main
 from vanillanet_edge.model.checkpoint import load_checkpoint, save_checkpoint
-from vanillanet_edge.pipeline.cli import main
 
 
 def invoke(*args: str):

@@ -1,4 +1,4 @@
-"""The Python API. The CLI (pipeline/cli.py) is a thin layer over these functions.
+"""The Python API. The CLI (cli/, entry point cli/main.py) is a thin layer over these functions.
 
 The model-side steps live in steps.py (below the pipeline, which runs them as stages); they are
 re-exported here unchanged."""
@@ -37,6 +37,21 @@ def evaluate(refs, data: str | Path, devices=None, limit: int | None = None, run
     from .remote.fleet import eval_on_devices
     return eval_on_devices(refs, data, devices or resolve_devices(), limit, runtime, settings,
                            accept_new_host_key, progress_for)
+
+
+def classify(artifact: str | Path, images, top: int = 5, runtime: str | None = None,
+             settings: dict | None = None) -> dict:
+    """Top-k labels with probabilities for image files, through the artifact's own runtime and
+    input contract (an artifact folder from `convert`, or a checkpoint for PyTorch)."""
+    from .classify import classify as _classify
+    from .devices.artifacts import resolve
+
+    refs = resolve([artifact])
+    if len(refs) != 1:
+        from .errors import VanillaNetEdgeError
+        raise VanillaNetEdgeError(f"{artifact} holds {len(refs)} artifacts; classify takes one",
+                                  hint="pass one artifact folder (e.g. artifacts/tiny-tflite-fp32)")
+    return _classify(refs[0], list(images), top, runtime, settings)
 
 
 def check_devices(names=None, devices_file: str | Path | None = None,

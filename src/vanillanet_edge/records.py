@@ -32,7 +32,7 @@ class Manifest(TypedDict, total=False):
     precision: str
     runtime: str
     artifact: dict[str, Any]          # file, sha256, size_bytes
-    model: dict[str, Any]             # variant, family, width, num_classes, class_names, macs, params...
+    model: dict[str, Any]             # variant, family, width, num_classes, class_names, labels, macs, params...
     source: dict[str, Any]            # checkpoint path and sha256, or the library and weights
     input: TensorSpec
     output: TensorSpec

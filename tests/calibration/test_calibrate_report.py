@@ -10,8 +10,8 @@ from PIL import Image
 
 from vanillanet_edge.api import calibrate
 from vanillanet_edge.calibration.report import keep_in_float
+from vanillanet_edge.cli.main import main
 from vanillanet_edge.errors import DataError
-from vanillanet_edge.pipeline.cli import main
 
 
 def test_calibrate_writes_statistics_ranking_and_plot(tiny_checkpoint, tmp_path):

@@ -7,7 +7,7 @@ import socket
 
 from click.testing import CliRunner
 
-from vanillanet_edge.pipeline.cli import main
+from vanillanet_edge.cli.main import main
 
 SAME_KEYS = ("kind", "artifact", "name", "target", "precision", "runtime", "engine", "session_settings",
              "images", "skipped", "skipped_files", "top1", "top5", "agreement_with_fp32", "reference", "ok")
@@ -52,3 +52,25 @@ def test_pipeline_file_takes_eval_ray(tmp_path):
     assert validate({"eval": {"ray": "10.0.0.5:6379"}}, tmp_path)["eval"]["ray"] == "10.0.0.5:6379"
     assert validate({}, tmp_path)["eval"]["ray"] == ""          # default: here
     assert "ray" in example_toml()
+
+
+def test_pipeline_evaluates_on_the_cluster_with_a_local_evals_numbers(ray_cluster, tiny_checkpoint, tmp_path):
+    """`[eval] ray` in a full pipeline run: its eval record is a local eval's, plus where it ran."""
+    from vanillanet_edge.devices.accuracy import evaluate
+    from vanillanet_edge.devices.artifacts import resolve
+    from vanillanet_edge.pipeline.run import run_pipeline
+
+    cfg = {"model": {"checkpoint": str(tiny_checkpoint.path)}, "data": {"root": str(tiny_checkpoint.data)},
+           "convert": {"targets": ["onnx"], "precisions": ["fp32"]},
+           "eval": {"limit": 60, "ray": ray_cluster.address}, "bench": {"runs": 2, "warmup": 1, "rounds": 1},
+           "baselines": {"models": []}, "verdict": {"models": []}}
+    result = run_pipeline(cfg, tmp_path / "run", log=lambda m: None)
+    assert not result["failures"], result["failures"]
+    [there] = json.loads((tmp_path / "run" / "results" / "eval" / "tiny-onnx-fp32.json").read_text())
+    assert there["cluster"]["nodes"] == 2
+    [ref] = resolve([tmp_path / "run" / "artifacts" / "tiny-onnx-fp32"])
+    here = evaluate(ref, there["data"], 60, settings={"threads": 1})
+    for key in ("images", "skipped", "top1", "top5", "agreement_with_fp32"):
+        assert here[key] == there[key], key
+    [row] = [r for r in result["summary"] if r["runtime"] == "onnxruntime"]
+    assert row["top1"] == there["top1"]

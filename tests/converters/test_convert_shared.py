@@ -116,7 +116,7 @@ def _fake_missing(tmp_path: Path, module: str) -> dict:
 
 def test_missing_backend_names_the_extra_and_others_still_convert(tiny_checkpoint, tmp_path):
     env = _fake_missing(tmp_path, "openvino")
-    proc = subprocess.run([sys.executable, "-m", "vanillanet_edge.pipeline.cli", "convert",
+    proc = subprocess.run([sys.executable, "-m", "vanillanet_edge.cli.main", "convert",
                            str(tiny_checkpoint), "--target", "onnx,openvino", "--out", str(tmp_path / "out")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
@@ -130,7 +130,7 @@ def test_killed_conversion_leaves_no_artifact(tmp_path):
     model = create_model("vanillanet_5", width=1 / 4, num_classes=1000)   # slow enough to interrupt
     ckpt = save_checkpoint(model, tmp_path / "mid.pth", meta={"input_size": 224})
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "vanillanet_edge.pipeline.cli", "convert", str(ckpt),
+    proc = subprocess.Popen([sys.executable, "-m", "vanillanet_edge.cli.main", "convert", str(ckpt),
                              "--target", "openvino", "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240

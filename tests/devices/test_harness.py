@@ -6,12 +6,12 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from vanillanet_edge.cli.main import main
 from vanillanet_edge.devices.accuracy import evaluate
 from vanillanet_edge.devices.artifacts import resolve
 from vanillanet_edge.devices.latency import BenchSettings, bench, summarize_times
 from vanillanet_edge.devices.machine import describe_machine
 from vanillanet_edge.errors import DataError, VanillaNetEdgeError
-from vanillanet_edge.pipeline.cli import main
 
 
 def test_summary_statistics_are_computed_from_the_times():

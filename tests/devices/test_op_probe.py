@@ -75,7 +75,7 @@ def test_single_op_model_computes_what_the_artifact_computes(tflite_fp32):
 
 
 def test_profile_cli_probes_litert_artifacts(tflite_fp32):
-    from vanillanet_edge.pipeline.profile_cli import profile_cmd
+    from vanillanet_edge.cli.profile_cli import profile_cmd
 
     res = CliRunner().invoke(profile_cmd, [str(tflite_fp32.folder), "--no-peak", "--threads", "1", "--json"])
     assert res.exit_code == 0, res.output

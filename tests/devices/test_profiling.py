@@ -9,6 +9,7 @@ import re
 import pytest
 from click.testing import CliRunner
 
+from vanillanet_edge.cli.main import main
 from vanillanet_edge.converters.convert import Int8Options, convert_checkpoint
 from vanillanet_edge.devices.artifacts import resolve
 from vanillanet_edge.devices.onnxruntime import aggregate_ort_trace
@@ -16,7 +17,6 @@ from vanillanet_edge.devices.openvino import exec_precision
 from vanillanet_edge.devices.profiling import group_by_op_type, profile
 from vanillanet_edge.devices.registry import get_runner
 from vanillanet_edge.errors import ProfilingNotOfferedError, VanillaNetEdgeError
-from vanillanet_edge.pipeline.cli import main
 
 RUNS, WARMUP = 5, 2
 HAVE_LITERT_CONVERTER = importlib.util.find_spec("litert_torch") is not None

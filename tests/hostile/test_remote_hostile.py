@@ -20,10 +20,10 @@ from click.testing import CliRunner
 from devices_toml import device_entry, write_devices
 
 from vanillanet_edge import api
+from vanillanet_edge.cli.main import main
 from vanillanet_edge.devices.artifacts import resolve
 from vanillanet_edge.devices.latency import BenchSettings
 from vanillanet_edge.fileio import sha256_path
-from vanillanet_edge.pipeline.cli import main
 from vanillanet_edge.remote import bundle
 from vanillanet_edge.remote.device import MARKER, SshDevice, write_tar
 from vanillanet_edge.remote.devices_file import DeviceConfigError, DeviceSpec, parse_devices

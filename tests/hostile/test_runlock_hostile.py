@@ -124,7 +124,7 @@ def test_a_locked_folder_fails_the_cli_with_exit_2(tmp_path):
     try:
         assert holder.stdout.readline() == b"holding\n"
         # the built-in demo: were the lock not honoured, it would start training
-        cli = subprocess.run([sys.executable, "-m", "vanillanet_edge.pipeline.cli", "run",
+        cli = subprocess.run([sys.executable, "-m", "vanillanet_edge.cli.main", "run",
                               "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
     finally:
         holder.send_signal(signal.SIGKILL)

@@ -80,7 +80,7 @@ def test_random_vanillanet_is_full_size_and_not_degenerate():
 
 
 def test_baseline_command_writes_benchable_artifacts(tmp_path):
-    from vanillanet_edge.pipeline.report_cli import baseline_cmd
+    from vanillanet_edge.cli.report_cli import baseline_cmd
 
     result = CliRunner().invoke(baseline_cmd, ["resnet18", "--target", "onnx", "--input-size", "32",
                                                "--out", str(tmp_path)])

@@ -11,6 +11,7 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
+from vanillanet_edge.cli.report_cli import baseline_cmd, report_cmd
 from vanillanet_edge.converters.convert import Int8Options, convert_checkpoint
 from vanillanet_edge.devices.accuracy import evaluate
 from vanillanet_edge.devices.artifacts import resolve
@@ -18,7 +19,6 @@ from vanillanet_edge.devices.latency import BenchSettings, bench
 from vanillanet_edge.devices.peak import measure_peaks
 from vanillanet_edge.fileio import write_json
 from vanillanet_edge.pipeline.report import NOT_MEASURED, build_report
-from vanillanet_edge.pipeline.report_cli import baseline_cmd, report_cmd
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from click.testing import CliRunner
 
+from vanillanet_edge.cli.main import main
 from vanillanet_edge.pipeline.config import ConfigError, example_toml, load_config, validate
 from vanillanet_edge.pipeline.run import run_pipeline
 from vanillanet_edge.pipeline.rundir import RunDir, RunLockedError
@@ -68,6 +71,12 @@ def test_run_caches_and_redoes_only_what_a_setting_affects(tiny_checkpoint, tmp_
     assert (out / "artifacts" / "tiny-onnx-fp32" / "manifest.json").exists()
     state = json.loads((out / "state.json").read_text())
     assert {"fuse", "convert:onnx:fp32", "bench"} <= set(state)
+    # the closing line's `classify` command runs and names the digit of the image it picked
+    command = shlex.split(first["try_it"])
+    assert command[:2] == ["vanillanet-edge", "classify"] and Path(command[2]).parent == out / "artifacts"
+    res = CliRunner().invoke(main, command[1:] + ["--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["results"][0]["top"][0]["label"] == Path(command[3]).parent.name
 
     again = run_pipeline(_cfg(tiny_checkpoint), out, log=logs.append)
     assert {"fuse", "convert:onnx:fp32", "bench"} <= set(again["skipped"])
@@ -134,7 +143,7 @@ rounds = 1
 models = []
 ''')
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "vanillanet_edge.pipeline.cli", "run", str(cfg),
+    proc = subprocess.Popen([sys.executable, "-m", "vanillanet_edge.cli.main", "run", str(cfg),
                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

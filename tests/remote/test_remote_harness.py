@@ -16,9 +16,9 @@ from devices_toml import device_entry, write_devices
 from sshd import LoopbackSshd
 
 from vanillanet_edge import api
+from vanillanet_edge.cli.main import main
 from vanillanet_edge.devices.artifacts import resolve
 from vanillanet_edge.devices.latency import BenchSettings
-from vanillanet_edge.pipeline.cli import main
 from vanillanet_edge.remote.device import open_device
 from vanillanet_edge.remote.devices_file import DeviceConfigError, load_devices, parse_devices
 

@@ -8,12 +8,12 @@ import torch
 from click.testing import CliRunner
 
 from vanillanet_edge import api
+from vanillanet_edge.cli.main import main
 from vanillanet_edge.devices.artifacts import resolve
 from vanillanet_edge.devices.latency import BenchSettings, bench
 from vanillanet_edge.model import create_model, fuse_model
 from vanillanet_edge.model.adapool import replace_adaptive_max_pools
 from vanillanet_edge.model.rewrites import apply_rewrites, relu_before_pool
-from vanillanet_edge.pipeline.cli import main
 from vanillanet_edge.tune.search import TuneOptions
 
 
@@ -36,8 +36,10 @@ def test_relu_before_pool_is_exact(variant, size):
 @pytest.fixture(scope="module")
 def tuned(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("tune")
+    # two rewrites keep the suite short; the default list (with dw_bands) is checked below
     opts = TuneOptions(targets=("onnx", "openvino"), precisions=("fp32", "int8"),
-                       calib_data=str(tiny_checkpoint.data / "train"), eval_data=str(tiny_checkpoint.data / "val"),
+                       rewrites=((), ("relu_before_pool",)), calib_data=str(tiny_checkpoint.data / "train"),
+                       eval_data=str(tiny_checkpoint.data / "val"),
                        eval_limit=200, max_drop=0.5, warmup=1, runs=8, rounds=2, peaks=False)
     return api.tune(str(tiny_checkpoint.path), out, options=opts, log=lambda m: None), out
 
@@ -127,3 +129,13 @@ def test_tune_layout_axis_adds_nhwc_openvino_artifacts_verified_like_the_rest(ti
     manifest = json.loads((tmp_path / "artifacts" / nhwc[0]["artifact"].split("/")[-1] / "manifest.json").read_text())
     assert manifest["input"]["layout"] == "NHWC" and manifest["input"]["shape"] == [1, 32, 32, 3]
     assert all(r["agreement"] == 1.0 and r["ok"] for r in nhwc)
+
+
+def test_tune_tries_the_depthwise_split_by_default_and_refuses_unknown_rewrites(tiny_checkpoint, tmp_path):
+    assert ("dw_bands",) in TuneOptions().rewrites
+    help_text = " ".join(CliRunner().invoke(main, ["tune", "--help"]).output.split())
+    assert "none, relu_before_pool, dw_bands" in help_text
+    args = ["tune", str(tiny_checkpoint.path), "--out", str(tmp_path / "t"), "--rewrite", "dw_bandz"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "unknown rewrite 'dw_bandz'" in result.output and "dw_bands" in result.output
+    assert not (tmp_path / "t").exists()

@@ -24,6 +24,7 @@ from ..images import Preprocessing
 from ..model.adapool import replace_adaptive_max_pools
 from ..model.checkpoint import load_checkpoint
 from ..model.fuse import FUSION_REL_TOL, fuse_model, verify_fusion
+from ..model.labels import labels_for
 from ..model.profile import summarize
 from .base import PRECISIONS, ConvertRequest
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, environment_versions
@@ -90,8 +91,10 @@ def prepare(checkpoint: str | Path, input_size: int | None = None, data: str | P
     export_model = replace_adaptive_max_pools(fused, size)
     stats = summarize(fused, size)
     cfg = ckpt.config
+    labels, labels_source = labels_for(ckpt.meta.get("class_names"), cfg.num_classes)
     model_meta = {"variant": cfg.name, "width": cfg.width, "num_classes": cfg.num_classes,
-                  "class_names": ckpt.meta.get("class_names"), "params": stats["params"],
+                  "class_names": ckpt.meta.get("class_names"), "labels": labels,
+                  "labels_source": labels_source, "params": stats["params"],
                   "macs": stats["macs"], "depth": stats["depth"], "family": "vanillanet",
                   "val_top1": ckpt.meta.get("val_top1")}
     origin = {"checkpoint": str(ckpt.path.resolve()), "sha256": ckpt.sha256, "form": ckpt.form,

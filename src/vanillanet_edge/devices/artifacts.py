@@ -27,16 +27,19 @@ def checkpoint_manifest(path: Path, batch: int = 1, input_size: int | None = Non
     """A manifest-shaped description of a checkpoint, so PyTorch eager runs like any artifact."""
     from ..calibration.inputs import input_size_of, preprocessing_of
     from ..model.checkpoint import load_checkpoint
+    from ..model.labels import labels_for
     from ..model.profile import summarize
 
     ckpt = load_checkpoint(path)
     size = input_size_of(ckpt, input_size)
     stats = summarize(ckpt.model, size)
     c = ckpt.config
+    labels, labels_source = labels_for(ckpt.meta.get("class_names"), c.num_classes)
     return {"target": EAGER_RUNTIME, "precision": "fp32", "runtime": EAGER_RUNTIME,
             "artifact": {"file": path.name, "size_bytes": path.stat().st_size},
             "model": {"variant": c.name, "width": c.width, "num_classes": c.num_classes,
-                      "class_names": ckpt.meta.get("class_names"), "macs": stats["macs"],
+                      "class_names": ckpt.meta.get("class_names"), "labels": labels,
+                      "labels_source": labels_source, "macs": stats["macs"],
                       "params": stats["params"]},
             "input": {"name": "input", "shape": [batch, 3, size, size], "layout": "NCHW", "dtype": "float32"},
             "output": {"name": "logits", "shape": [batch, c.num_classes], "dtype": "float32"},

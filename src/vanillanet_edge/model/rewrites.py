@@ -29,7 +29,7 @@ dw_blocks, dw_bands, dw_rows: the activation's k x k depthwise conv (k = 7) as a
   requantized the shared padded tensor to that range, clipping every other piece's input).
   LiteRT INT8 (PT2E) of a split net still carries TRANSPOSEs around the PAD, requantizations
   and float ADDs (the quantizer does not annotate add): correct, but not all-integer.
-  Measured by benchmarks/litert_depthwise.py; `tune --rewrite none --rewrite dw_bands` tries it.
+  Measured by benchmarks/litert_depthwise.py; `tune` tries dw_bands by default (TuneOptions.rewrites).
 """
 from __future__ import annotations
 

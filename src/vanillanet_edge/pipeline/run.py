@@ -37,7 +37,27 @@ def run_pipeline(config: str | Path | dict | None = None, out: str | Path = "run
             log(f"unchanged, skipped: {', '.join(ctx.skipped)}")
         return {"out": str(run.path), "summary": summary_rows(ctx.results), "failures": ctx.failures,
                 "skipped": ctx.skipped, "report": str(run.path / "report" / "report.html"),
-                "verdict": _verdict(run.path / "report" / "report.json")}
+                "verdict": _verdict(run.path / "report" / "report.json"),
+                "try_it": try_it_command(ctx.results)}
+
+
+def try_it_command(results: dict) -> str | None:
+    """`classify` on the most accurate evaluated artifact (fastest among equals) and one of its
+    eval images: the first thing to try after a run. None when nothing was evaluated here."""
+    import shlex
+
+    from ..images import ImageFolder
+
+    latency = {r["name"]: r["latency"]["median_ms"] for r in results.get("bench", []) if r.get("ok")}
+    evaluated = [r for r in results.get("eval", []) if r.get("ok") and r.get("top1") is not None]
+    if not evaluated:
+        return None
+    best = min(evaluated, key=lambda r: (-r["top1"], latency.get(r["name"], float("inf"))))
+    try:
+        image = ImageFolder(best["data"]).records[0].path
+    except VanillaNetEdgeError:
+        return None
+    return f"vanillanet-edge classify {shlex.quote(best['artifact'])} {shlex.quote(str(image))}"
 
 
 def _verdict(report_json: Path) -> list[str]:

@@ -122,6 +122,40 @@ def eval_cmd(artifacts, data_dir, limit, runtime, options, device_names, devices
     _emit(records, as_json, save, _print_accuracy)
 
 
+@click.command("classify")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top", type=click.IntRange(1, 20), default=5, show_default=True, help="Labels per image.")
+@click.option("--runtime", type=runtime_choice(), default=None, help="Override the artifact's runtime.")
+@click.option("--set", "options", multiple=True, metavar="KEY=VALUE", help="Runner setting (see bench).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def classify_cmd(artifact, images, top, runtime, options, as_json):
+    """Top labels with probabilities for IMAGES, through ARTIFACT's own runtime and input contract.
+
+    \b
+    ARTIFACT is a folder written by `convert` (any target: Core ML runs through the numpy MIL
+    interpreter off macOS) or a checkpoint (PyTorch). Images are resized and cropped as the
+    manifest says; labels come from the manifest (the training folders' names, or ImageNet-1k
+    names for 1000-class checkpoints). Unreadable images are skipped and listed.
+
+    \b
+    Examples:
+      vanillanet-edge classify artifacts/tiny-tflite-fp32 photo.jpg
+      vanillanet-edge classify artifacts/tiny-coreml-fp32 data/digits/val/3/*.png --top 3 --json
+    """
+    result = api.classify(artifact, images, top, runtime, parse_options(options))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    threads = result["session_settings"].get("threads")
+    click.echo(f"{result['name']} ({result['runtime']}" + (f", {threads} threads)" if threads else ")"))
+    for item in result["results"]:
+        click.echo(item["image"])
+        for rank, hit in enumerate(item["top"], 1):
+            click.echo(f"  {rank}. {hit['label']:<24} {100 * hit['probability']:6.2f}%")
+    echo_skipped(result)
+
+
 def _emit(records, as_json, save, printer):
     if save:
         from ..fileio import write_json

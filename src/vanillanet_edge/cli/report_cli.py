@@ -64,7 +64,7 @@ def report_cmd(run_dir, out, peak_seconds):
       vanillanet-edge report runs/r1 --out runs/r1/report
     """
     from ..devices.peak import measure_peaks
-    from .report import build_report, load_records, summary_text
+    from ..pipeline.report import build_report, load_records, summary_text
 
     records, _, _ = load_records(run_dir)
     peaks = None if any(r["kind"] == "peaks" for r in records) else measure_peaks(seconds_per_probe=peak_seconds)

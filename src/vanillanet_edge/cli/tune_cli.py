@@ -23,8 +23,12 @@ from ..converters.registry import default_targets
               help="Targets to try (repeat).")
 @click.option("--precision", "precisions", multiple=True, default=("fp32", "int8"), show_default=True,
               help="Artifact precisions to try (repeat); bf16 is tried as a runtime hint where the CPU has it.")
-@click.option("--rewrite", "rewrites", multiple=True, default=("none", "relu_before_pool"), show_default=True,
-              help="Exact graph rewrites to try, each on its own; 'none' = the plain export.")
+@click.option("--rewrite", "rewrites", multiple=True, default=("none", "relu_before_pool", "dw_bands"),
+              show_default=True,
+              help="Exact graph rewrites to try, each on its own; 'none' = the plain export. relu_before_pool: "
+                   "ReLU ahead of each max pool (fuses into the conv); dw_bands / dw_blocks / dw_rows: the 7x7 "
+                   "depthwise activation as a sum of smaller depthwise convs (LiteRT's XNNPACK runs a 7x7 "
+                   "one very slowly; it may cost other runtimes, so tune measures it per device).")
 @click.option("--layout", "layouts", multiple=True, default=("native",), show_default=True,
               help="Input layouts to try (repeat): native (each target's own), NHWC (OpenVINO can take "
                    "camera frames as they come; LiteRT is NHWC natively).")
@@ -58,6 +62,12 @@ def tune_cmd(model, out, device_name, devices_file, budget_ms, max_drop, targets
       vanillanet-edge tune tiny.pth --calib-data d/train --eval-data d/val --max-drop 0.5 --out t
       vanillanet-edge tune tiny.pth --device pi5 --budget-ms 20 --target tflite --out t-pi
     """
+    from ..model.rewrites import REWRITES
+
+    unknown = [r for r in rewrites if r != "none" and r not in REWRITES]
+    if unknown:
+        raise click.BadParameter(f"unknown rewrite {unknown[0]!r}; choose from: none, {', '.join(REWRITES)}",
+                                 param_hint="--rewrite")
     opts = api.TuneOptions(
         targets=tuple(targets), precisions=tuple(precisions),
         rewrites=tuple(() if r == "none" else (r,) for r in rewrites), batches=tuple(batches),

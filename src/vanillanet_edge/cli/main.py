@@ -44,10 +44,11 @@ from .model_cli import calibrate_cmd, convert_cmd, data, fuse_cmd, info_cmd, tra
 for _command in (data, train_cmd, fuse_cmd, convert_cmd, calibrate_cmd, info_cmd):
     main.add_command(_command)
 
-from .measure_cli import bench_cmd, eval_cmd  # noqa: E402
+from .measure_cli import bench_cmd, classify_cmd, eval_cmd  # noqa: E402
 
 main.add_command(bench_cmd)
 main.add_command(eval_cmd)
+main.add_command(classify_cmd)
 
 from .run_cli import init_cmd, run_cmd  # noqa: E402
 

@@ -65,6 +65,8 @@ def _print_summary(result: dict) -> None:
     click.echo(f"\nrun folder: {result['out']}")
     if Path(result["report"]).exists():
         click.echo(f"report: {result['report']}")
+    if result.get("try_it"):
+        click.echo(f"try an artifact: {result['try_it']}")
 
 
 @click.command("init")
@@ -73,7 +75,7 @@ def _print_summary(result: dict) -> None:
 def init_cmd(path, force):
     """Write a commented example pipeline file (every key, at the built-in demo's values)."""
     from ..fileio import atomic_path
-    from .config import example_toml
+    from ..pipeline.config import example_toml
 
     if path.exists() and not force:
         raise click.UsageError(f"{path} exists; pass --force to overwrite it")

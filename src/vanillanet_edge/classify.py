@@ -1,0 +1,62 @@
+"""`classify`: the top-k labels of a few images through an artifact's own runtime and input
+contract, the first thing to try after `convert` (and what an app will see)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .devices.artifacts import ArtifactRef
+from .devices.base import pinned_settings
+from .devices.registry import get_runner
+from .errors import DataError
+from .images import Preprocessing, describe_skipped, read_image, skipped_record
+
+MAX_TOP = 20
+
+
+def probabilities(outputs: np.ndarray, manifest: dict) -> np.ndarray:
+    """The artifact's outputs as probabilities: softmax of logits, or as they are when the
+    artifact already outputs probabilities (an app-facing classifier, manifest output.meaning)."""
+    if str(manifest.get("output", {}).get("meaning", "")).startswith("probabilities"):
+        return outputs.astype(np.float32)
+    z = outputs - outputs.max(axis=1, keepdims=True)
+    e = np.exp(z, dtype=np.float64)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def classify(ref: ArtifactRef, images: list[str | Path], top: int = 5, runtime: str | None = None,
+             settings: dict | None = None) -> dict:
+    """{"artifact", "runtime", "session_settings", "results": [{"image", "top": [{"index",
+    "label", "probability"}]}], "skipped", "skipped_files"}. Unreadable images are skipped and
+    counted; none readable is a DataError."""
+    if not 1 <= top <= MAX_TOP:
+        raise DataError(f"--top must be between 1 and {MAX_TOP}, got {top}")
+    prep = Preprocessing.from_dict(ref.manifest["preprocessing"])
+    inputs, paths, skipped = [], [], []
+    for image in images:
+        try:
+            inputs.append(read_image(image, prep))
+            paths.append(str(image))
+        except Exception as exc:  # any decoder failure is a skip, as in eval
+            skipped.append((Path(image), str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__))
+    if not inputs:
+        raise DataError(f"none of the {len(images)} image(s) could be read:\n" + describe_skipped(skipped),
+                        hint="pass image files PIL can decode (PNG, JPEG, ...)")
+    runtime = runtime or ref.runtime
+    session = get_runner(runtime).load(ref.artifact, ref.manifest, **pinned_settings(ref.manifest, settings))
+    try:
+        probs = probabilities(session.run_all(np.stack(inputs)), ref.manifest)
+    finally:
+        session.close()
+    model = ref.manifest.get("model", {})
+    labels = model.get("labels") or model.get("class_names")
+    k = min(top, probs.shape[1])
+    results = []
+    for path, p in zip(paths, probs):
+        order = np.argsort(-p, kind="stable")[:k]
+        results.append({"image": path, "top": [
+            {"index": int(i), "label": labels[i] if labels else str(int(i)), "probability": float(p[i])}
+            for i in order]})
+    return {"artifact": str(ref.path), "name": ref.name, "runtime": runtime,
+            "session_settings": session.settings, "results": results, **skipped_record(skipped)}
