@@ -51,7 +51,9 @@ def _files(folder) -> dict[str, str]:
 def test_every_target_converts_to_the_same_bytes_twice(tmp_path, digits_data):
     torch.manual_seed(0)
     model = create_model("vanillanet_5", width=1 / 64, num_classes=10)
-    ckpt = save_checkpoint(model, tmp_path / "tiny.pth", meta={"input_size": 32})
+    # class names: Core ML's default form is then the full app-facing one (image in, classifier out)
+    ckpt = save_checkpoint(model, tmp_path / "tiny.pth",
+                           meta={"input_size": 32, "class_names": [f"c{i}" for i in range(10)]})
     first = {(o.target, o.precision): o for o in _convert(ckpt, tmp_path / "a", digits_data / "train")}
     assert all(o.ok for o in first.values()), [o.error for o in first.values() if not o.ok]
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -61,7 +61,7 @@ class _CoreMlSession(Session):
         rows = []
         for chw in x:      # an image input takes one 8-bit RGB image per prediction
             hwc = np.clip(np.rint(chw.transpose(1, 2, 0)), 0, 255).astype(np.uint8)
-            rows.append(self._read(self._model.predict({self._input: Image.fromarray(hwc, "RGB")})))
+            rows.append(self._read(self._model.predict({self._input: Image.fromarray(hwc)})))
         return np.concatenate(rows)
 
     def _read(self, out: dict) -> np.ndarray:
