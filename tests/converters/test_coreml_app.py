@@ -33,7 +33,7 @@ warnings.filterwarnings("ignore", module="coremltools")
 
 PRECISIONS = ("fp32", "fp16", "int8")
 APP_INFO = {"author": "vanillanet-edge tests", "license": "MIT",
-            "description": "digits classifier", "version": "1.2.3"}
+            "description": "digits classifier", "version": "1.2.3", "name": "tiny-digits"}
 
 
 class _RawInput(torch.nn.Module):
@@ -109,6 +109,7 @@ def test_spec_has_image_input_classifier_outputs_and_metadata(app):
         assert (meta.author, meta.license, meta.versionString) == ("vanillanet-edge tests", "MIT", "1.2.3")
         assert meta.shortDescription.startswith("digits classifier")
         assert "com.github.apple.coremltools.conversion_date" not in meta.userDefined
+        assert meta.userDefined["name"] == "tiny-digits"
     assert len(names) == 10
 
 

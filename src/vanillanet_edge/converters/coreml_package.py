@@ -29,15 +29,15 @@ APP_INFO_KEYS = ("author", "license", "description", "version")
 
 
 def set_app_metadata(mlmodel, app_info: dict, default_description: str) -> None:
-    """Author, license, description and version in the model's metadata (what Xcode shows)."""
-    unknown = sorted(set(app_info) - set(APP_INFO_KEYS))
-    if unknown:
-        raise ConversionError(f"unknown app_info field(s) {', '.join(unknown)}",
-                              hint=f"known: {', '.join(APP_INFO_KEYS)}")
+    """Author, license, description and version in the model's metadata (what Xcode shows);
+    any other field (e.g. a name) as user-defined metadata."""
     mlmodel.short_description = str(app_info.get("description") or default_description)
     for key, attr in (("author", "author"), ("license", "license"), ("version", "version")):
         if app_info.get(key) is not None:
             setattr(mlmodel, attr, str(app_info[key]))
+    for key, value in sorted(app_info.items()):
+        if key not in APP_INFO_KEYS and value is not None:
+            mlmodel.user_defined_metadata[str(key)] = str(value)
 
 
 def save_deterministic(mlmodel, package: Path) -> None:
