@@ -96,7 +96,8 @@ def _targets_help() -> str:
         try:
             c = get_converter(name)
             int8 = (f"int8 methods: {', '.join(c.int8_methods)}; --max-drop: "
-                    f"{'yes' if c.excludes_layers else 'no'}") if "int8" in c.precisions else "no int8 yet"
+                    f"{'yes' if c.excludes_layers else 'no'}") if "int8" in c.precisions else (
+                       f"no int8 ({c.int8_methods_note})" if c.int8_methods_note else "no int8 yet")
             rows.append(f"  {name:<9} {c.description}\n"
                         f"            [{', '.join(c.precisions)}; {int8}; extra: {c.extra}]")
         except Exception as exc:  # a broken install must not break --help

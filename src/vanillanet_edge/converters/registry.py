@@ -25,6 +25,7 @@ _TARGETS = {
     "tflite": _Entry("vanillanet_edge.converters.litert:LiteRtConverter"),
     # Core ML latency exists only on macOS: not measured unless asked for.
     "coreml": _Entry("vanillanet_edge.converters.coreml:CoreMlConverter", measured=False),
+    "ncnn": _Entry("vanillanet_edge.converters.ncnn:NcnnConverter", measured=False),
 }
 
 # The plain export `tune` compares its candidates against (tune/search.py TuneOptions.anchor).
@@ -47,6 +48,16 @@ def converter_class(target: str) -> type[Converter]:
                                   hint=f"choose one of: {', '.join(_TARGETS)}, or all")
     module, _, cls = _TARGETS[target].path.partition(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def left_out_reason(target: str, precision: str) -> str | None:
+    """Why a grid of targets x precisions (`--target all`, the pipeline) leaves a pair out: the
+    target does not offer that precision (ncnn int8). None when it does."""
+    cls = converter_class(target)
+    if precision in cls.precisions:
+        return None
+    why = cls.int8_methods_note if precision == "int8" else ""
+    return f"{target} offers no {precision}" + (f" ({why})" if why else "")
 
 
 def get_converter(target: str) -> Converter:

@@ -26,6 +26,7 @@ _RUNTIMES = {
     "litert": _Entry("vanillanet_edge.devices.litert:LiteRtRunner", ("ai-edge-litert", "tflite-runtime"), 3),
     "coreml": _Entry("vanillanet_edge.devices.coreml:CoreMlRunner", ("coremltools",), 4),
     "torch": _Entry("vanillanet_edge.devices.torch_eager:TorchRunner", ("torch",), 0),
+    "ncnn": _Entry("vanillanet_edge.devices.ncnn:NcnnRunner", ("ncnn",), 5),
 }
 
 # The runtime of the eager PyTorch reference (converters/eager.py writes its artifacts): it runs

@@ -108,12 +108,19 @@ def _eval_data(ctx: Context) -> Path | None:
 def stage_convert(ctx: Context) -> None:
     from ..calibration.dataset import load_calibration
     from ..converters.convert import convert_int8_within_budget, convert_one, load_eval_set, prepare
+    from ..converters.registry import left_out_reason
 
     conv, m = ctx.cfg["convert"], ctx.cfg["model"]
     calib, eval_dir = _calib_settings(ctx), _eval_data(ctx)
     prep = calibration = evaluation = None
     for target in conv["targets"]:
         for precision in conv["precisions"]:
+            why = left_out_reason(target, precision)
+            if why:
+                # targets x precisions is a grid: a pair the target does not offer (ncnn int8)
+                # is left out and said, not a failed conversion that fails the run.
+                ctx.log(f"convert: {why}; left out")
+                continue
             int8_part = calib if precision == "int8" else None
             key = content_key(ctx.checkpoint_sha, target, precision, conv["batch"], m["input_size"],
                               m["variant"], m["key"], int8_part, str(eval_dir))
@@ -183,7 +190,10 @@ def convert_baselines(ctx: Context) -> None:
 
 
 def stage_calibrate(ctx: Context) -> None:
-    if "int8" not in ctx.cfg["convert"]["precisions"]:
+    from ..converters.registry import converter_class
+
+    conv = ctx.cfg["convert"]
+    if "int8" not in conv["precisions"] or not any("int8" in converter_class(t).precisions for t in conv["targets"]):
         return
     from ..steps import calibrate
 
