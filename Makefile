@@ -10,11 +10,13 @@ venv:
 demo: venv
 	.venv/bin/vanillanet-edge run --out runs/demo
 
-# The whole test suite, after the linters: ruff, and the import contracts in pyproject.toml
-# (layers, device-side code free of torch/model/converters, no cycles).
+# The whole test suite, after the linters: ruff, the import contracts in pyproject.toml
+# (layers, device-side code free of torch/model/converters, no cycles), and mypy on the modules
+# that write and read the JSON records (records.py's TypedDicts; [tool.mypy] in pyproject.toml).
 test: lint
 	.venv/bin/python -m pytest -q
 
 lint: venv
 	.venv/bin/python -m ruff check src tests
 	.venv/bin/python -c 'import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())'
+	.venv/bin/python -m mypy

@@ -9,6 +9,7 @@ Expensive things are built once per session and reused:
                         ``tmp_path`` before changing anything.
 
 Also ``one_torch_thread`` (run a test on one torch thread) and OMP_WAIT_POLICY=PASSIVE (below),
+``python_child`` (start a Python child process running some code),
 and ``sshd`` / ``free_port``: ONE real OpenSSH server on loopback per session (tests/remote/sshd.py),
 shared by tests/remote and tests/hostile.
 
@@ -54,6 +55,28 @@ def sshd(tmp_path_factory):
 def free_port() -> int:
     """A TCP port on 127.0.0.1 where nothing listens (a device that is down). Free."""
     return free_tcp_port()
+
+
+@pytest.fixture
+def python_child():
+    """`python_child(code, *args, **popen_kwargs)`: a Popen of this Python running the dedented
+    `code` with `args` as sys.argv[1:] (the hostile tests' writers, lock holders and racers).
+    Children still running when the test ends are killed. Free (a process start per call)."""
+    import subprocess
+    import textwrap
+
+    started = []
+
+    def start(code: str, *args: str, **kw) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], **kw)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @contextlib.contextmanager

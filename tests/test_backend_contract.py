@@ -7,11 +7,13 @@ A backend whose library is not installed here is skipped with the reason, never 
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import importlib
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tomllib
 
@@ -57,6 +59,16 @@ def test_converter_declares_its_facts(target):
     assert cls.precisions and set(cls.precisions) <= set(PRECISIONS)
     assert ("int8" in cls.precisions) == bool(cls.int8_methods), "int8 needs calibration methods and back"
     assert cls.description
+    if cls.int8_methods:        # --calib-method auto (the default) resolves to a method it has
+        assert cls.default_int8_method in cls.int8_methods
+        from vanillanet_edge.calibration.dataset import AUTO_METHOD, CalibrationSet
+
+        auto = CalibrationSet(np.zeros((1, 3, 8, 8), np.float32), AUTO_METHOD, 0, "x", "0", 1)
+        resolved = cls.for_target(auto)
+        assert resolved.method == cls.default_int8_method and auto.method == AUTO_METHOD
+        cls.check_int8_request(resolved)
+        explicit = dataclasses.replace(auto, method=cls.int8_methods[-1])
+        assert cls.for_target(explicit) is explicit
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -262,6 +262,7 @@ def sha256_path(path: str | os.PathLike) -> str:
     A folder hashes as the sha256 of the JSON list of [relative posix name, size, sha256 of
     the file] for every file inside, sorted by name: file boundaries and names cannot run into
     one another, and the folder's own location does not count. Empty folders do not count.
+    remote/runner.content_digest is a second folder digest, kept apart: its docstring says why.
     """
     path = Path(path)
     if path.is_file():

@@ -40,6 +40,7 @@ class Manifest(TypedDict, total=False):
     tools: dict[str, str]             # versions of what wrote it
     conversion: dict[str, Any]
     verification: dict[str, Any]
+    accuracy: dict[str, Any]          # convert --eval-data: top1, fp32_top1, drop_points...
     runtime_settings: dict[str, Any]  # pinned by `tune`: what bench, eval and apps load it with
 
 
@@ -53,6 +54,14 @@ class LatencySummary(TypedDict):
     p90_ms: float
     p99_ms: float
     throughput_ips: float | None
+
+
+class MedianInterval(TypedDict):
+    """devices/latency.median_interval: where another bench call's median should fall."""
+    low_ms: float
+    high_ms: float
+    level: float
+    method: str
 
 
 class ResultRecord(TypedDict, total=False):
@@ -80,7 +89,7 @@ class LatencyRecord(ResultRecord, total=False):
     settings: dict[str, Any]          # devices/latency.BenchSettings
     latency: LatencySummary
     round_medians_ms: list[float]
-    median_interval_ms: list[float]
+    median_interval_ms: MedianInterval
     load_ms: float
     first_inference_ms: float
     peak_rss_mib: float

@@ -29,10 +29,6 @@ from vanillanet_edge.fileio import (
 PARTIAL = re.compile(r"\.(?P<name>.+)\.partial-(?P<tag>[0-9a-f]{16})")
 
 
-def _python(code: str, *args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], **kw)
-
-
 # -- the content hash of a folder -------------------------------------------------------------
 
 def _tree(root: Path, files: dict[str, bytes]) -> Path:
@@ -175,9 +171,9 @@ with atomic_path(final, is_dir=kind == "dir") as tmp:
 
 
 @pytest.mark.parametrize("kind", ["file", "dir"])
-def test_writer_killed_mid_write_publishes_nothing_and_is_cleaned(tmp_path, kind):
+def test_writer_killed_mid_write_publishes_nothing_and_is_cleaned(tmp_path, kind, python_child):
     final = tmp_path / ("model.bin" if kind == "file" else "model.mlpackage")
-    proc = _python(SLOW_WRITER, str(final), kind, stdout=subprocess.PIPE)
+    proc = python_child(SLOW_WRITER, str(final), kind, stdout=subprocess.PIPE)
     try:
         assert proc.stdout.readline() == b"writing\n"
         [partial] = [p for p in tmp_path.iterdir() if PARTIAL.fullmatch(p.name)]
@@ -205,8 +201,8 @@ with atomic_path(sys.argv[1]) as tmp:
 """
 
 
-def test_partial_of_a_killed_writer_is_cleaned_though_its_forked_child_lives(tmp_path):
-    writer = _python(FORKING_WRITER, str(tmp_path / "out.bin"), stdout=subprocess.PIPE)
+def test_partial_of_a_killed_writer_is_cleaned_though_its_forked_child_lives(tmp_path, python_child):
+    writer = python_child(FORKING_WRITER, str(tmp_path / "out.bin"), stdout=subprocess.PIPE)
     child = int(writer.stdout.readline())
     try:
         [partial] = list(tmp_path.iterdir())
@@ -278,11 +274,11 @@ for _ in range(15):
 
 
 @pytest.mark.parametrize("how", ["file", "dir", "dir-noswap"])
-def test_concurrent_writers_of_one_path_end_with_one_complete_version(tmp_path, how):
+def test_concurrent_writers_of_one_path_end_with_one_complete_version(tmp_path, how, python_child):
     kind = how.split("-")[0]
     final = tmp_path / "out" / "artifact"
     go = tmp_path / "go"
-    procs = [_python(RACER, str(final), me, how, str(go), stderr=subprocess.PIPE) for me in "ABCD"]
+    procs = [python_child(RACER, str(final), me, how, str(go), stderr=subprocess.PIPE) for me in "ABCD"]
     time.sleep(0.5)
     go.touch()
     seen = set()

@@ -25,7 +25,7 @@ from vanillanet_edge.devices.artifacts import resolve
 from vanillanet_edge.devices.latency import BenchSettings
 from vanillanet_edge.fileio import sha256_path
 from vanillanet_edge.remote import bundle
-from vanillanet_edge.remote.device import MARKER, SshDevice, write_tar
+from vanillanet_edge.remote.device import MARKER, Device, write_tar
 from vanillanet_edge.remote.devices_file import DeviceConfigError, DeviceSpec, parse_devices
 from vanillanet_edge.remote.runner import COMPLETE, content_digest
 from vanillanet_edge.remote.ssh import DeviceError, SshClient
@@ -210,17 +210,17 @@ def test_cut_artifact_transfers_publish_nothing_and_a_full_one_is_then_sent_and_
     write_tar(ref.path, buf)
     data = buf.getvalue()
     content = content_digest(ref.path)
-    device = SshDevice(spec_of(device_entry(sshd, tmp_path / "wd")))
+    device = Device(spec_of(device_entry(sshd, tmp_path / "wd")))
     try:
-        device._prepare()
-        folder = Path(device._workdir) / "artifacts" / sha256_path(ref.path)[:20]
+        device.harness.prepare()
+        folder = Path(device.harness.path) / "artifacts" / sha256_path(ref.path)[:20]
         target = folder / ref.path.name
         folder.mkdir(parents=True)
         cuts = _cuts(data)
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             assert tar.getmembers()[-1].offset in cuts        # cut just before model.xml's header
         for cut in cuts:
-            proc = device.ssh.run(device.receive_command(str(target), content), input=data[:cut], check=False)
+            proc = device.transport.run(device.harness.receive_command(str(target), content), input=data[:cut], check=False)
             assert proc.returncode == 3, f"a stream cut at byte {cut} of {len(data)}: {proc.stderr[-400:]}"
             assert "nothing was published" in proc.stderr.decode()
             assert not target.exists() and list(folder.iterdir()) == [], cut
@@ -229,12 +229,12 @@ def test_cut_artifact_transfers_publish_nothing_and_a_full_one_is_then_sent_and_
             bin_member = next(m for m in tar.getmembers() if m.name == "model.bin")
         bad = bytearray(data)
         bad[bin_member.offset_data + 7] ^= 0xFF
-        proc = device.ssh.run(device.receive_command(str(target), content), input=bytes(bad), check=False)
+        proc = device.transport.run(device.harness.receive_command(str(target), content), input=bytes(bad), check=False)
         assert proc.returncode == 3 and not target.exists() and list(folder.iterdir()) == []
 
         [rec] = device.bench([ref], QUICK)          # the real transfer: complete, published, used
         assert rec["ok"], rec.get("error")
-        assert device._uploaded == [str(folder)]
+        assert device.harness.uploaded == [str(folder)]
         assert (target / COMPLETE).read_text().strip() == content[2]
         assert content_digest(target) == content and (target / "model.xml").is_file()
     finally:
@@ -243,10 +243,10 @@ def test_cut_artifact_transfers_publish_nothing_and_a_full_one_is_then_sent_and_
 
 def test_a_folder_an_older_unchecked_transfer_published_is_sent_again(sshd, openvino_ref, tmp_path):
     ref = openvino_ref
-    first = SshDevice(spec_of(device_entry(sshd, tmp_path / "wd")))
+    first = Device(spec_of(device_entry(sshd, tmp_path / "wd")))
     try:
-        first._prepare()
-        target = Path(first._workdir) / "artifacts" / sha256_path(ref.path)[:20] / ref.path.name
+        first.harness.prepare()
+        target = Path(first.harness.path) / "artifacts" / sha256_path(ref.path)[:20] / ref.path.name
     finally:
         first.close()
     # What the old receive left after a cut before model.xml's header: .complete over a half folder.
@@ -254,11 +254,11 @@ def test_a_folder_an_older_unchecked_transfer_published_is_sent_again(sshd, open
     for name in ("manifest.json", "model.bin"):
         (target / name).write_bytes((ref.path / name).read_bytes())
     (target / COMPLETE).write_text("ok")
-    device = SshDevice(spec_of(device_entry(sshd, tmp_path / "wd")))
+    device = Device(spec_of(device_entry(sshd, tmp_path / "wd")))
     try:
         [rec] = device.bench([ref], QUICK)
         assert rec["ok"], rec.get("error")
-        assert device._uploaded and (target / "model.xml").is_file()
+        assert device.harness.uploaded and (target / "model.xml").is_file()
         assert content_digest(target) == content_digest(ref.path)
         assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]   # no leftovers
     finally:
@@ -268,25 +268,25 @@ def test_a_folder_an_older_unchecked_transfer_published_is_sent_again(sshd, open
 def test_cut_runner_uploads_publish_nothing_and_a_full_one_is_then_used(sshd, tmp_path):
     data, digest = bundle.build()
     spec = spec_of(device_entry(sshd, tmp_path / "wd"))
-    device = SshDevice(spec)
+    device = Device(spec)
     try:
-        device._prepare()
-        runner = Path(device._runner)
+        device.harness.prepare()
+        runner = Path(device.harness._runner)
         runner.unlink()
-        command = device.runner_upload_command(str(runner), digest, len(data))
+        command = device.harness.runner_upload_command(str(runner), digest, len(data))
         for cut in (0, 1, 22, len(data) // 2, len(data) - 1):
-            proc = device.ssh.run(command, input=data[:cut], check=False)
+            proc = device.transport.run(command, input=data[:cut], check=False)
             assert proc.returncode == 3, (cut, proc.stderr)
             assert not runner.exists() and not list(runner.parent.glob(".runner-*")), cut
         bad = bytearray(data)
         bad[len(data) // 3] ^= 0x01
-        assert device.ssh.run(command, input=bytes(bad), check=False).returncode == 3
+        assert device.transport.run(command, input=bytes(bad), check=False).returncode == 3
         assert not runner.exists() and not list(runner.parent.glob(".runner-*"))
         # a runner left cut by an older, unchecked upload is replaced, not used
         runner.write_bytes(data[: len(data) // 2])
     finally:
         device.close()
-    again = SshDevice(spec)
+    again = Device(spec)
     try:
         report = again.check()
         assert report["reachable"] and "error" not in report, report
@@ -341,14 +341,14 @@ def test_a_command_that_outlives_its_timeout_is_killed_on_the_device(sshd, tmp_p
 
 def test_a_bench_round_past_its_timeout_does_not_keep_running_on_the_device(sshd, tiny_artifacts, tmp_path):
     refs = resolve([tiny_artifacts / "tiny-onnx-fp32"])
-    device = SshDevice(spec_of(device_entry(sshd, tmp_path / "wd", run_timeout_s=8)))
+    device = Device(spec_of(device_entry(sshd, tmp_path / "wd", run_timeout_s=8)))
     try:
         slow = BenchSettings(warmup=1, runs=10_000_000, rounds=2)
         records = device.bench_jobs([(refs[0], slow), (refs[0], QUICK)])
-        runner = device._runner
+        runner = device.harness._runner
         assert not records[0]["ok"] and "no answer within 8 s" in records[0]["error"]
         assert records[1]["ok"], records[1].get("error")
         assert wait_until_gone(f"{runner} latency", seconds=5) == []
-        assert list((Path(device._workdir) / "run").iterdir()) == []
+        assert list((Path(device.harness.path) / "run").iterdir()) == []
     finally:
         device.close()

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -54,9 +53,7 @@ except RunLockedError as exc:
 """
 
 
-def _python(code: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+PIPES = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
 
 
 @pytest.mark.parametrize("leftover", [b"", b"\0\0\0\0", b"{\"pid\": 12", b"garbage \xff\xfe",
@@ -85,8 +82,8 @@ def test_lock_file_that_is_not_a_file_gives_a_clear_error(tmp_path):
     assert victim.read_text() == "do not truncate"
 
 
-def test_a_live_rival_process_is_named_and_its_death_frees_the_folder(tmp_path):
-    holder = _python(HOLDER, str(tmp_path))
+def test_a_live_rival_process_is_named_and_its_death_frees_the_folder(tmp_path, python_child):
+    holder = python_child(HOLDER, str(tmp_path), **PIPES)
     try:
         assert holder.stdout.readline() == b"holding\n"
         with pytest.raises(RunLockedError) as err:
@@ -102,8 +99,8 @@ def test_a_live_rival_process_is_named_and_its_death_frees_the_folder(tmp_path):
         pass
 
 
-def test_a_forked_child_outliving_its_killed_parent_does_not_hold_the_lock(tmp_path):
-    holder = _python(FORKING_HOLDER, str(tmp_path))
+def test_a_forked_child_outliving_its_killed_parent_does_not_hold_the_lock(tmp_path, python_child):
+    holder = python_child(FORKING_HOLDER, str(tmp_path), **PIPES)
     child = int(holder.stdout.readline())
     try:
         with pytest.raises(RunLockedError, match=f"pid {holder.pid} "):
@@ -119,8 +116,8 @@ def test_a_forked_child_outliving_its_killed_parent_does_not_hold_the_lock(tmp_p
         os.kill(child, signal.SIGKILL)
 
 
-def test_a_locked_folder_fails_the_cli_with_exit_2(tmp_path):
-    holder = _python(HOLDER, str(tmp_path / "run"))
+def test_a_locked_folder_fails_the_cli_with_exit_2(tmp_path, python_child):
+    holder = python_child(HOLDER, str(tmp_path / "run"), **PIPES)
     try:
         assert holder.stdout.readline() == b"holding\n"
         # the built-in demo: were the lock not honoured, it would start training
@@ -133,7 +130,7 @@ def test_a_locked_folder_fails_the_cli_with_exit_2(tmp_path):
     assert f"is in use by pid {holder.pid}" in cli.stderr and "Traceback" not in cli.stderr
 
 
-def test_processes_racing_for_one_lock_exactly_one_wins(tmp_path):
+def test_processes_racing_for_one_lock_exactly_one_wins(tmp_path, python_child):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
     leftovers = [None, "", json.dumps({"pid": int(dead), "host": socket.gethostname()})]
@@ -143,7 +140,7 @@ def test_processes_racing_for_one_lock_exactly_one_wins(tmp_path):
         if leftover is not None:
             folder.mkdir()
             (folder / ".lock").write_text(leftover)
-        racers = [_python(RACER, str(folder), str(go)) for _ in range(4)]
+        racers = [python_child(RACER, str(folder), str(go), **PIPES) for _ in range(4)]
         time.sleep(0.3 if attempt else 1.5)            # let them all start and wait at the line
         go.touch()
         ends = [p.communicate(timeout=120) for p in racers]

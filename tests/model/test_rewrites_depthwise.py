@@ -15,9 +15,11 @@ import torch
 
 from vanillanet_edge.model.adapool import replace_adaptive_max_pools
 from vanillanet_edge.model.baselines import build_vanillanet_random
-from vanillanet_edge.model.layers import Activation
+from vanillanet_edge.model.fuse import fuse_model
+from vanillanet_edge.model.layers import Activation, Block
 from vanillanet_edge.model.rewrites import (
     REWRITES,
+    DepthwiseOnly,
     DepthwiseSplit,
     apply_rewrites,
     band_pieces,
@@ -191,3 +193,38 @@ def test_pieces_reading_only_padding_are_left_out():
     graph = torch.export.export(split, (torch.randn(1, 8, 1, 1),)).graph
     convs = [n for n in graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
     assert len(convs) == 1
+
+
+# ----------------------------------------------------------------------------- the ReLU move's two forms
+
+def _moved(net) -> list:
+    return [b for b in net.modules() if isinstance(b, Block) and isinstance(b.act, DepthwiseOnly)]
+
+
+def test_relu_before_pool_default_form_needs_a_fused_net_and_moves_every_block():
+    torch.manual_seed(0)
+    net = create_model("vanillanet_6", width=1 / 16, num_classes=10).eval()       # training form
+    with pytest.raises(ValueError, match="fused"):
+        relu_before_pool(net)
+    fused = fuse_model(net)
+    out = relu_before_pool(fused)
+    blocks = [b for b in fused.modules() if isinstance(b, Block)]
+    assert len(_moved(out)) == len(blocks) and all(b.act.bn is None for b in _moved(out))
+    x = torch.randn(2, 3, 64, 64) * 3
+    with torch.no_grad():
+        assert torch.equal(fused(x), out(x))
+
+
+def test_relu_before_pool_litert_form_takes_training_nets_and_leaves_stride_1_blocks():
+    """fused_only=False, pooling_blocks_only=True: what LiteRT's export applies to any net."""
+    torch.manual_seed(0)
+    net = create_model("vanillanet_6", width=1 / 16, num_classes=10).eval()       # training form: BNs
+    out = relu_before_pool(net, fused_only=False, pooling_blocks_only=True)
+    pooling = [n for n, b in net.named_modules() if isinstance(b, Block) and not isinstance(b.pool, torch.nn.Identity)]
+    still = [n for n, b in out.named_modules() if isinstance(b, Block) and isinstance(b.act, Activation)]
+    assert 0 < len(pooling) and len(_moved(out)) == len(pooling) and still       # stride-1 blocks kept theirs
+    assert all(b.act.bn is not None for b in _moved(out))                        # the BN stays, after the conv
+    assert len(_moved(relu_before_pool(out, fused_only=False, pooling_blocks_only=True))) == len(pooling)
+    x = torch.randn(2, 3, 64, 64) * 3
+    with torch.no_grad():
+        assert torch.equal(net(x), out(x))

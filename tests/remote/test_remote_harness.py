@@ -84,7 +84,7 @@ def test_remote_bench_and_eval_match_local_and_artifacts_are_sent_once(sshd, art
     device = open_device(specs[1])
     try:
         again = device.bench(refs, QUICK)
-        assert all(r["ok"] for r in again) and device._uploaded == []
+        assert all(r["ok"] for r in again) and device.harness.uploaded == []
     finally:
         device.close()
     assert sorted(p.name for p in (own / "artifacts").iterdir()) == sent

@@ -15,12 +15,15 @@ from ..errors import DataError
 from ..images import ImageFolder, Preprocessing, describe_skipped, load_images, skipped_record
 
 MIN_CALIBRATION_IMAGES = 8   # fewer gives ranges that depend on a handful of pixels
+# The method "auto": each converter resolves it to its own default_int8_method (converters/base.py
+# Converter.for_target) before quantizing; manifests record the resolved method.
+AUTO_METHOD = "auto"
 
 
 @dataclass
 class CalibrationSet:
     inputs: np.ndarray                     # (N, 3, H, W) float32, NCHW, preprocessed
-    method: str                            # minmax, percentile, entropy, mse (per target)
+    method: str                            # minmax, percentile, entropy, mse (per target), or auto
     seed: int
     source: str                            # the folder
     files_sha256: str                      # hash of the sorted relative file list

@@ -95,7 +95,7 @@ def _targets_help() -> str:
     for name in target_names():
         try:
             c = get_converter(name)
-            int8 = (f"int8 methods: {', '.join(c.int8_methods)}; --max-drop: "
+            int8 = (f"int8 methods: {', '.join(c.int8_methods)} (auto: {c.default_int8_method}); --max-drop: "
                     f"{'yes' if c.excludes_layers else 'no'}") if "int8" in c.precisions else (
                        f"no int8 ({c.int8_methods_note})" if c.int8_methods_note else "no int8 yet")
             rows.append(f"  {name:<9} {c.description}\n"
@@ -131,8 +131,9 @@ class TargetListCommand(click.Command):
 @click.option("--calib-data", type=click.Path(path_type=Path), default=None,
               help="INT8: folder of real images (ImageFolder or flat) to calibrate on.")
 @click.option("--calib-samples", type=int, default=128, show_default=True, help="INT8: images to sample.")
-@click.option("--calib-method", default="minmax", show_default=True,
-              help="INT8: range method; which ones each target supports is listed below.")
+@click.option("--calib-method", default="auto", show_default=True,
+              help="INT8: range method; auto = each target's own default (listed below with the "
+                   "methods each target supports).")
 @click.option("--seed", type=int, default=0, show_default=True, help="INT8: sampling seed.")
 @click.option("--max-drop", type=float, default=None,
               help="INT8: top-1 points the artifact may lose against fp32 (needs --eval-data); the "

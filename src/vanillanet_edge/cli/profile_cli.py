@@ -119,37 +119,6 @@ def _probe(ref, threads, settings: dict, peak: bool) -> dict:
                      peak_gmacs=peak_gmacs, peak_note=note)
 
 
-def _print_probe(r: dict, top: int) -> None:
-    ss = r["session_settings"]
-    click.echo(f"  threads={ss.get('threads')}, kernels={ss.get('kernels')} ({ss.get('interpreter')})")
-    click.echo(f"  profiler: {r['profiler']}")
-    med, peak = r.get("median_gmacs_per_s"), r.get("peak_gmacs_per_s")
-    click.echo(f"  layers sum to {_ms(r['total_ms'])} ms per inference one op at a time; whole artifact: "
-               f"{_ms(r['wall_ms_per_inference'])} ms median")
-    click.echo(f"  median layer {med:.1f} GMAC/s" if med else "  no layer with MACs")
-    click.echo(f"  matmul peak: {peak:.1f} GMAC/s, {r.get('peak_note')}" if peak else f"  matmul peak: {r.get('peak_note')}")
-    rows = r["rows"] if top <= 0 else r["rows"][:top]
-    click.echo(f"  {'layer':<{NAME_WIDTH}} {'calls':>5} {'ms each':>8} {'ms':>8} {'share':>7} "
-               f"{'GMAC/s':>8} {'/median':>7} {'/peak':>6}  flag")
-    for row in rows:
-        g = row.get("gmacs_per_s")
-        cells = (f"{g:>8.1f} {row['vs_median']:>7.2f} " + (f"{100 * row['fraction_of_peak']:>5.1f}%"
-                                                           if row.get("fraction_of_peak") else f"{'-':>6}")
-                 if g else f"{'-':>8} {'-':>7} {'-':>6}")
-        each = row.get("ms_each")
-        click.echo(f"  {_short(row['name'], NAME_WIDTH):<{NAME_WIDTH}} {row['calls']:>5} "
-                   f"{_ms(each) if each is not None else '-':>8} {_ms(row['time_ms']):>8} "
-                   f"{100 * row['share']:>6.1f}% {cells}  {row.get('flag') or row.get('error') or ''}")
-    rest = r["rows"][len(rows):]
-    if rest:
-        click.echo(f"  ... {len(rest)} more layers, {100 * sum(x['share'] for x in rest):.1f}% of the time "
-                   f"(--top 0 lists all)")
-    slow = [row for row in r["rows"] if row.get("flag") == "slow"]
-    if slow:
-        click.secho(f"  {len(slow)} layer kind(s) under {r['slow_fraction']:g} of the median GMAC/s: "
-                    f"{', '.join(row['name'] for row in slow)}", fg="yellow")
-
-
 def _not_done(ref, status: str, exc) -> dict:
     return {"schema_version": 1, "kind": "layer_profile", "status": status, "artifact": str(ref.path),
             "name": ref.name, "runtime": ref.runtime, "target": ref.manifest.get("target"),
@@ -170,38 +139,68 @@ def _ms(v: float) -> str:
     return f"{v:.4f}" if v < 1 else f"{v:.2f}"
 
 
+def _profiler_cells(row: dict) -> str:
+    return (f"{_short(row['op_type'], 18):<18} {_short(row.get('exec_type') or '-', 24):<24} "
+            f"{row.get('precision') or '-':<5} {_ms(row['time_ms']):>8} {100 * row['share']:>6.1f}%")
+
+
+def _probe_cells(row: dict) -> str:
+    g, each = row.get("gmacs_per_s"), row.get("ms_each")
+    rates = (f"{g:>8.1f} {row['vs_median']:>7.2f} " + (f"{100 * row['fraction_of_peak']:>5.1f}%"
+                                                       if row.get("fraction_of_peak") else f"{'-':>6}")
+             if g else f"{'-':>8} {'-':>7} {'-':>6}")
+    return (f"{row['calls']:>5} {_ms(each) if each is not None else '-':>8} {_ms(row['time_ms']):>8} "
+            f"{100 * row['share']:>6.1f}% {rates}  {row.get('flag') or row.get('error') or ''}")
+
+
+# The two kinds of layer_profile record, one table each: the runtime profilers' (onnxruntime,
+# openvino) and the op probe's (litert): (column headings after `layer`, one row's cells).
+PROFILER_TABLE = (f"{'op type':<18} {'exec / kernel':<24} {'prec':<5} {'ms':>8} {'share':>7}", _profiler_cells)
+PROBE_TABLE = (f"{'calls':>5} {'ms each':>8} {'ms':>8} {'share':>7} {'GMAC/s':>8} {'/median':>7} {'/peak':>6}  flag",
+               _probe_cells)
+
+
 def _print_record(r: dict, top: int) -> None:
     title = f"{r['name']}  ({r['runtime']}, {r.get('precision') or '?'} artifact)"
+    click.secho(f"\n{title}", bold=True)
     if r["status"] != "ok":
         color = "yellow" if r["status"] == "not_offered" else "red"
-        click.secho(f"\n{title}", bold=True)
         click.secho(f"  {'not offered' if r['status'] == 'not_offered' else 'failed'}: {r['reason']}", fg=color)
         if r.get("hint"):
             click.echo(f"  hint: {r['hint']}")
         return
-    from ..devices.profiling import group_by_op_type
-
-    if r.get("median_gmacs_per_s", False) is not False:       # an op probe record
-        click.secho(f"\n{title}", bold=True)
-        _print_probe(r, top)
-        return
     ss = r["session_settings"]
-    ran = ", ".join(f"{k}={v}" for k, v in ss.items() if k in ("inference_precision", "providers", "threads"))
-    click.secho(f"\n{title}", bold=True)
-    click.echo(f"  {ran}")
-    click.echo(f"  profiler: {r['profiler']}; {r['runs']} profiled runs after {r['warmup']} warm-up")
-    click.echo(f"  layers sum to {_ms(r['total_ms'])} ms per inference under the profiler; "
-               f"plain runs: {_ms(r['wall_ms_per_inference'])} ms median")
+    probe = r.get("median_gmacs_per_s", False) is not False
+    if probe:
+        click.echo(f"  threads={ss.get('threads')}, kernels={ss.get('kernels')} ({ss.get('interpreter')})")
+        click.echo(f"  profiler: {r['profiler']}")
+        click.echo(f"  layers sum to {_ms(r['total_ms'])} ms per inference one op at a time; whole artifact: "
+                   f"{_ms(r['wall_ms_per_inference'])} ms median")
+        med, peak = r.get("median_gmacs_per_s"), r.get("peak_gmacs_per_s")
+        click.echo(f"  median layer {med:.1f} GMAC/s" if med else "  no layer with MACs")
+        click.echo(f"  matmul peak: {peak:.1f} GMAC/s, {r.get('peak_note')}" if peak else f"  matmul peak: {r.get('peak_note')}")
+    else:
+        click.echo("  " + ", ".join(f"{k}={v}" for k, v in ss.items() if k in ("inference_precision", "providers", "threads")))
+        click.echo(f"  profiler: {r['profiler']}; {r['runs']} profiled runs after {r['warmup']} warm-up")
+        click.echo(f"  layers sum to {_ms(r['total_ms'])} ms per inference under the profiler; "
+                   f"plain runs: {_ms(r['wall_ms_per_inference'])} ms median")
+    headings, cells = PROBE_TABLE if probe else PROFILER_TABLE
     rows = r["rows"] if top <= 0 else r["rows"][:top]
-    click.echo(f"  {'layer':<{NAME_WIDTH}} {'op type':<18} {'exec / kernel':<24} {'prec':<5} {'ms':>8} {'share':>7}")
+    click.echo(f"  {'layer':<{NAME_WIDTH}} {headings}")
     for row in rows:
-        click.echo(f"  {_short(row['name'], NAME_WIDTH):<{NAME_WIDTH}} {_short(row['op_type'], 18):<18} "
-                   f"{_short(row.get('exec_type') or '-', 24):<24} {row.get('precision') or '-':<5} "
-                   f"{_ms(row['time_ms']):>8} {100 * row['share']:>6.1f}%")
+        click.echo(f"  {_short(row['name'], NAME_WIDTH):<{NAME_WIDTH}} {cells(row)}")
     rest = r["rows"][len(rows):]
     if rest:
         click.echo(f"  ... {len(rest)} more layers, {100 * sum(x['share'] for x in rest):.1f}% of the time "
                    f"(--top 0 lists all)")
+    if probe:
+        slow = [row for row in r["rows"] if row.get("flag") == "slow"]
+        if slow:
+            click.secho(f"  {len(slow)} layer kind(s) under {r['slow_fraction']:g} of the median GMAC/s: "
+                        f"{', '.join(row['name'] for row in slow)}", fg="yellow")
+        return
+    from ..devices.profiling import group_by_op_type
+
     click.echo(f"  {'by op type':<{NAME_WIDTH}} {'layers':>6} {'ms':>8} {'share':>7}")
     for g in group_by_op_type(r):
         click.echo(f"  {_short(g['op_type'], NAME_WIDTH):<{NAME_WIDTH}} {g['layers']:>6} "

@@ -88,7 +88,8 @@ def report_cmd(run_dir, out, peak_seconds):
 @click.option("--calib-data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="INT8: folder of real images (ImageFolder or flat) to calibrate on.")
 @click.option("--calib-samples", type=int, default=128, show_default=True, help="INT8: images to sample.")
-@click.option("--calib-method", default="minmax", show_default=True, help="INT8: range method (see `convert --help`).")
+@click.option("--calib-method", default="auto", show_default=True,
+              help="INT8: range method; auto = the target's own default (see `convert --help`).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and inputs.")
 def baseline_cmd(names, targets, precisions, out, input_size, batch, data_dir, calib_data, calib_samples,
                  calib_method, seed):

@@ -360,38 +360,6 @@ class Predictor:
 # The driver
 
 
-def _records_for(ref, data, limit, seed):
-    """The sampled images, after the same checks as a local eval."""
-    from ..images import ImageFolder
-
-    folder = ImageFolder(data)
-    if not folder.labelled:
-        raise DataError(f"{data} has no class sub-folders, so accuracy cannot be measured",
-                        hint="pass an ImageFolder: one sub-folder per class (the ImageNet val layout)")
-    names = ref.manifest.get("model", {}).get("class_names")
-    if names and folder.classes != list(names):
-        raise DataError(f"{data}'s class folders ({len(folder.classes)}) differ from the model's "
-                        f"classes ({len(names)})", hint="evaluate on data with the same class folders")
-    return folder.sample(limit, seed)
-
-
-def _reference_source(ref):
-    """(checkpoint path to ship or None, the record's `reference` note), as accuracy._reference_model
-    decides, without loading the model here."""
-    from ..devices.registry import EAGER_RUNTIME
-    from ..fileio import sha256_path
-
-    source = ref.manifest.get("source", {})
-    path = Path(source.get("checkpoint", "")) if source.get("checkpoint") else None
-    if ref.runtime == EAGER_RUNTIME:
-        return None, "is the reference"
-    if path is None or not path.exists():
-        return None, "no fp32 reference (source checkpoint not found)"
-    if source.get("sha256") and sha256_path(path) != source["sha256"]:    # a file: its plain sha256
-        return None, f"no fp32 reference ({path} changed since conversion)"
-    return path, str(path)
-
-
 def _worker_error(exc: BaseException) -> VanillaNetEdgeError | None:
     """Our own error raised on a worker (a missing runtime there, another vanillanet-edge
     version, an altered transfer), found in the chain Ray wraps it in, re-raised as a plain one."""
@@ -449,14 +417,14 @@ def evaluate_on_ray(refs, data: str | Path, address: str = "auto", limit: int | 
     """
     import vanillanet_edge
 
-    from ..devices.accuracy import CHUNK, RESULT_SCHEMA  # the local eval's own chunk and schema
+    from ..devices.accuracy import CHUNK, RESULT_SCHEMA, labelled_sample  # the local eval's chunk, schema, images
     from ..devices.base import pinned_settings, resolve_threads
     from ..images import describe_skipped, skipped_record
 
     require_ray()                      # before any work: a missing extra is said first
     prepared = []
     for ref in refs:
-        records = _records_for(ref, data, limit, seed)
+        records = labelled_sample(data, ref.manifest, limit, seed)
         run_settings = pinned_settings(ref.manifest, settings)
         run_settings["threads"] = resolve_threads(threads or run_settings.get("threads") or 1)
         prepared.append((ref, records, run_settings))
@@ -495,10 +463,12 @@ def evaluate_on_ray(refs, data: str | Path, address: str = "auto", limit: int | 
 def _run_one(ray, ref, data, records, run_settings, runtime, address, size, workers, ship_data,
              shared_artifacts, cache_dir, predictions, progress, version, chunk_size, schema,
              skipped_record, describe_skipped) -> dict:
+    from ..devices.accuracy import reference_checkpoint  # the local eval's own choice of reference
+
     runtime = runtime or ref.runtime
     threads = run_settings["threads"]
     pool = workers or max(1, size["cpus"] // threads)
-    ckpt, ref_note = _reference_source(ref)
+    ckpt, ref_note = reference_checkpoint(ref)
     payload = {"version": version, "manifest": ref.manifest, "runtime": runtime, "artifact_runtime": ref.runtime,
                "settings": run_settings, "cache_dir": str(cache_dir) if cache_dir else None,
                "artifact": _ship_spec(ray, ref.path, shared_artifacts),

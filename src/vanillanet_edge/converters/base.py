@@ -7,6 +7,7 @@ fusing, choosing inputs, verification, the manifest and atomic publication are s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import io
 import logging
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ..calibration.dataset import CalibrationSet
+from ..calibration.dataset import AUTO_METHOD, CalibrationSet
 from ..errors import BackendMissingError, VanillaNetEdgeError
 from ..images import Preprocessing
 
@@ -79,6 +80,17 @@ class Converter(ABC):
     layout_options: tuple[str, ...] = ()
     int8_methods_note: str = ""   # why a common method is missing, for the error's hint
     default_pixels: str = "normalized"   # what --input defaults to for this target (PIXELS)
+    # What --calib-method auto (the default) means for this toolchain: one of int8_methods.
+    default_int8_method: str = "minmax"
+
+    @classmethod
+    def for_target(cls, calibration: CalibrationSet | None) -> CalibrationSet | None:
+        """The calibration set with method "auto" resolved to this toolchain's own default, so
+        one `--target all --calib-method auto` run calibrates every target with a method it has
+        (the manifest records the resolved one)."""
+        if calibration is not None and calibration.method == AUTO_METHOD and cls.default_int8_method:
+            return dataclasses.replace(calibration, method=cls.default_int8_method)
+        return calibration
 
     @classmethod
     def check_int8_request(cls, calibration: CalibrationSet | None) -> None:

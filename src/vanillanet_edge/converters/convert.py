@@ -163,6 +163,7 @@ def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, bat
                 f"{target} does not support {precision}" + (f": {why}" if why else " yet"),
                 hint=f"{target} supports: {', '.join(converter.precisions)}")
         if precision == "int8":
+            calibration = converter.for_target(calibration)
             converter.check_int8_request(calibration)
         converter.check_available()
         final = out / artifact_name(prep, target, precision)

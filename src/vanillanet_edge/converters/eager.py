@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..devices.registry import EAGER_RUNTIME
 from ..fileio import atomic_path, sha256_path, size_bytes, write_json
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, environment_versions
 
@@ -20,13 +21,13 @@ WEIGHTS_FILE = "model.pt"
 
 def write_eager_artifact(prep, out: Path, batch: int = 1) -> Path:
     """`out/<name>-torch-fp32/` with model.pt (prep.fused's state_dict) and manifest.json."""
-    folder = Path(out) / f"{prep.name}-torch-fp32"
+    folder = Path(out) / f"{prep.name}-{EAGER_RUNTIME}-fp32"
     s = prep.input_size
     with atomic_path(folder, is_dir=True) as tmp:
         start = time.perf_counter()
         torch.save(prep.fused.state_dict(), tmp / WEIGHTS_FILE)
         manifest = {
-            "schema_version": SCHEMA_VERSION, "target": "torch", "precision": "fp32", "runtime": "torch",
+            "schema_version": SCHEMA_VERSION, "target": EAGER_RUNTIME, "precision": "fp32", "runtime": EAGER_RUNTIME,
             "artifact": {"file": WEIGHTS_FILE, "sha256": sha256_path(tmp / WEIGHTS_FILE),
                          "size_bytes": size_bytes(tmp / WEIGHTS_FILE)},
             "model": prep.model_meta, "source": prep.source,

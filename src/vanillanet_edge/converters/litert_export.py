@@ -1,6 +1,6 @@
 """The exact rewrites LiteRT's export applies (NHWC signature wrapper, ReLU before max pools,
-adaptive pools as strided max pools), each checked bit-exact by export_form. The ReLU move
-duplicates model/rewrites.relu_before_pool, to be merged there."""
+adaptive pools as strided max pools), each checked bit-exact by export_form. The ReLU move is
+model/rewrites.relu_before_pool in its any-net, pooling-blocks-only form."""
 from __future__ import annotations
 
 import copy
@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import ConversionError
 from ..model.adapool import FixedAdaptiveMaxPool2d, adaptive_windows
-from ..model.layers import Activation, Block
+from ..model.rewrites import DepthwiseOnly, relu_before_pool  # noqa: F401 - litert.py re-exports DepthwiseOnly
 
 INPUT_KEY = "input"      # signature input name (the interpreter calls the tensor serving_default_input)
 OUTPUT_KEY = "logits"    # signature output name
@@ -33,22 +33,6 @@ class NhwcInput(nn.Module):
 
     def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: A002 - the signature name
         return {OUTPUT_KEY: self.net(input)}
-
-
-class DepthwiseOnly(nn.Module):
-    """An Activation without its leading ReLU (moved before the pool): the depthwise conv (+BN)."""
-
-    def __init__(self, act: Activation):
-        super().__init__()
-        self.weight = act.weight
-        self.bias = act.bias
-        self.padding = act.act_num
-        self.groups = act.dim
-        self.bn = None if act.deploy else act.bn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.conv2d(x, self.weight, self.bias, padding=self.padding, groups=self.groups)
-        return x if self.bn is None else self.bn(x)
 
 
 class StridedAdaptiveMaxPool2d(nn.Module):
@@ -97,26 +81,14 @@ def window_runs(n: int, m: int) -> list[tuple[int, int, int, int]]:
     return runs
 
 
-_MAX_POOLS = (nn.MaxPool2d, nn.AdaptiveMaxPool2d, FixedAdaptiveMaxPool2d, StridedAdaptiveMaxPool2d)
-
-
-@torch.no_grad()
 def relu_before_maxpool(model: nn.Module) -> nn.Module:
     """A copy where every Block's ReLU runs before its max pool instead of after it.
 
     conv -> pool -> Activation(ReLU -> depthwise) becomes conv -> (ReLU -> pool) -> depthwise.
     Exact: max pooling only selects values and ReLU is monotone, so the pool sees and picks
-    the same numbers. Blocks without a pool (stride 1) are left alone.
+    the same numbers. Blocks without a pool (stride 1) are left alone; unfused nets too.
     """
-    model = copy.deepcopy(model).eval()
-    for block in model.modules():
-        if not isinstance(block, Block) or not isinstance(block.pool, _MAX_POOLS):
-            continue
-        if not isinstance(block.act, Activation):
-            continue
-        block.pool = nn.Sequential(nn.ReLU(), block.pool)
-        block.act = DepthwiseOnly(block.act)
-    return model
+    return relu_before_pool(model, fused_only=False, pooling_blocks_only=True)
 
 
 @torch.no_grad()

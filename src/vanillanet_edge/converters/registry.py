@@ -26,10 +26,14 @@ _TARGETS = {
     # Core ML latency exists only on macOS: not measured unless asked for.
     "coreml": _Entry("vanillanet_edge.converters.coreml:CoreMlConverter", measured=False),
     "ncnn": _Entry("vanillanet_edge.converters.ncnn:NcnnConverter", measured=False),
+    "mnn": _Entry("vanillanet_edge.converters.mnn:MnnConverter", measured=False),
 }
 
 # The plain export `tune` compares its candidates against (tune/search.py TuneOptions.anchor).
 TUNE_ANCHOR_TARGET = "openvino"
+# The targets the verdict converts the exactly rewritten VanillaNets to by default (its
+# `rewrite_targets`): LiteRT, whose depthwise kernels the dw_bands rewrite is for.
+REWRITE_TARGETS = ("tflite",)
 
 
 def target_names() -> list[str]:

@@ -24,19 +24,46 @@ def _topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
     return int((top == labels[:, None]).any(axis=1).sum())
 
 
-def _reference_model(ref: ArtifactRef):
-    """The fused torch model the artifact came from, if its checkpoint is still where it was."""
-    from ..model.adapool import replace_adaptive_max_pools
-    from ..model.checkpoint import file_sha256, load_checkpoint
-    from ..model.fuse import fuse_model
+def labelled_sample(data: str | Path, manifest: dict, limit: int | None, seed: int) -> list:
+    """The (path, label) records an accuracy run scores: `limit` of them drawn with `seed` from
+    the ImageFolder `data`, whose class folders must be the model's classes. A local eval and
+    `eval --ray` both take their images from here, so they score the same ones."""
+    folder = ImageFolder(data)
+    if not folder.labelled:
+        raise DataError(f"{data} has no class sub-folders, so accuracy cannot be measured",
+                        hint="pass an ImageFolder: one sub-folder per class (the ImageNet val layout)")
+    names = manifest.get("model", {}).get("class_names")
+    if names and folder.classes != list(names):
+        raise DataError(f"{data}'s class folders ({len(folder.classes)}) differ from the model's "
+                        f"classes ({len(names)})", hint="evaluate on data with the same class folders")
+    return folder.sample(limit, seed)
+
+
+def reference_checkpoint(ref: ArtifactRef) -> tuple[Path | None, str]:
+    """(the checkpoint the fp32 reference is built from, or None; the record's `reference` note).
+    Decided without loading anything, so `eval --ray` can decide on its driver what to ship."""
+    from ..fileio import sha256_path
 
     source = ref.manifest.get("source", {})
     path = Path(source.get("checkpoint", "")) if source.get("checkpoint") else None
-    if ref.runtime == EAGER_RUNTIME or path is None or not path.exists():
-        return None, ("no fp32 reference (source checkpoint not found)" if ref.runtime != EAGER_RUNTIME
-                      else "is the reference")
-    if source.get("sha256") and file_sha256(path) != source["sha256"]:
+    if ref.runtime == EAGER_RUNTIME:
+        return None, "is the reference"
+    if path is None or not path.exists():
+        return None, "no fp32 reference (source checkpoint not found)"
+    if source.get("sha256") and sha256_path(path) != source["sha256"]:    # a file: its plain sha256
         return None, f"no fp32 reference ({path} changed since conversion)"
+    return path, str(path)
+
+
+def _reference_model(ref: ArtifactRef):
+    """The fused torch model the artifact came from, if its checkpoint is still where it was."""
+    from ..model.adapool import replace_adaptive_max_pools
+    from ..model.checkpoint import load_checkpoint
+    from ..model.fuse import fuse_model
+
+    path, note = reference_checkpoint(ref)
+    if path is None:
+        return None, note
     model = fuse_model(load_checkpoint(path).model)
     return replace_adaptive_max_pools(model, ref.manifest["input"]["shape"][2 if ref.manifest["input"]["layout"] == "NCHW" else 1]).eval(), str(path)
 
@@ -45,15 +72,7 @@ def evaluate(ref: ArtifactRef, data: str | Path, limit: int | None = None, runti
              settings: dict | None = None, seed: int = 0, progress=None, open_session=None) -> dict:
     """Accuracy of one artifact. `open_session(ref, runtime, settings)` says where it runs (a
     remote device's session); by default here. Images are decoded and scored here either way."""
-    folder = ImageFolder(data)
-    if not folder.labelled:
-        raise DataError(f"{data} has no class sub-folders, so accuracy cannot be measured",
-                        hint="pass an ImageFolder: one sub-folder per class (the ImageNet val layout)")
-    names = ref.manifest.get("model", {}).get("class_names")
-    if names and folder.classes != list(names):
-        raise DataError(f"{data}'s class folders ({len(folder.classes)}) differ from the model's "
-                        f"classes ({len(names)})", hint="evaluate on data with the same class folders")
-    records = folder.sample(limit, seed)
+    records = labelled_sample(data, ref.manifest, limit, seed)
     prep = Preprocessing.from_dict(ref.manifest["preprocessing"])
     runtime = runtime or ref.runtime
     if open_session is None:
@@ -80,6 +99,7 @@ def _score(ref, data, records, prep, runtime, session, progress) -> dict:
                 progress(len(records[i:i + CHUNK]))
             continue
         logits = session.run_all(chunk.inputs)
+        assert chunk.labels is not None      # labelled_sample: every record has its class
         top1 += _topk_hits(logits, chunk.labels, 1)
         top5 += _topk_hits(logits, chunk.labels, 5)
         if reference is not None:

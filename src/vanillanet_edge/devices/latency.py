@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import VanillaNetEdgeError
-from ..records import RESULT_SCHEMA, LatencyRecord
+from ..records import RESULT_SCHEMA, LatencyRecord, LatencySummary, MedianInterval
 from .artifacts import ArtifactRef
 from .base import pinned_settings
 from .machine import describe_machine
@@ -42,7 +42,7 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def summarize_times(times_ms: list[float], batch: int) -> dict:
+def summarize_times(times_ms: list[float], batch: int) -> LatencySummary:
     median = statistics.median(times_ms)
     return {"runs": len(times_ms), "median_ms": median, "mean_ms": statistics.fmean(times_ms),
             "std_ms": statistics.pstdev(times_ms), "min_ms": min(times_ms),
@@ -108,7 +108,7 @@ def measure_in_process(ref: ArtifactRef, runtime: str, settings: BenchSettings) 
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
 
 
-def median_interval(rounds_ms: list[list[float]]) -> dict:
+def median_interval(rounds_ms: list[list[float]]) -> MedianInterval:
     """Where the median of another bench call of the same artifact is expected to fall (95%).
 
     Two sources of variation: between fresh processes (memory placement, thread pinning,
@@ -146,7 +146,7 @@ def _run_worker(ref: ArtifactRef, runtime: str, settings: BenchSettings, timeout
 
 
 def bench(refs: list[ArtifactRef], settings: BenchSettings, progress=None,
-          timeout: float = 1800, execute=None) -> list[dict]:
+          timeout: float = 1800, execute=None) -> list[LatencyRecord]:
     """One result record per artifact; rounds interleaved across artifacts, each in a fresh process.
 
     `execute(ref, runtime, settings, timeout) -> worker result` runs one round somewhere
@@ -161,7 +161,7 @@ def _per_round(settings: BenchSettings) -> BenchSettings:
 
 
 def bench_jobs(jobs: list[tuple[ArtifactRef, BenchSettings]], progress=None, timeout: float = 1800,
-               execute=None) -> list[dict]:
+               execute=None) -> list[LatencyRecord]:
     """Like `bench`, each artifact with its own settings (runtime options, threads...): what
     `tune` compares. Rounds are interleaved across all jobs (the most rounds any job asks)."""
     here = execute is None        # only then is a missing machine description this machine's

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import cast
 
-from ..records import PROFILE_SCHEMA, ProfileRecord
+from ..records import PROFILE_SCHEMA, ProfileRecord, ProfileRow
 from .artifacts import ArtifactRef
 from .base import example_input
 from .machine import describe_machine
@@ -49,11 +50,7 @@ def profile(ref: ArtifactRef, runs: int = 20, warmup: int = 5, threads: int | No
     settings = dict(session.settings)
     del session
 
-    rows = []
-    for order, row in enumerate(raw):
-        row = dict(row)
-        row["order"] = order
-        rows.append(row)
+    rows = [cast(ProfileRow, {**row, "order": order}) for order, row in enumerate(raw)]
     total = sum(r["time_ms"] for r in rows)
     for r in rows:
         r["share"] = r["time_ms"] / total if total > 0 else 0.0

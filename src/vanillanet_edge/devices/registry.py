@@ -27,6 +27,7 @@ _RUNTIMES = {
     "coreml": _Entry("vanillanet_edge.devices.coreml:CoreMlRunner", ("coremltools",), 4),
     "torch": _Entry("vanillanet_edge.devices.torch_eager:TorchRunner", ("torch",), 0),
     "ncnn": _Entry("vanillanet_edge.devices.ncnn:NcnnRunner", ("ncnn",), 5),
+    "mnn": _Entry("vanillanet_edge.devices.mnn:MnnRunner", ("MNN",), 6),
 }
 
 # The runtime of the eager PyTorch reference (converters/eager.py writes its artifacts): it runs

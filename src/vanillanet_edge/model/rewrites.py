@@ -43,28 +43,44 @@ from .layers import Activation, Block
 
 
 class DepthwiseOnly(nn.Module):
-    """The series activation without its leading ReLU (it moved before the pool)."""
+    """The series activation without its leading ReLU (it moved before the pool): its depthwise
+    conv, and its BN when the net is not fused (LiteRT's export form of a training-form net)."""
 
     def __init__(self, act: Activation):
         super().__init__()
         self.weight, self.bias = act.weight, act.bias
         self.pad, self.groups = act.act_num, act.dim
+        self.bn = None if act.deploy else act.bn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight, self.bias, padding=self.pad, groups=self.groups)
+        x = F.conv2d(x, self.weight, self.bias, padding=self.pad, groups=self.groups)
+        return x if self.bn is None else self.bn(x)
 
 
-def relu_before_pool(model: nn.Module) -> nn.Module:
-    """A copy of a fused (deploy-form) VanillaNet with every block's ReLU ahead of its pool."""
+@torch.no_grad()
+def relu_before_pool(model: nn.Module, *, fused_only: bool = True, pooling_blocks_only: bool = False) -> nn.Module:
+    """A copy of a VanillaNet with every block's ReLU ahead of its pool (bit-exact: max pooling
+    only selects values and ReLU is monotone, so the pool sees and picks the same numbers).
+
+    The `relu_before_pool` rewrite (tune, manifests) is the default form: a fused (deploy-form)
+    net, every block, ValueError for anything else. LiteRT's exporter applies it to any net it
+    converts (converters/litert_export.relu_before_maxpool): `fused_only=False` also takes
+    training-form blocks (the BN stays after the depthwise conv) and leaves blocks whose
+    activation is not a VanillaNet Activation alone; `pooling_blocks_only=True` leaves the
+    stride-1 blocks (no pool) alone. Blocks moved already (by this or a dw_* rewrite) stay.
+    """
     out = copy.deepcopy(model).eval()
     for block in out.modules():
-        if isinstance(block, Block):
-            if block.deploy and isinstance(block.act, DepthwiseOnly):
-                continue                      # the ReLU is ahead of the pool already (dw_* rewrites)
-            if not block.deploy or not isinstance(block.act, Activation):
+        if not isinstance(block, Block) or isinstance(block.act, DepthwiseOnly):
+            continue                              # the ReLU is ahead of the pool already
+        if not isinstance(block.act, Activation) or (fused_only and not block.deploy):
+            if fused_only:
                 raise ValueError("relu_before_pool needs a fused (deploy-form) VanillaNet")
-            block.pool = nn.Sequential(nn.ReLU(), block.pool)
-            block.act = DepthwiseOnly(block.act)
+            continue
+        if pooling_blocks_only and isinstance(block.pool, nn.Identity):
+            continue
+        block.pool = nn.Sequential(nn.ReLU(), block.pool)
+        block.act = DepthwiseOnly(block.act)
     return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import tomllib
 
-from ..converters.registry import default_targets, target_names
+from ..converters.registry import REWRITE_TARGETS, default_targets, target_names
 from ..errors import VanillaNetEdgeError, did_you_mean
 
 ALL_TARGETS = target_names()
@@ -58,7 +58,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "calibration": {
         "data": Key(str, "", "images to calibrate INT8 on; empty = the train split", is_path=True),
         "samples": Key(int, 128, "calibration images, sampled by seed"),
-        "method": Key(str, "minmax", "range method (see `vanillanet-edge convert --help`)"),
+        "method": Key(str, "auto", "range method; auto = each target's own default "
+                                   "(see `vanillanet-edge convert --help`)"),
         "seed": Key(int, 0, "sampling seed"),
         "max_drop": Key(float, -1.0, "top-1 points INT8 may lose (keeps layers in float); -1 = no budget"),
     },
@@ -93,7 +94,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "warmup": Key(int, 2, "warm-up runs per process"),
         "rewrites": Key(list, ["dw_bands"], "exact rewrites of the VanillaNets also timed (in the 'best' rows "
                                             "only; `vanillanet-edge tune --help` lists them)"),
-        "rewrite_targets": Key(list, ["tflite"], "targets the rewritten VanillaNets are converted to",
+        "rewrite_targets": Key(list, list(REWRITE_TARGETS), "targets the rewritten VanillaNets are converted to",
                                choices=tuple(ALL_TARGETS)),
     },
     "baselines": {

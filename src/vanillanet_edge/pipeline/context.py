@@ -41,3 +41,14 @@ class Context:
 
 def _split(ctx: Context, name: str) -> Path:
     return ctx.data_root / name
+
+
+def calibration_data(ctx: Context) -> Path | None:
+    """The images int8 ranges are calibrated on: the calibration.data folder, else the data
+    root's train split when there is one, else None (the caller says what that means: the
+    run's int8 stages stop with a hint, the verdict leaves int8 out)."""
+    given = ctx.cfg["calibration"]["data"]
+    if given:
+        return Path(given)
+    train = _split(ctx, "train") if ctx.data_root else None
+    return train if train and train.is_dir() else None

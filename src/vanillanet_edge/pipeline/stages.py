@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import VanillaNetEdgeError
 from ..fileio import sha256_path, write_json
-from .context import Context, _split
+from .context import Context, _split, calibration_data
 from .rundir import content_key
 
 STAGES = ("data", "train", "fuse", "convert", "calibrate", "eval", "bench", "verdict", "report")
@@ -92,9 +92,16 @@ def stage_fuse(ctx: Context) -> None:
 
 
 def _calib_settings(ctx: Context) -> dict:
-    c = ctx.cfg["calibration"]
-    data = Path(c["data"]) if c["data"] else _split(ctx, "train")
-    return {**c, "data": str(data)}
+    data = calibration_data(ctx)
+    return {**ctx.cfg["calibration"], "data": str(data) if data else None}
+
+
+def _calib_images(calib: dict) -> str:
+    if calib["data"] is None:
+        raise VanillaNetEdgeError("int8 needs calibration images and this run has none (no calibration.data, "
+                                  "no train split under data.root)",
+                                  hint="set calibration.data (images like the deployment data) or data.root")
+    return calib["data"]
 
 
 def _eval_data(ctx: Context) -> Path | None:
@@ -136,7 +143,7 @@ def stage_convert(ctx: Context) -> None:
                 if eval_dir:
                     evaluation = load_eval_set(prep, eval_dir)
             if precision == "int8" and calibration is None:
-                calibration = load_calibration(calib["data"], prep.preprocessing, calib["samples"],
+                calibration = load_calibration(_calib_images(calib), prep.preprocessing, calib["samples"],
                                                calib["seed"], calib["method"])
             ctx.log(f"convert: {target} {precision}")
             out = ctx.path("artifacts")
@@ -198,6 +205,7 @@ def stage_calibrate(ctx: Context) -> None:
     from ..steps import calibrate
 
     calib = _calib_settings(ctx)
+    _calib_images(calib)
     key = content_key(ctx.checkpoint_sha, calib["data"], calib["samples"], calib["seed"])
     out = ctx.path("calibration")
     if ctx.step("calibrate", "calibrate", key):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..devices.registry import EAGER_RUNTIME
 from ..errors import VanillaNetEdgeError
-from .context import Context, _split
+from .context import Context, calibration_data
 from .rundir import content_key
 
 VERDICT_VERSION = 2      # bump when what the stage produces changes
@@ -33,7 +33,7 @@ def stage_verdict(ctx: Context) -> None:
     v = ctx.cfg["verdict"]
     if not v["models"]:
         return
-    calib_dir = _images(ctx)
+    calib_dir = calibration_data(ctx)
     precisions = list(v["precisions"])
     if "int8" in precisions and calib_dir is None:
         ctx.log("verdict: no images to calibrate int8 ranges on (set calibration.data); int8 left out")
@@ -42,14 +42,6 @@ def stage_verdict(ctx: Context) -> None:
     for model in [*v["models"], v["baseline"]]:
         made += _convert_model(ctx, model, v, precisions, calib_dir)
     _bench(ctx, made, v)
-
-
-def _images(ctx: Context) -> Path | None:
-    c = ctx.cfg["calibration"]["data"]
-    if c:
-        return Path(c)
-    train = _split(ctx, "train") if ctx.data_root else None
-    return train if train and train.is_dir() else None
 
 
 def _convert_model(ctx: Context, model: str, v: dict, precisions: list[str], calib_dir: Path | None):
@@ -85,9 +77,9 @@ def _convert_model(ctx: Context, model: str, v: dict, precisions: list[str], cal
         else:
             ctx.log(f"verdict: convert {label} {target} {precision} at {size}x{size}")
             if precision == "int8" and state["calibration"] is None:
-                from ..calibration.dataset import load_calibration
+                from ..calibration.dataset import AUTO_METHOD, load_calibration
                 state["calibration"] = load_calibration(calib_dir, prep().preprocessing, v["calib_samples"], 0,
-                                                        "minmax")
+                                                        AUTO_METHOD)
             folder, settings = _convert(ctx, _rewritten(prep(), rewrites), target, precision, out,
                                         state["calibration"])
             if folder is None:

@@ -12,7 +12,6 @@ A device named `local` always exists (this machine, no SSH) unless the file rede
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,8 +26,6 @@ LOCAL = "local"
 SECRET_KEYS = ("password", "passphrase", "pass", "secret", "token")
 # Our own folder inside the device's workdir: the only place we create, mark and clean.
 OWN_FOLDER = "vanillanet-edge"
-# What a host or user name may hold: nothing ssh could read as an option or a shell word.
-_SAFE_NAME = re.compile(r"[A-Za-z0-9._:\[\]-]+")
 
 
 class DeviceConfigError(VanillaNetEdgeError):
@@ -38,7 +35,7 @@ class DeviceConfigError(VanillaNetEdgeError):
 @dataclass(frozen=True)
 class DeviceSpec:
     name: str
-    url: str = LOCAL                       # "local" or ssh://user@host[:port]
+    url: str = LOCAL                       # "local" or SCHEME://...: its transport (transport.TRANSPORTS)
     identity_file: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
     python: str = "python3"
@@ -89,28 +86,16 @@ KEYS = {  # key -> (type, meaning); the dataclass defaults are the defaults
 
 
 def _check_url(name: str, url: str) -> None:
-    if url == LOCAL:
-        return
-    parts = urlsplit(url)
-    try:
-        parts.port
-    except ValueError:
-        raise DeviceConfigError(f"devices.{name}.url: bad port in {url!r}") from None
-    if parts.scheme != "ssh" or not parts.hostname:
-        raise DeviceConfigError(f"devices.{name}.url: {url!r} is neither 'local' nor ssh://user@host[:port]",
+    """A URL whose scheme a transport serves (transport.TRANSPORTS) and that its class accepts."""
+    from .transport import transport_class, url_forms
+
+    cls = transport_class(url)
+    if cls is None:
+        raise DeviceConfigError(f"devices.{name}.url: {url!r} is neither {url_forms()}",
                                 hint="e.g. url = \"ssh://pi@192.168.1.20:22\"")
-    if parts.password is not None:
-        raise DeviceConfigError(f"devices.{name}.url holds a password",
-                                hint="vanillanet-edge never stores passwords: use a key (identity_file) "
-                                     "or an ssh-agent, and remove the password from the URL")
-    # The host and user go to ssh as its destination argument: a name starting with '-' (or
-    # holding spaces, '=', quotes...) would be read as an ssh option such as -oProxyCommand=...
-    for what, value in (("user", parts.username), ("host", parts.hostname)):
-        if value is not None and (not _SAFE_NAME.fullmatch(value) or value.startswith("-")):
-            raise DeviceConfigError(
-                f"devices.{name}.url: refusing the {what} name {value!r} in {url!r}",
-                hint=f"a {what} name may hold only letters, digits and . - _ : [ ] and may not start "
-                     "with '-'; options for ssh belong in ~/.ssh/config, not in the URL")
+    problem = cls.check_url(name, url)
+    if problem:
+        raise DeviceConfigError(problem[0], hint=problem[1])
 
 
 def _check_workdir(name: str, workdir: str, source: str) -> None:

@@ -41,7 +41,17 @@ def content_files(folder: Path) -> list[Path]:
 def content_digest(folder: Path) -> tuple[int, int, str]:
     """(files, bytes, sha256) of a folder's files: the sha256 covers each file's relative path,
     size and own sha256, so a missing, extra, cut or renamed file changes it. The host computes
-    it before sending; the device recomputes it over what it unpacked before publishing."""
+    it before sending; the device recomputes it over what it unpacked before publishing.
+
+    Not fileio.sha256_path, on purpose (both are sha256 over [relative name, size, file sha256]
+    listings, but they cover different files and their values live in different places):
+    this one covers exactly what write_tar sends (regular files, no symlinks, never the
+    .complete marker that receive() writes into the folder itself) and reports the count and
+    bytes for a cut transfer's message; its values sit in .complete markers on devices.
+    sha256_path follows symlinks, counts every file, and its values key run-folder caches,
+    manifests, Ray node caches and the device folder names (`artifacts/<sha256_path[:20]>`):
+    one function for both would change one set of stored values, re-running cached steps or
+    re-sending every artifact, for no gain in safety."""
     total, listing = 0, hashlib.sha256()
     files = content_files(folder)
     for path in files:

@@ -15,33 +15,21 @@ round that ran past its timeout cannot keep running on the device and skew the n
 """
 from __future__ import annotations
 
+import re
 import secrets
-import shlex
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from ..errors import VanillaNetEdgeError
 from .devices_file import DeviceSpec
+from .transport import DeviceError, Transport, remote_path
 
+__all__ = ["DeviceError", "SshClient", "SshTransport", "remote_path"]
 
-class DeviceError(VanillaNetEdgeError):
-    """A remote device could not be reached or used; `kind` says why."""
-
-    def __init__(self, message: str, hint: str | None = None, kind: str = "failed", returncode: int | None = None):
-        super().__init__(message, hint)
-        self.kind = kind      # unreachable | host_key | auth | dropped | timeout | failed
-        self.returncode = returncode     # the remote command's exit status, when it ran
-
-
-def remote_path(path: str) -> str:
-    """A device path for the remote shell: ~ expands to $HOME, everything else quoted."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)
+# What a host or user name may hold: nothing ssh could read as an option or a shell word.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._:\[\]-]+")
 
 
 def _classify(spec: DeviceSpec, stderr: str, known_hosts: Path) -> DeviceError:
@@ -203,3 +191,65 @@ class SshClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class SshTransport(Transport):
+    """A device reached over SSH (ssh://user@host[:port]): an SshClient, one multiplexed
+    connection; its exit status 255 is ssh's own failure, told apart by its message."""
+
+    url_form = "ssh://user@host[:port]"
+
+    def __init__(self, spec: DeviceSpec, accept_new_host_key: bool = False):
+        super().__init__(spec, accept_new_host_key)
+        self.ssh = SshClient(spec, accept_new_host_key)
+
+    @classmethod
+    def check_url(cls, name: str, url: str) -> tuple[str, str | None] | None:
+        parts = urlsplit(url)
+        try:
+            parts.port
+        except ValueError:
+            return f"devices.{name}.url: bad port in {url!r}", None
+        if not parts.hostname:
+            from .transport import url_forms
+            return f"devices.{name}.url: {url!r} is neither {url_forms()}", "e.g. url = \"ssh://pi@192.168.1.20:22\""
+        if parts.password is not None:
+            return (f"devices.{name}.url holds a password",
+                    "vanillanet-edge never stores passwords: use a key (identity_file) "
+                    "or an ssh-agent, and remove the password from the URL")
+        # The host and user go to ssh as its destination argument: a name starting with '-' (or
+        # holding spaces, '=', quotes...) would be read as an ssh option such as -oProxyCommand=...
+        for what, value in (("user", parts.username), ("host", parts.hostname)):
+            if value is not None and (not _SAFE_NAME.fullmatch(value) or value.startswith("-")):
+                return (f"devices.{name}.url: refusing the {what} name {value!r} in {url!r}",
+                        f"a {what} name may hold only letters, digits and . - _ : [ ] and may not start "
+                        "with '-'; options for ssh belong in ~/.ssh/config, not in the URL")
+        return None
+
+    @property
+    def accepted_key(self) -> str | None:
+        return self.ssh.accepted_key
+
+    @property
+    def pid_dir(self) -> str | None:
+        return self.ssh.pid_dir
+
+    @pid_dir.setter
+    def pid_dir(self, value: str | None) -> None:
+        self.ssh.pid_dir = value
+
+    def run(self, command: str, input: bytes | None = None, timeout: float | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+        return self.ssh.run(command, input=input, timeout=timeout, check=check)
+
+    def open(self, command: str) -> subprocess.Popen:
+        return self.ssh.open(command)
+
+    def abort(self, proc: subprocess.Popen) -> None:
+        self.ssh.abort(proc)
+
+    def failed(self, returncode: int, stderr: str) -> DeviceError | None:
+        return self.ssh.classify(stderr) if returncode == 255 else None
+
+    def close(self) -> None:
+        self.ssh.close()

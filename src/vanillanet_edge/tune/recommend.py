@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from ..errors import VanillaNetEdgeError
 from ..model.variants import PUBLISHED, VARIANTS
@@ -36,7 +37,7 @@ def recommend(models: list[str], out: str | Path, device, budget_ms: float, opts
         raise VanillaNetEdgeError("no models to choose from", hint="pass --variant NAME and/or --checkpoint FILE")
     opts = dataclasses.replace(opts or TuneOptions(), budget_ms=None)   # each model's fastest config
     out = Path(out)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for model in models:
         name = Path(model).stem if Path(model).exists() else model
         log(f"== {name}")
@@ -52,7 +53,7 @@ def recommend(models: list[str], out: str | Path, device, budget_ms: float, opts
         rows.append({"model": name, "source": model, "best": best, "error": error,
                      "ms_per_image": best["ms_per_image"] if best else None,
                      "median_ms": best["median_ms"] if best else None,
-                     "fits": bool(best) and best["median_ms"] <= budget_ms,
+                     "fits": bool(best and best["median_ms"] <= budget_ms),
                      "accuracy": top1, "accuracy_kind": kind,
                      "tune": str(out / name / "tune.json") if result else None})
     kind_wanted = "measured" if opts.eval_data else "published"

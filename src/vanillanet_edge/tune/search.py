@@ -18,11 +18,13 @@ import itertools
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..calibration.dataset import AUTO_METHOD
 from ..converters.convert import PreparedModel, convert_one, load_eval_set, prepare
-from ..converters.registry import TUNE_ANCHOR_TARGET, default_targets, get_converter
+from ..converters.registry import TUNE_ANCHOR_TARGET, converter_class, default_targets, get_converter
 from ..converters.verify import LIMITS, check_limits, run_artifact
 from ..devices.artifacts import resolve
 from ..devices.latency import BenchSettings
@@ -32,6 +34,7 @@ from ..fileio import atomic_path, clean_partials, write_json
 from ..manifest import MANIFEST_NAME, read_manifest
 from ..metrics import compare_logits
 from ..model.rewrites import apply_rewrites
+from ..records import LatencyRecord, MedianInterval
 
 TUNE_SCHEMA = 1
 
@@ -50,7 +53,7 @@ class TuneOptions:
     max_drop: float | None = None                      # top-1 points vs fp32 (needs eval_data)
     calib_data: str | None = None
     calib_samples: int = 128
-    calib_method: str = "minmax"
+    calib_method: str = AUTO_METHOD                    # auto: each target's own default
     eval_data: str | None = None
     eval_limit: int = 500
     warmup: int = 5
@@ -68,7 +71,7 @@ class Candidate:
     settings: dict
     rewrites: tuple
     checks: dict = field(default_factory=dict)
-    record: dict | None = None
+    record: LatencyRecord | None = None
 
     @property
     def file(self) -> Path:
@@ -161,7 +164,7 @@ def convert_all(prep: PreparedModel, opts: TuneOptions, out: Path, log) -> tuple
                               options={"input_layout": layout} if layout != "native" else None,
                               calibration=calibration if precision == "int8" else None,
                               evaluation=evaluation)
-        if outcome.ok:
+        if outcome.ok and outcome.folder is not None:      # ok: the folder was written
             made.append((outcome.folder, tuple(rewrites)))
         else:
             failed.append({"candidate": f"{target} {precision} b{batch} {layout} [{'+'.join(rewrites) or 'plain'}]",
@@ -178,7 +181,10 @@ def _reusable(folder: Path, prep: PreparedModel, precision: str, opts: TuneOptio
     same = m.get("source") == prep.source and m.get("model", {}).get("rewrites") == prep.model_meta["rewrites"]
     if precision == "int8":
         cal = m.get("calibration") or {}
-        same = same and (cal.get("method"), cal.get("samples")) == (opts.calib_method, opts.calib_samples)
+        method = opts.calib_method
+        if method == AUTO_METHOD:       # the manifest records the method auto resolved to
+            method = converter_class(m["target"]).default_int8_method
+        same = same and (cal.get("method"), cal.get("samples")) == (method, opts.calib_samples)
     return same
 
 
@@ -186,7 +192,7 @@ def check_candidate(c: Candidate, prep: PreparedModel, evaluation) -> dict:
     """Numbers with the candidate's own settings: agreement with the fused net, and top-1."""
     logits, _ = run_artifact(c.runtime, c.file, c.manifest, prep.inputs, **c.settings)
     limits_for = c.compute if c.compute in LIMITS else "fp16"        # bf16: checked like fp16
-    checks = {"verification": check_limits(compare_logits(logits, prep.reference), limits_for,
+    checks: dict[str, Any] = {"verification": check_limits(compare_logits(logits, prep.reference), limits_for,
                                            require_agreement=not prep.random_weights)}
     if evaluation is not None:
         logits, _ = run_artifact(c.runtime, c.file, c.manifest, evaluation.inputs, **c.settings)
@@ -213,13 +219,13 @@ def _is_anchor(c: Candidate, anchor: tuple) -> bool:
 
 
 def tune(model: str, out: str | Path, device=None, opts: TuneOptions | None = None, log=print) -> dict:
-    """Search, measure, rank, recommend. `device`: a remote.device Local/SshDevice (default local)."""
-    from ..remote.device import LocalDevice
+    """Search, measure, rank, recommend. `device`: a remote.device.Device (default local)."""
+    from ..remote.device import Device
     from ..remote.devices_file import DeviceSpec
 
     opts = opts or TuneOptions()
     out = Path(out)
-    device = device or LocalDevice(DeviceSpec("local"))
+    device = device or Device(DeviceSpec("local"))
     machine = device.machine()
     preps, made, failed = {}, [], []
     for size in opts.input_sizes:           # each input size: its own model copy, images, checks
@@ -301,14 +307,13 @@ def _peaks(device, opts: TuneOptions, log) -> dict | None:
 def _row(c: Candidate, peaks: dict | None, opts: TuneOptions) -> dict:
     from ..devices.peak import peak_for
 
-    rec = c.record or {}
+    rec: LatencyRecord = c.record or {}
     ok = bool(rec.get("ok"))
-    lat = rec.get("latency", {})
-    median = lat.get("median_ms") if ok else None
-    iv = rec.get("median_interval_ms") or {}
+    median = rec["latency"]["median_ms"] if ok and "latency" in rec else None   # ok: measured, so it is there
+    iv: MedianInterval | dict = rec.get("median_interval_ms") or {}
     gmacs = rec.get("gmacs_per_s") if ok else None
     peak = peak_for(peaks, c.runtime, c.compute) if peaks else None
-    within = ok and (opts.budget_ms is None or median <= opts.budget_ms)
+    within = ok and (opts.budget_ms is None or (median is not None and median <= opts.budget_ms))
     return {"label": c.label, "artifact": str(c.artifact), "target": c.manifest["target"],
             "input_size": c.input_size,
             "precision": c.precision, "compute": c.compute, "runtime": c.runtime, "settings": c.settings,

@@ -88,7 +88,7 @@ class MILProgram:
         try:  # imported lazily: coremltools is an optional extra and slow to import
             from coremltools.proto import Model_pb2
         except ImportError as exc:
-            from ..errors import BackendMissingError
+            from ...errors import BackendMissingError
 
             raise BackendMissingError("reading a Core ML package", "coreml", "coremltools") from exc
 

@@ -51,8 +51,8 @@ def plot_latency(lat: list[Row]) -> bytes:
             r = _pick(rows)
             if r is None:
                 continue
-            med = r.rec["latency"]["median_ms"]
-            low, high = _interval(r.rec)
+            med = r.median_ms
+            low, high = _interval(r)
             xs.append(i + (j - (len(configs) - 1) / 2) * width)
             ys.append(med)
             lo.append(max(0.0, med - low))
@@ -76,13 +76,13 @@ def plot_scaling(lat: list[Row]) -> bytes:
     skipped_depth = set()
     for j, cfg in enumerate(configs):
         for family in ("vanillanet", "baseline"):
-            rows = {}
+            rows: dict[tuple[str, int | None], list[Row]] = {}
             for r in lat:
                 if r.config == cfg and r.family == family:
                     rows.setdefault((r.model, r.input_size), []).append(r)
-            picked = [_pick(v) for v in rows.values()]
+            picked = [one for v in rows.values() if (one := _pick(v))]      # every list holds a row
             for ax, attr in zip(axes, ("depth", "macs")):
-                pts = [(getattr(r, attr), r.rec["latency"]["median_ms"], r.model) for r in picked
+                pts = [(getattr(r, attr), r.median_ms, r.model) for r in picked
                        if getattr(r, attr) is not None]
                 if attr == "depth":
                     skipped_depth |= {r.model for r in picked if r.depth is None}
@@ -112,13 +112,14 @@ def plot_scaling(lat: list[Row]) -> bytes:
 
 
 def plot_roofline(lat: list[Row], peaks: list[Row]) -> bytes | None:
-    rows = [(r, *_peak_gmacs(peaks, r)) for r in lat if r.rec.get("gmacs_per_s")]
-    rows = sorted([x for x in rows if x[1]], key=lambda x: x[0].rec["gmacs_per_s"] / x[1])
+    rated = [(r, g, *_peak_gmacs(peaks, r)) for r in lat if (g := r.latency.get("gmacs_per_s"))]
+    shares = sorted([(g / peak, r, peak, of) for r, g, peak, of in rated if peak], key=lambda x: x[0])
+    rows = [(r, peak, of) for _, r, peak, of in shares]
     if not rows:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, max(3, 0.3 * len(rows) + 1.5)))
-    vals = [100 * r.rec["gmacs_per_s"] / peak for r, peak, _ in rows]
+    vals = [100 * share for share, *_ in shares]
     ax.barh(range(len(rows)), vals, color=["tab:blue" if r.family == "vanillanet" else "tab:red" for r, _, _ in rows])
     for i, (v, (_, peak, of)) in enumerate(zip(vals, rows)):
         ax.text(v, i, f" {v:.0f}% of {peak:.0f} GMAC/s ({of})", va="center", fontsize=6)

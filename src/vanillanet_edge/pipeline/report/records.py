@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from ...devices.registry import get_runner, reported_packages, runtime_names
-from ...records import PEAKS_SCHEMA, PeaksRecord
+from ...records import PEAKS_SCHEMA, AccuracyRecord, LatencyRecord, Manifest, PeaksRecord, ProfileRecord
 
 NOT_MEASURED = "not measured"
 RESULT_KINDS = ("latency", "accuracy", "layer_profile", "peaks")
@@ -28,7 +29,7 @@ def _peak_gmacs(peaks: list[Row], row: Row) -> tuple[float | None, str]:
     mine = [p for p in peaks if p.mkey == row.mkey]
     if not mine:
         return None, "no peak measured on this machine"
-    table = mine[-1].rec["peaks"]
+    table = mine[-1].peaks["peaks"]
     own = (table.get(row.runtime) or {}).get(row.compute)
     if own:
         return own["gmacs_per_s"], f"{row.runtime} {row.compute}"
@@ -84,7 +85,7 @@ def _machine_key(m: dict | None) -> str:
     return f"{(m or {}).get('hostname')}|{(m or {}).get('cpu_model')}"
 
 
-def _read_manifest(artifact: str | None) -> dict | None:
+def _read_manifest(artifact: str | None) -> Manifest | None:
     if not artifact:
         return None
     p = Path(artifact)
@@ -129,11 +130,34 @@ class Row:
     source: str
     index: int
     machine: dict | None
-    rec: dict = field(repr=False, default_factory=dict)
+    rec: dict[str, Any] = field(repr=False, default_factory=dict)   # the record as read: its kind's TypedDict
     macs: int | None = None
     params: int | None = None
     depth: int | None = None
     published_top1: float | None = None
+
+    # The record as its kind's type (records.py): the report reads fields through these, so mypy
+    # checks them against the schema. Which kind a row is was checked when it was sorted (render).
+    @property
+    def latency(self) -> LatencyRecord:
+        return cast(LatencyRecord, self.rec)
+
+    @property
+    def accuracy(self) -> AccuracyRecord:
+        return cast(AccuracyRecord, self.rec)
+
+    @property
+    def profile(self) -> ProfileRecord:
+        return cast(ProfileRecord, self.rec)
+
+    @property
+    def peaks(self) -> PeaksRecord:
+        return cast(PeaksRecord, self.rec)
+
+    @property
+    def median_ms(self) -> float:
+        """The median of a measured latency record (its `latency` summary is there when ok)."""
+        return self.latency["latency"]["median_ms"]
 
     @property
     def device(self) -> str:

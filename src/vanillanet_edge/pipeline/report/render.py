@@ -129,7 +129,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peaks: dict | None = 
         rec = {**peak_record(peaks), "_source": "(measured when the report was built)", "_index": 0}
         peak_rows = [normalise(rec)]
 
-    machines = {}
+    machines: dict[str, str] = {}
     for r in rows:
         if r.machine:
             machines.setdefault(r.mkey, machine_line(r.machine))
@@ -150,7 +150,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peaks: dict | None = 
     if lat:
         plots["latency"] = plot_latency(lat)
         plots["scaling"] = plot_scaling(lat)
-        if any(r.rec.get("gmacs_per_s") for r in lat):
+        if any(r.latency.get("gmacs_per_s") for r in lat):
             roofline = plot_roofline(lat, peak_rows)
             if roofline:
                 plots["roofline"] = roofline

@@ -45,21 +45,21 @@ class Table:
                 "rows": [dict(zip([h for h, _ in self.columns], r)) for r in self.rows]}
 
 
-def _interval(rec: dict) -> tuple[float, float]:
+def _interval(r: Row) -> tuple[float, float]:
     """The 95% interval bench reports for its median (older records: the round min/max)."""
-    iv = rec.get("median_interval_ms")
+    iv = r.latency.get("median_interval_ms")
     if iv:
         return iv["low_ms"], iv["high_ms"]
-    rounds = rec.get("round_medians_ms") or [rec["latency"]["median_ms"]]
+    rounds = r.latency.get("round_medians_ms") or [r.median_ms]
     return min(rounds), max(rounds)
 
 
 def _ratio_spread(a: Row, b: Row) -> tuple[float, float, float, str]:
     """median(a)/median(b), and its min/max over rounds: per-round ratios when both came from
     the same bench run with the same rounds (interleaved, so paired), else conservative bounds."""
-    ma, mb = a.rec["latency"]["median_ms"], b.rec["latency"]["median_ms"]
-    ra = a.rec.get("round_medians_ms") or [ma]
-    rb = b.rec.get("round_medians_ms") or [mb]
+    ma, mb = a.median_ms, b.median_ms
+    ra = a.latency.get("round_medians_ms") or [ma]
+    rb = b.latency.get("round_medians_ms") or [mb]
     if a.source == b.source and len(ra) == len(rb):
         # The overall ratio (median over median of all runs) can fall just outside the per-round
         # ratios; the range shown always holds it.
@@ -77,7 +77,7 @@ def _pick(rows: list[Row], prefer_source: str | None = None) -> Row | None:
         same = [r for r in rows if r.source == prefer_source]
         if same:
             rows = same
-    return max(rows, key=lambda r: (r.rec.get("latency", {}).get("runs", 0), r.source, r.index))
+    return max(rows, key=lambda r: (r.latency["latency"]["runs"], r.source, r.index))
 
 
 def _pair(a_rows: list[Row], b_rows: list[Row]) -> tuple[Row | None, Row | None]:
@@ -100,16 +100,16 @@ def latency_table(lat: list[Row], peaks: list[Row]) -> Table:
                ("file", "text")],
               digits={"GMACs": 3, "size MB": 1, "spread %": 1, "% of peak": 1, "GMAC/s": 1})
     for r in sorted(lat, key=lambda r: (r.family != "vanillanet", r.model, r.input_size or 0, r.device, r.config)):
-        L = r.rec["latency"]
-        low, high = _interval(r.rec)
-        g = r.rec.get("gmacs_per_s")
+        L = r.latency["latency"]
+        low, high = _interval(r)
+        g = r.latency.get("gmacs_per_s")
         peak, peak_of = _peak_gmacs(peaks, r)
         eff = 100 * g / peak if g and peak else None
-        size = r.rec.get("artifact_size_bytes")
+        size = r.latency.get("artifact_size_bytes")
         bpp = size / r.params if size and r.params else None
         t.rows.append([r.model, r.family, r.input_size, r.batch, r.device, r.runtime, r.precision, r.compute,
-                       L["median_ms"], L.get("p90_ms"), low, high,
-                       100 * (high - low) / L["median_ms"], L.get("runs"),
+                       L["median_ms"], L["p90_ms"], low, high,
+                       100 * (high - low) / L["median_ms"], L["runs"],
                        r.macs / 1e9 if r.macs else None, g, eff, peak_of,
                        size / 1e6 if size else None, bpp, r.source])
     t.note = ("95% low/high: where another bench call's median is expected to fall (from the scatter "
@@ -135,7 +135,7 @@ def devices_table(lat: list[Row]) -> Table:
             rows = [r for r in lat if (r.model, r.input_size or 0, r.runtime, r.precision, r.device)
                     == (model, size, runtime, prec, d)]
             best = _pick(rows)
-            cells.append(best.rec["latency"]["median_ms"] if best else None)
+            cells.append(best.median_ms if best else None)
         t.rows.append([model, size or None, runtime, prec, *cells])
     where = {r.device: machine_line(r.machine).removeprefix("machine: ") for r in lat}
     t.note = "; ".join(f"{d}: {where[d]}" for d in devices)
@@ -150,7 +150,7 @@ def profile_table(profiles: list[Row], top: int = 6) -> Table:
                ("profiled total ms", "num"), ("plain run ms", "num")],
               digits={"ms": 3, "share %": 1, "profiled total ms": 3, "plain run ms": 3})
     for r in sorted(profiles, key=lambda r: (r.family != "vanillanet", r.model, r.config)):
-        rec = r.rec
+        rec = r.profile
         for row in sorted(rec.get("rows", []), key=lambda x: -x["time_ms"])[:top]:
             t.rows.append([r.model, r.runtime, r.precision, row["name"], row.get("op_type"),
                            row.get("exec_type"), row["time_ms"], 100 * row.get("share", 0),
@@ -166,8 +166,8 @@ def failures_table(failed: list[Row]) -> Table:
               [("name", "text"), ("device", "text"), ("runtime", "text"), ("status", "text"),
                ("error", "text"), ("file", "text")])
     for r in failed:
-        why = r.rec.get("error") or r.rec.get("reason") or "no rounds"
-        t.rows.append([r.name, r.device, r.runtime, r.rec.get("status", "failed"), why[:300], r.source])
+        why = r.latency.get("error") or r.latency.get("reason") or "no rounds"
+        t.rows.append([r.name, r.device, r.runtime, r.latency.get("status", "failed"), why[:300], r.source])
     return t
 
 
@@ -177,15 +177,16 @@ def accuracy_table(acc: list[Row]) -> Table:
                ("top-1 %", "num"), ("top-5 %", "num"), ("agreement with fp32 %", "num"),
                ("data", "text"), ("file", "text")])
     for r in sorted(acc, key=lambda r: (r.model, r.runtime, r.precision)):
-        a = r.rec.get("agreement_with_fp32")
-        t.rows.append([r.model, r.runtime, r.precision, r.rec.get("images"), 100 * r.rec["top1"],
-                       100 * r.rec["top5"] if r.rec.get("top5") is not None else None,
-                       100 * a if a is not None else None, r.rec.get("data"), r.source])
+        rec = r.accuracy
+        a = rec.get("agreement_with_fp32")
+        t.rows.append([r.model, r.runtime, r.precision, rec.get("images"), 100 * rec["top1"],
+                       100 * rec["top5"] if rec.get("top5") is not None else None,
+                       100 * a if a is not None else None, rec.get("data"), r.source])
     return t
 
 
 def _manifest_top1(row: Row) -> tuple[float | None, float | None]:
-    m = _read_manifest(row.rec.get("artifact"))
+    m = _read_manifest(row.latency.get("artifact"))
     acc = (m or {}).get("accuracy")
     if acc and "top1" in acc:
         return acc["top1"], acc.get("fp32_top1")
@@ -226,24 +227,25 @@ def _int8_row(model, size, runtime, a: Row | None, b: Row | None, fp_a: list[Row
     top_fp = top_i8 = None
     where = NOT_MEASURED
     for x in i8_a:
-        same = [y for y in fp_a if y.rec.get("data") == x.rec.get("data") and y.rec.get("images") == x.rec.get("images")]
+        same = [y for y in fp_a if y.accuracy.get("data") == x.accuracy.get("data")
+                and y.accuracy.get("images") == x.accuracy.get("images")]
         if same:
-            top_i8, top_fp = 100 * x.rec["top1"], 100 * same[0].rec["top1"]
-            where = f"eval records ({x.rec.get('images')} images)"
+            top_i8, top_fp = 100 * x.accuracy["top1"], 100 * same[0].accuracy["top1"]
+            where = f"eval records ({x.accuracy.get('images')} images)"
             break
     if top_i8 is None and b is not None:
         m_i8, m_fp = _manifest_top1(b)
         if m_i8 is not None and m_fp is not None:
             top_i8, top_fp, where = 100 * m_i8, 100 * m_fp, "int8 artifact's manifest (convert --eval-data)"
-    return [model, size, runtime, a.compute if a else None, a.rec["latency"]["median_ms"] if a else None,
-            b.rec["latency"]["median_ms"] if b else None, speed, lo, hi, how,
+    return [model, size, runtime, a.compute if a else None, a.median_ms if a else None,
+            b.median_ms if b else None, speed, lo, hi, how,
             top_fp, top_i8, (top_i8 - top_fp) if top_i8 is not None and top_fp is not None else None, where]
 
 
 def setting_label(r: Row) -> str:
     """The runtime settings a record was timed with, as the report names them."""
-    ss = r.rec.get("session_settings") or {}
-    rewrites = (r.rec.get("model") or {}).get("rewrites")
+    ss = r.latency.get("session_settings") or {}
+    rewrites = (r.latency.get("model") or {}).get("rewrites")
     parts = ["+".join(rewrites)] if rewrites else []
     if ss.get("kernels"):
         parts.append(f"{ss['kernels']} kernels")
@@ -256,13 +258,13 @@ def setting_label(r: Row) -> str:
 
 def _ratio_interval(a: Row, b: Row) -> tuple[float, float]:
     """95% bounds of the ratio from each median's 95% interval (conservative: both extremes)."""
-    a_lo, a_hi = _interval(a.rec)
-    b_lo, b_hi = _interval(b.rec)
+    a_lo, a_hi = _interval(a)
+    b_lo, b_hi = _interval(b)
     return a_lo / b_hi, a_hi / b_lo
 
 
 def _fastest(rows: list[Row]) -> Row | None:
-    return min(rows, key=lambda r: r.rec["latency"]["median_ms"]) if rows else None
+    return min(rows, key=lambda r: r.median_ms) if rows else None
 
 
 def verdict_table(lat: list[Row]) -> Table:
@@ -326,8 +328,8 @@ def _verdict_row(mk, runtime, prec, how_paired, label, size, batch, variant, a: 
     trt = A100_TENSORRT_MS.get(variant, (None, None))
     a_vn, a_r = A100_EAGER_MS.get(variant), A100_EAGER_MS[BASELINE_MODEL]
     return [mk.split("|")[0] if mk else NOT_MEASURED, runtime or NOT_MEASURED, prec or "-", how_paired, label,
-            size or None, batch or None, variant, a.rec["latency"]["median_ms"] if a else None,
-            b.rec["latency"]["median_ms"] if b else None, ratio, lo95, hi95, lo, hi, how, verdict,
+            size or None, batch or None, variant, a.median_ms if a else None,
+            b.median_ms if b else None, ratio, lo95, hi95, lo, hi, how, verdict,
             a_vn, a_r, a_vn / a_r if a_vn else None, trt[0], trt[1]]
 
 
@@ -337,16 +339,18 @@ def fastest_table(lat: list[Row], acc: list[Row]) -> Table:
               [("device", "text"), ("model", "text"), ("input", "num"), ("artifact", "text"),
                ("runtime", "text"), ("precision", "text"), ("settings", "text"), ("median ms", "num"),
                ("top-1 %", "num"), ("top-1 source", "text")])
-    top1 = {}
+    top1: dict[str | None, float] = {}
     for r in acc:
-        top1.setdefault(r.rec.get("artifact"), r.rec.get("top1"))
+        top1.setdefault(r.accuracy.get("artifact"), r.accuracy["top1"])
     keys = sorted({(r.device, r.model, r.input_size or 0) for r in lat}, key=lambda k: (k[0], k[2] != 224, k[1]))
     for device, model, size in keys:
         best = _fastest([r for r in lat if (r.device, r.model, r.input_size or 0) == (device, model, size)])
-        acc_top1 = top1.get(best.rec.get("artifact"))
-        random = "random" in str((_read_manifest(best.rec.get("artifact")) or {}).get("source", {}).get("weights", ""))
+        assert best is not None          # each key came from a row of `lat`
+        acc_top1 = top1.get(best.latency.get("artifact"))
+        source = (_read_manifest(best.latency.get("artifact")) or {}).get("source", {})   # weights: baselines only
+        random = "random" in str(source.get("weights", ""))
         t.rows.append([device, model, size or None, best.name, best.runtime, best.precision, setting_label(best),
-                       best.rec["latency"]["median_ms"], 100 * acc_top1 if acc_top1 is not None else None,
+                       best.median_ms, 100 * acc_top1 if acc_top1 is not None else None,
                        "eval of this artifact" if acc_top1 is not None else
                        ("random weights: latency only" if random else "not evaluated")])
     t.note = "Every artifact was verified against its PyTorch model when it was written (see its manifest)."
@@ -404,14 +408,14 @@ def peak_table(peaks: list[Row]) -> Table:
               [("device", "text"), ("runtime", "text"), ("precision", "text"), ("GMAC/s", "num"),
                ("threads", "num"), ("kernel", "text"), ("shape", "text")], digits={"GMAC/s": 1})
     for p in peaks:
-        for runtime, by in sorted(p.rec.get("peaks", {}).items()):
+        for runtime, by in sorted(p.peaks.get("peaks", {}).items()):
             for prec, e in sorted(by.items()):
                 t.rows.append([p.device, runtime, prec, e.get("gmacs_per_s"), e.get("threads"),
                                e.get("exec_type"), e.get("shape")])
-        for runtime, by in sorted(p.rec.get("unavailable", {}).items()):
+        for runtime, by in sorted(p.peaks.get("unavailable", {}).items()):
             for prec, e in sorted(by.items()):
                 t.rows.append([p.device, runtime, prec, None, None, e.get("reason"), "-"])
-    t.note = ((peaks[-1].rec.get("how") if peaks else "") or "") + (
+    t.note = ((peaks[-1].peaks.get("how") if peaks else "") or "") + (
         "; one definition for the report and tune: a % of peak is against the peak of the precision "
         "the artifact computes in")
     return t
