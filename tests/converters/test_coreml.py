@@ -26,7 +26,8 @@ def test_fp32_and_fp16_mlpackages_verify(tiny_checkpoint, tmp_path):
 def test_fp16_program_holds_fp16_weights_and_float32_io(tiny_checkpoint, tmp_path):
     [o] = convert_checkpoint(tiny_checkpoint, ["coreml"], ["fp16"], tmp_path)
     program = MILProgram.load(o.folder / "model.mlpackage")
-    assert program.inputs[0].dtype == "fp32" and program.outputs[0].dtype == "fp32"
+    assert program.inputs[0].dtype == "fp32"     # an image reaches the program as fp32 values too
+    _assert_float32_or_classifier_output(program, o.manifest)
     assert program.op_types["cast"] >= 2            # cast in, cast out
     assert program.op_types["conv"] >= 5
 
@@ -45,3 +46,14 @@ def test_record_callback_sees_every_layer(tiny_checkpoint, tmp_path, digits_data
     session.run(x, record=lambda name, op_type, out: seen.append(op_type))
     assert seen.count("conv") == session.program.op_types["conv"]
     assert "max_pool" in seen and "relu" in seen
+
+
+def _assert_float32_or_classifier_output(program, manifest):
+    """Logits as float32 (a MultiArray model), or, for the app form (raw pixels, the Core ML
+    default), classifier outputs whose labels are the model's."""
+    if manifest["input"].get("pixels") == "raw":
+        labels = manifest["model"].get("labels") or manifest["model"]["class_names"]
+        assert program.class_labels == [str(c) for c in labels]
+        assert manifest["output"]["name"] == "classLabel_probs"
+    else:
+        assert program.outputs[0].dtype == "fp32"

@@ -80,6 +80,7 @@ class Converter(ABC):
     # options["input_layout"] (what `tune` searches as the layout axis).
     layout_options: tuple[str, ...] = ()
     int8_methods_note: str = ""   # why a common method is missing, for the error's hint
+    default_pixels: str = "normalized"   # what --input defaults to for this target (PIXELS)
     # What --calib-method auto (the default) means for this toolchain: one of int8_methods.
     default_int8_method: str = "minmax"
     default_pixels: str = "normalized"   # what --input defaults to for this target (PIXELS)

@@ -1,4 +1,13 @@
-"""Core ML: coremltools' mlprogram (.mlpackage), float32 I/O, iOS 17 / macOS 14 and newer.
+"""Core ML: coremltools' mlprogram (.mlpackage), iOS 17 / macOS 14 and newer.
+
+Two input forms (ConvertRequest.pixels). "raw", the default here, is what an app drops in:
+an RGB image input (ImageType, scale 1, bias 0: the normalization is inside the model), and,
+given class names, a classifier (ClassifierConfig: a softmax is appended to the net, so the
+outputs are classLabel and a probabilities dictionary), which Xcode's preview and Vision's
+VNCoreMLRequest use as they are. "normalized" is the float32 NCHW MultiArray input of the
+network itself, with a float32 logits MultiArray output. Either way the model's metadata
+carries the request's app_info, and the package's bytes depend only on its content
+(coreml_package.py).
 
 On Linux nothing can `predict` a Core ML model; verification runs the saved package with our
 numpy MIL interpreter (devices/coreml_mil/). On macOS the runner uses Core ML itself.
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +36,7 @@ import torch
 
 from ..errors import ConversionError
 from .base import Converter, ConvertRequest, ExportResult, package_versions, quiet_output
+from .coreml_package import save_deterministic, set_app_metadata
 
 # coremltools' activation quantization, as `linear_quantize_activations` runs it in 9.0
 # (optimize/coreml/_post_training_quantization.py), in this order.
@@ -44,7 +55,10 @@ class CoreMlConverter(Converter):
     precisions = ("fp32", "fp16", "int8")
     int8_methods = ("minmax", "percentile")
     excludes_layers = True
-    description = "Core ML mlprogram (.mlpackage), NCHW float32 I/O; verified by a numpy MIL interpreter off macOS"
+    description = ("Core ML mlprogram (.mlpackage): RGB image in, classLabel + probabilities out (or NCHW "
+                   "float32 in, logits out); verified by a numpy MIL interpreter off macOS")
+    # Apps hand Core ML images (Vision, Xcode's preview): the image input is the default form.
+    default_pixels = "raw"
 
     def library_versions(self) -> dict[str, str]:
         return package_versions("coremltools")
@@ -56,11 +70,12 @@ class CoreMlConverter(Converter):
             return self._export_float(request, folder)
 
     def _export_float(self, request: ConvertRequest, folder: Path) -> ExportResult:
-        mlmodel = _convert(request, fp16=request.precision == "fp16")
-        mlmodel.save(str(folder / "model.mlpackage"))
+        io = app_io(request)
+        mlmodel = _convert(request, io, fp16=request.precision == "fp16")
+        save_deterministic(mlmodel, folder / "model.mlpackage")
         notes = {"minimum_deployment_target": "iOS17",
-                 "compute_precision": request.precision}
-        return ExportResult("model.mlpackage", "NCHW", "input", "logits", notes=notes)
+                 "compute_precision": request.precision, **io.notes}
+        return ExportResult("model.mlpackage", "NCHW", io.input_name, io.output_name, notes=notes)
 
     def _export_int8(self, request: ConvertRequest, folder: Path) -> ExportResult:
         import coremltools.optimize as cto
@@ -71,7 +86,8 @@ class CoreMlConverter(Converter):
 
         self.check_int8_request(request.calibration)
         cal = request.calibration
-        float_model = _convert(request, fp16=True)
+        io = app_io(request)
+        float_model = _convert(request, io, fp16=True)
         with tempfile.TemporaryDirectory(prefix="vne-coreml-") as tmp:
             # the float program is calibrated (and mapped) as saved, by the interpreter
             float_path = Path(tmp) / "float.mlpackage"
@@ -100,8 +116,9 @@ class CoreMlConverter(Converter):
             a8 = _quantize_activations_with_stats(float_model, act_config, out_config,
                                                   stats.for_coremltools())
             w8a8 = cto.coreml.linear_quantize_weights(a8, weight_config)
-        w8a8.short_description = "VanillaNet classifier (W8A8): NCHW RGB input, logits output"
-        w8a8.save(str(folder / "model.mlpackage"))
+        # the graph passes rebuild the model from its description: set the metadata again
+        set_app_metadata(w8a8, request.app_info, io.description + " (W8A8)")
+        save_deterministic(w8a8, folder / "model.mlpackage")
 
         final = MILProgram.load(folder / "model.mlpackage")
         int8 = count_int8(final)
@@ -126,29 +143,106 @@ class CoreMlConverter(Converter):
                         if stats.method == "percentile" else {}),
                      "calibrated_with": "numpy MIL interpreter on the fp16 program, all samples "
                                         "(coremltools' own calibration needs MLModel.predict)"},
-                 "layer_to_op": layer_ops}
-        return ExportResult("model.mlpackage", "NCHW", "input", "logits", notes=notes, int8=int8)
+                 "layer_to_op": layer_ops, **io.notes}
+        return ExportResult("model.mlpackage", "NCHW", io.input_name, io.output_name, notes=notes, int8=int8)
+
+
+@dataclass
+class AppIO:
+    """The artifact's inputs and outputs, as app_io chooses them for a request."""
+
+    image: bool                    # ImageType input (raw pixels) rather than a float MultiArray
+    classes: list[str] | None      # ClassifierConfig labels, output index order
+    input_name: str
+    output_name: str               # what the runner reads: logits, or the probabilities dictionary
+    description: str
+    notes: dict
+
+
+LABEL_OUTPUT = "classLabel"
+PROBS_OUTPUT = LABEL_OUTPUT + "_probs"   # coremltools names the probabilities dictionary so
+
+
+def app_io(request: ConvertRequest) -> AppIO:
+    if request.pixels not in ("raw", "normalized"):
+        raise ConversionError(f"unknown input pixels {request.pixels!r}", hint="raw or normalized")
+    if request.pixels == "normalized":
+        return AppIO(False, None, "input", "logits",
+                     "VanillaNet classifier: NCHW RGB input, logits output", {})
+    if request.batch != 1:
+        # Core ML's image inputs and classifier outputs are one image per prediction
+        # (coremltools refuses a classify op over a batch)
+        raise ConversionError(
+            f"a Core ML image input takes one image per prediction; batch {request.batch} was asked for",
+            hint="use batch 1 (apps batch through Vision or MLModel's batch API), or --input "
+                 "normalized for a batched float MultiArray model")
+    image_note = {"input_type": "image: RGB, 8 bits per channel, the model's size (ImageType scale 1, "
+                                "bias 0: the normalization is inside the model)"}
+    if not request.class_names:
+        return AppIO(True, None, "image", "logits",
+                     "VanillaNet classifier: RGB image input, logits output",
+                     {**image_note, "output_meaning": "logits"})
+    classes = [str(c) for c in request.class_names]
+    if len(set(classes)) != len(classes):
+        # the probabilities dictionary is keyed by label: two equal labels would share one entry
+        raise ConversionError("class names repeat: a Core ML classifier needs distinct labels",
+                              hint="rename the duplicate classes, or use --input normalized")
+    return AppIO(True, classes, "image", PROBS_OUTPUT,
+                 f"VanillaNet classifier of {len(classes)} classes: RGB image input, "
+                 f"{LABEL_OUTPUT} and {PROBS_OUTPUT} (softmax probabilities) outputs",
+                 {**image_note, "output_meaning": "probabilities",
+                  "classifier": {"label_output": LABEL_OUTPUT, "probabilities_output": PROBS_OUTPUT,
+                                 "classes": len(classes),
+                                 "how": "softmax appended to the net, coremltools ClassifierConfig"}})
+
+
+class _Probabilities(torch.nn.Module):
+    """The net followed by a softmax, so the classifier's dictionary holds probabilities."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return torch.softmax(self.net(x), dim=1)
 
 
 def _trace_input(request: ConvertRequest) -> torch.Tensor:
     return torch.from_numpy(request.sample_inputs[:1]).repeat(request.batch, 1, 1, 1)
 
 
-def _convert(request: ConvertRequest, fp16: bool):
+def _convert(request: ConvertRequest, io: AppIO, fp16: bool):
     import coremltools as ct
 
     x = _trace_input(request)
+    model = request.model.eval()
+    if io.classes is not None:
+        with torch.no_grad():
+            n_out = model(x).shape[-1]
+        if n_out != len(io.classes):
+            raise ConversionError(f"{len(io.classes)} class names for a net with {n_out} outputs",
+                                  hint="give one class name per output")
+        model = _Probabilities(model).eval()
+    if io.image:
+        # Core ML hands the program the image's 0-255 values as float: scale 1, bias 0
+        inputs = [ct.ImageType(name=io.input_name, shape=tuple(x.shape), scale=1.0,
+                               bias=[0.0, 0.0, 0.0], color_layout=ct.colorlayout.RGB)]
+    else:
+        # float32 I/O even at fp16: the fp16 route would otherwise make I/O float16 too
+        inputs = [ct.TensorType(name=io.input_name, shape=tuple(x.shape), dtype=np.float32)]
+    if io.classes is not None:
+        # the dictionary output is named after the label output: classLabel_probs
+        extra = {"classifier_config": ct.ClassifierConfig(io.classes, predicted_feature_name=LABEL_OUTPUT)}
+    else:
+        extra = {"outputs": [ct.TensorType(name=io.output_name, dtype=np.float32)]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # jit deprecation, "untested torch version"
-        traced = torch.jit.trace(request.model.eval(), x)
+        traced = torch.jit.trace(model, x)
         precision = ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32
         mlmodel = ct.convert(
             traced, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
-            # float32 I/O even at fp16: the fp16 route would otherwise make I/O float16 too
-            inputs=[ct.TensorType(name="input", shape=tuple(x.shape), dtype=np.float32)],
-            outputs=[ct.TensorType(name="logits", dtype=np.float32)],
-            compute_precision=precision, compute_units=ct.ComputeUnit.ALL)
-    mlmodel.short_description = "VanillaNet classifier: NCHW RGB input, logits output"
+            inputs=inputs, compute_precision=precision, compute_units=ct.ComputeUnit.ALL, **extra)
+    set_app_metadata(mlmodel, request.app_info, io.description)
     return mlmodel
 
 

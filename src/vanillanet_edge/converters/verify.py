@@ -5,6 +5,8 @@ top-1 agreement over the verification images). A conversion beyond them fails.
   fp32: rel err <= 1e-4, top-1 agreement >= 99%   (float32 reordering only; seen ~1e-6)
   fp16: rel err <= 1e-2, top-1 agreement >= 95%   (fp16 has ~3 decimal digits)
   int8: rel err <= 0.25, top-1 agreement >= 90%   (accuracy is judged on labels, see calibration)
+An artifact whose output is probabilities (a Core ML classifier's dictionary, softmax inside)
+is compared with softmax(torch logits) under the same limits; the record says which.
 """
 from __future__ import annotations
 
@@ -50,14 +52,34 @@ def check_limits(agreement: Agreement, precision: str, require_agreement: bool =
     return out
 
 
+def output_meaning(manifest: dict) -> str:
+    """'probabilities' when the artifact outputs softmax probabilities (a classifier), else
+    'logits': from the manifest's output meaning, or the converter's note of it."""
+    meaning = str(manifest.get("output", {}).get("meaning", ""))
+    noted = manifest.get("conversion", {}).get("output_meaning")
+    return "probabilities" if meaning.startswith("probabilities") or noted == "probabilities" else "logits"
+
+
+def reference_for(manifest: dict, reference: np.ndarray) -> np.ndarray:
+    """The fused model's logits in the artifact's output meaning (softmax for probabilities)."""
+    if output_meaning(manifest) != "probabilities":
+        return reference
+    z = np.asarray(reference, np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def verify_artifact(runtime: str, artifact: Path, manifest: dict, inputs: np.ndarray,
                     reference: np.ndarray, precision: str, raise_on_fail: bool = True,
                     require_agreement: bool = True, **settings) -> dict:
     """Verification record for the manifest; raises VerificationError beyond the limits
     (unless `raise_on_fail` is False: the accuracy budget then decides, see convert.py)."""
     outputs, used = run_artifact(runtime, artifact, manifest, inputs, **settings)
-    result = check_limits(compare_logits(outputs, reference), precision, require_agreement)
-    result.update({"runtime": runtime, "runtime_settings": used})
+    result = check_limits(compare_logits(outputs, reference_for(manifest, reference)), precision,
+                          require_agreement)
+    result.update({"runtime": runtime, "runtime_settings": used,
+                   "compared": ("probabilities: the artifact's vs softmax of the fused PyTorch model's logits"
+                                if output_meaning(manifest) == "probabilities" else "logits")})
     if not result["passed"] and raise_on_fail:
         raise verification_error(manifest["target"], precision, result)
     return result

@@ -102,6 +102,10 @@ class _ValueDecoder:
     def decode(self, value) -> Any:
         """Decode a ``MIL_pb2.Value`` holding a tensor into a numpy array (a
         python ``str`` for a scalar string)."""
+        if (value.type.WhichOneof("type") == "listType" and value.WhichOneof("value") == "immediateValue"
+                and value.immediateValue.WhichOneof("value") == "list"):
+            # a classify op's class labels: a list of string scalars
+            return [self.decode(v) for v in value.immediateValue.list.values]
         if value.type.WhichOneof("type") != "tensorType":
             raise ValueError(f"non-tensor value of type {value.type.WhichOneof('type')}")
         tt = value.type.tensorType

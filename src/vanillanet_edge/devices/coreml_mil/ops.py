@@ -264,6 +264,14 @@ def _reduce(fn_name):
     return run
 
 
+def _softmax(a: _Args):
+    """exp(x - max) / sum over `axis` (default -1), accumulated like the reductions."""
+    x = np.asarray(a.get("x")).astype(_acc_dtype(a.out))
+    axis = int(a.scalar("axis", -1))
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
 # --- shape ops ------------------------------------------------------------------------
 
 
@@ -468,6 +476,29 @@ def _constexpr_cast(a: _Args):
 # Registry
 # --------------------------------------------------------------------------
 
+def _classify(a: _Args):
+    """(labels, probabilities): the label of each row's largest probability, and the
+    probabilities themselves, rows in class order (the op's dictionary output as an array)."""
+    classes = list(a.get("classes"))
+    probs = np.asarray(a.get("probabilities"), np.float64)
+    rows = probs.reshape(-1, probs.shape[-1])
+    if rows.shape[1] != len(classes):
+        raise ValueError(f"{rows.shape[1]} probabilities for {len(classes)} classes")
+    labels = np.array([classes[i] for i in rows.argmax(1)], dtype=object)
+    if a.op.outputs[0].shape == () and len(labels) == 1:   # one prediction: a scalar label
+        labels = labels.reshape(())
+    return labels, rows
+
+
+def _classify_check(a: _Args, problems):
+    classes = a.get("classes")
+    if _is_dynamic(classes) or not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        problems.append("classes must be a constant list of strings (integer labels are not supported)")
+    outs = a.op.outputs
+    if len(outs) != 2 or outs[0].dtype != "string" or outs[1].dtype != "dictionaryType":
+        problems.append("expected two outputs: a string label and a dictionary of probabilities")
+
+
 _POOL = ("x", "kernel_sizes", "strides", "pad_type", "pad", "ceil_mode")
 _REDUCE = ("x", "axes", "keep_dims")
 _BIN = ("x", "y")
@@ -488,6 +519,7 @@ _HANDLERS: dict[str, tuple[Callable[[_Args], Any] | None, Callable[[_Args, list]
     "leaky_relu": (_leaky_relu, None, ("x", "alpha")),
     "max_pool": (_max_pool, _pool_check, _POOL),
     "avg_pool": (_avg_pool, _pool_check, _POOL + ("exclude_padding_from_average",)),
+    "softmax": (_softmax, None, ("x", "axis")),
     "reduce_mean": (_reduce("mean"), None, _REDUCE),
     "reduce_sum": (_reduce("sum"), None, _REDUCE),
     "reduce_max": (_reduce("max"), None, _REDUCE),
@@ -513,6 +545,8 @@ _HANDLERS: dict[str, tuple[Callable[[_Args], Any] | None, Callable[[_Args, list]
     "tile": (_tile, None, ("x", "reps")),
     "pad": (_pad, _pad_check, ("x", "pad", "mode", "constant_val")),
     "quantize": (_quantize, _quantize_check, _QPARAMS + ("output_dtype",)),
+    # a classifier's last op (coremltools ClassifierConfig): two outputs, see _classify
+    "classify": (_classify, _classify_check, ("probabilities", "classes")),
     "dequantize": (_dequantize, None, _QPARAMS),
 }
 

@@ -21,6 +21,11 @@ from .graph import (
 )
 from .ops import _HANDLERS
 
+# Ops with more than one output, whose run function returns one value per output:
+# classify returns (labels, probabilities), the probabilities as an (N, classes) array in the
+# order of `MILProgram.class_labels` where Core ML's output is a {label: probability} dictionary.
+MULTI_OUTPUT_OPS = frozenset({"classify"})
+
 # --------------------------------------------------------------------------
 # The program
 # --------------------------------------------------------------------------
@@ -49,6 +54,9 @@ class MILProgram:
         opset: the function's opset name (``CoreML7`` = iOS17, ...).
         unsupported: problems found at load time (only non-empty when loaded
             with ``strict=False``; :meth:`run` then raises).
+        class_labels: a classifier's labels (its ``classify`` op), else None;
+            :meth:`run` returns its probabilities dictionary as an (N, classes)
+            array in this order.
     """
 
     def __init__(self, ops, inputs, outputs, consts, opset, unsupported, source=""):
@@ -63,6 +71,8 @@ class MILProgram:
         self.source = source
         self._consts: dict[str, Any] = consts
         self._unsupported_types: set[str] = set()
+        # a classifier's labels (its classify op), in the order its probabilities are returned
+        self.class_labels: list[str] | None = None
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -146,7 +156,9 @@ class MILProgram:
             if len(op_spec.blocks):
                 problems.append(f"{where}: ops with nested blocks are not supported")
                 bad_types.add(op_spec.type)
-            if len(outs) != 1 or (outs[0].np_dtype is None and outs[0].dtype != "string"):
+            if op_spec.type in MULTI_OUTPUT_OPS:
+                pass    # its check validates its outputs
+            elif len(outs) != 1 or (outs[0].np_dtype is None and outs[0].dtype != "string"):
                 problems.append(f"{where}: only ops with a single tensor output are supported")
                 bad_types.add(op_spec.type)
 
@@ -201,6 +213,9 @@ class MILProgram:
 
         self = cls(ops, inputs, outputs, consts, opset, problems, source=path)
         self._unsupported_types = bad_types
+        classify = [op for op in ops if op.type == "classify"]
+        if len(classify) == 1 and "classify" not in bad_types:
+            self.class_labels = list(classify[0].inputs["classes"][0])
         if problems and strict:
             raise UnsupportedMILOp(problems, bad_types)
         return self
@@ -242,17 +257,20 @@ class MILProgram:
             if _is_const_type(op.type):
                 continue
             fn = _HANDLERS[op.type][0]
-            out_var = op.outputs[0]
             try:
-                result = _to_dtype(fn(_Args(op, env)), out_var)
+                results = fn(_Args(op, env))
+                if op.type not in MULTI_OUTPUT_OPS:
+                    results = (results,)
+                results = [_to_dtype(r, v) for r, v in zip(results, op.outputs, strict=True)]
             except UnsupportedMILOp:
                 raise
             except Exception as exc:
                 raise RuntimeError(f"{op.type} '{op.name}' (op #{op.index}) failed: {exc}") from exc
-            _check_shape(result, out_var, f"{op.type} '{op.name}' (op #{op.index})")
-            env[out_var.name] = result
-            if record is not None:
-                view = result.view()
+            for result, out_var in zip(results, op.outputs):
+                _check_shape(result, out_var, f"{op.type} '{op.name}' (op #{op.index})")
+                env[out_var.name] = result
+            if record is not None:     # one call per op, with its first output
+                view = results[0].view()
                 view.flags.writeable = False
                 record(op.name, op.type, view)
         return {name: np.array(env[name]) for name in self.output_names}
