@@ -115,7 +115,7 @@ def _eval_data(ctx: Context) -> Path | None:
 def stage_convert(ctx: Context) -> None:
     from ..calibration.dataset import load_calibration
     from ..converters.convert import convert_int8_within_budget, convert_one, load_eval_set, prepare
-    from ..converters.registry import left_out_reason
+    from ..converters.registry import converter_class, left_out_reason
 
     conv, m = ctx.cfg["convert"], ctx.cfg["model"]
     calib, eval_dir = _calib_settings(ctx), _eval_data(ctx)
@@ -129,7 +129,7 @@ def stage_convert(ctx: Context) -> None:
                 ctx.log(f"convert: {why}; left out")
                 continue
             int8_part = calib if precision == "int8" else None
-            pixels = conv["input"] or offered.default_pixels
+            pixels = conv["input"] or converter_class(target).default_pixels
             key = content_key(ctx.checkpoint_sha, target, precision, conv["batch"], m["input_size"],
                               m["variant"], m["key"], int8_part, str(eval_dir), pixels)
             name = f"convert:{target}:{precision}"
