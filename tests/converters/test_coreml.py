@@ -14,7 +14,8 @@ def test_fp32_and_fp16_mlpackages_verify(tiny_checkpoint, tmp_path):
     for o in outcomes:
         assert o.ok, o.error
         assert (o.folder / "model.mlpackage" / "Manifest.json").exists()
-        assert o.manifest["input"]["dtype"] == "float32"
+        # Core ML's default input is an 8-bit RGB image (raw pixels); a MultiArray is float32
+        assert o.manifest["input"]["dtype"] == ("uint8" if o.manifest["input"]["pixels"] == "raw" else "float32")
     v32 = by_precision["fp32"].manifest["verification"]
     v16 = by_precision["fp16"].manifest["verification"]
     assert v32["rel_err"] < 1e-4 and v32["top1_agree"] == 1.0
@@ -55,5 +56,6 @@ def _assert_float32_or_classifier_output(program, manifest):
         labels = manifest["model"].get("labels") or manifest["model"]["class_names"]
         assert program.class_labels == [str(c) for c in labels]
         assert manifest["output"]["name"] == "classLabel_probs"
+        assert manifest["output"]["meaning"].startswith("probabilities")
     else:
         assert program.outputs[0].dtype == "fp32"

@@ -74,9 +74,10 @@ def app(tiny_checkpoint, digits_data, tmp_path_factory):
                                      calibration=raw_calibration if precision == "int8" else None,
                                      pixels="raw", class_names=names, app_info=APP_INFO)
             result = CoreMlConverter().export(request, folder)
+            assert result.input_dtype == "uint8"     # an 8-bit image: the harness feeds whole pixels
             manifest = {"target": "coreml", "precision": precision,
                         "input": {"name": result.input_name, "shape": [1, 3, prep.input_size, prep.input_size],
-                                  "layout": "NCHW", "dtype": result.io_dtype, "pixels": "raw"},
+                                  "layout": "NCHW", "dtype": result.input_dtype, "pixels": "raw"},
                         "output": {"name": result.output_name, "shape": [1, len(names)]},
                         "preprocessing": pp.as_dict(), "conversion": result.notes}
             packages.setdefault(precision, []).append((folder / result.artifact, manifest))
@@ -127,7 +128,7 @@ def test_probabilities_verify_and_top1_equals_the_normalized_artifact(app, tiny_
     prep, _, packages, evaluation = app
     normalized = {o.precision: o for o in convert_checkpoint(
         tiny_checkpoint, ["coreml"], list(PRECISIONS), tmp_path, data=digits_data / "val",
-        int8=Int8Options(digits_data / "train", samples=32))}
+        int8=Int8Options(digits_data / "train", samples=32), pixels="normalized")}
     runner = CoreMlRunner()
     for precision in PRECISIONS:
         package, manifest = packages[precision][0]
@@ -138,6 +139,7 @@ def test_probabilities_verify_and_top1_equals_the_normalized_artifact(app, tiny_
         assert np.allclose(probs.sum(1), 1.0, atol=1e-2)        # a distribution per image
         o = normalized[precision]
         assert o.ok, o.error
+        assert o.manifest["output"]["meaning"].startswith("logits") and o.manifest["input"]["dtype"] == "float32"
         logits = runner.load(o.folder / "model.mlpackage", o.manifest, engine="interpreter").run_all(
             evaluation.inputs)
         top1_raw = float((probs.argmax(1) == evaluation.labels).mean())

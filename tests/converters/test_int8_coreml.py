@@ -73,7 +73,8 @@ def test_int8_converts_verifies_and_is_really_w8a8(tiny_checkpoint, digits_data,
     m = o.manifest
     v, acc, int8 = m["verification"], m["accuracy"], m["int8"]
     assert v["passed"] and v["rel_err"] <= 0.25 and v["top1_agree"] >= 0.9
-    assert m["input"]["dtype"] == "float32" and m["calibration"]["samples"] == SAMPLES
+    assert m["input"]["dtype"] == ("uint8" if m["input"]["pixels"] == "raw" else "float32")
+    assert m["calibration"]["samples"] == SAMPLES
     assert acc["drop_points"] <= 1.0, acc
     for key in ("fp32_top1", "top1", "drop_points"):
         record_property(key, acc[key])
@@ -216,5 +217,6 @@ def _assert_float32_or_classifier_output(program, manifest):
         labels = manifest["model"].get("labels") or manifest["model"]["class_names"]
         assert program.class_labels == [str(c) for c in labels]
         assert manifest["output"]["name"] == "classLabel_probs"
+        assert manifest["output"]["meaning"].startswith("probabilities")
     else:
         assert program.outputs[0].dtype == "fp32"

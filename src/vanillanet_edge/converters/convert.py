@@ -309,7 +309,11 @@ def _manifest(prep: PreparedModel, converter, request: ConvertRequest, result, a
         "source": prep.source,
         "input": _input_section(request, result, shape, normalization),
         "output": {"name": result.output_name, "shape": [b, prep.model_meta["num_classes"]],
-                   "dtype": result.io_dtype, "meaning": "logits (apply softmax for probabilities)"},
+                   "dtype": result.io_dtype,
+                   # a classifier artifact (Core ML's, softmax inside) says so in its notes
+                   "meaning": ("probabilities (softmax inside the model)"
+                               if result.notes.get("output_meaning") == "probabilities"
+                               else "logits (apply softmax for probabilities)")},
         "preprocessing": prep.preprocessing.as_dict(),
         "tools": {**environment_versions(), **converter.library_versions()},
         "conversion": {"seconds": round(seconds, 3),

@@ -75,7 +75,8 @@ class CoreMlConverter(Converter):
         save_deterministic(mlmodel, folder / "model.mlpackage")
         notes = {"minimum_deployment_target": "iOS17",
                  "compute_precision": request.precision, **io.notes}
-        return ExportResult("model.mlpackage", "NCHW", io.input_name, io.output_name, notes=notes)
+        return ExportResult("model.mlpackage", "NCHW", io.input_name, io.output_name, notes=notes,
+                            input_dtype=io.input_dtype)
 
     def _export_int8(self, request: ConvertRequest, folder: Path) -> ExportResult:
         import coremltools.optimize as cto
@@ -144,7 +145,8 @@ class CoreMlConverter(Converter):
                      "calibrated_with": "numpy MIL interpreter on the fp16 program, all samples "
                                         "(coremltools' own calibration needs MLModel.predict)"},
                  "layer_to_op": layer_ops, **io.notes}
-        return ExportResult("model.mlpackage", "NCHW", io.input_name, io.output_name, notes=notes, int8=int8)
+        return ExportResult("model.mlpackage", "NCHW", io.input_name, io.output_name, notes=notes, int8=int8,
+                            input_dtype=io.input_dtype)
 
 
 @dataclass
@@ -157,6 +159,12 @@ class AppIO:
     output_name: str               # what the runner reads: logits, or the probabilities dictionary
     description: str
     notes: dict
+
+    @property
+    def input_dtype(self) -> str | None:
+        """An image input holds 8-bit pixels: the manifest says uint8, so the harness feeds
+        whole pixel values (devices/base.to_artifact_pixels) as Core ML would receive them."""
+        return "uint8" if self.image else None
 
 
 LABEL_OUTPUT = "classLabel"
