@@ -197,3 +197,29 @@ def test_interpreter_applies_an_image_inputs_scale_and_bias(tmp_path):
         want = net(torch.from_numpy(pixels) * scale + torch.tensor(bias).view(1, 3, 1, 1)).numpy()
     assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
     assert not np.allclose(got, net(torch.from_numpy(pixels)).detach().numpy(), rtol=1e-2)
+
+
+def test_interpreter_runs_batch_norm_at_fp32_and_fp16(tmp_path):
+    """coremltools turns a per-channel multiply-add (the normalization prepended to a raw-pixel
+    net whose stem cannot absorb it) into batch_norm; a BatchNorm2d left in the net gives one too."""
+    import coremltools as ct
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.BatchNorm2d(3), _ConvMean()).eval()
+    with torch.no_grad():
+        bn = net[0]
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 1.5)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        want = net(x).numpy()
+    for precision, tol in ((ct.precision.FLOAT32, 1e-5), (ct.precision.FLOAT16, 1e-2)):
+        mlmodel = ct.convert(torch.jit.trace(net, x), convert_to="mlprogram",
+                             minimum_deployment_target=ct.target.iOS17,
+                             inputs=[ct.TensorType(name="x", shape=(1, 3, 8, 8), dtype=np.float32)],
+                             outputs=[ct.TensorType(name="y", dtype=np.float32)], compute_precision=precision)
+        path = tmp_path / f"{precision.name}.mlpackage"
+        mlmodel.save(str(path))
+        program = MILProgram.load(path)
+        assert program.op_types["batch_norm"] == 1
+        got = program.run({"x": x.numpy()})["y"]
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < tol, precision

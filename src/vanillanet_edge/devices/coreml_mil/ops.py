@@ -264,6 +264,25 @@ def _reduce(fn_name):
     return run
 
 
+def _batch_norm(a: _Args):
+    """(x - mean) / sqrt(variance + epsilon) * gamma + beta over axis 1. coremltools writes
+    it for a per-channel multiply-add too (fuse_elementwise_to_batchnorm): the normalization
+    prepended to a raw-pixel model whose stem cannot absorb it."""
+    x = np.asarray(a.get("x"))
+    acc = _acc_dtype(a.out)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+
+    def param(name, default):
+        v = a.get(name, None)
+        return np.full(x.shape[1], default, acc) if v is None else np.asarray(v).astype(acc)
+
+    mean, var = param("mean", 0.0), param("variance", 1.0)
+    gamma, beta = param("gamma", 1.0), param("beta", 0.0)
+    eps = float(a.scalar("epsilon", 1e-5))
+    y = (x.astype(acc) - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + acc(eps))
+    return y * gamma.reshape(shape) + beta.reshape(shape)
+
+
 def _softmax(a: _Args):
     """exp(x - max) / sum over `axis` (default -1), accumulated like the reductions."""
     x = np.asarray(a.get("x")).astype(_acc_dtype(a.out))
@@ -520,6 +539,7 @@ _HANDLERS: dict[str, tuple[Callable[[_Args], Any] | None, Callable[[_Args, list]
     "max_pool": (_max_pool, _pool_check, _POOL),
     "avg_pool": (_avg_pool, _pool_check, _POOL + ("exclude_padding_from_average",)),
     "softmax": (_softmax, None, ("x", "axis")),
+    "batch_norm": (_batch_norm, None, ("x", "mean", "variance", "gamma", "beta", "epsilon")),
     "reduce_mean": (_reduce("mean"), None, _REDUCE),
     "reduce_sum": (_reduce("sum"), None, _REDUCE),
     "reduce_max": (_reduce("max"), None, _REDUCE),
