@@ -53,7 +53,7 @@ def test_every_precision_converts_verifies_and_loads_nothing_of_the_telemetry(co
         m = o.manifest
         assert m["target"] == "mnn" and m["runtime"] == "mnn" and m["artifact"]["file"] == "model.mnn"
         assert m["input"] == {"name": "input", "shape": [1, 3, 32, 32], "layout": "NCHW",
-                              "dtype": "float32", "color": "RGB"}
+                              "dtype": "float32", "color": "RGB", "pixels": "normalized"}
         v = m["verification"]
         assert v["passed"] and v["runtime"] == "mnn", v
         assert isinstance(v["runtime_settings"]["threads"], int)

@@ -80,6 +80,7 @@ class OpenVinoConverter(Converter):
             model = _nhwc_input(model)
             notes["input_layout"] = "NHWC input; the transpose to the model's NCHW is part of the graph"
         notes["rt_info"] = _add_rt_info(model, request, layout, input_dtype or "float32")
+        _name_from_content(model)
         # save_model compresses weights to fp16 unless told not to: do it only when asked
         # (int8 weights are stored as int8 whatever this says; the rest stays f32).
         ov.save_model(model, folder / "model.xml", compress_to_fp16=request.precision == "fp16")
@@ -322,3 +323,20 @@ def count_int8(model, core) -> dict:
 def _quiet():
     """NNCF logs INFO lines and draws progress bars on stdout."""
     return quiet_output("nncf", logging.WARNING, stderr=False)
+
+
+def _name_from_content(model) -> None:
+    """Replace OpenVINO's process-global generated names with ones from the graph itself.
+
+    Nodes that got no name from the source (constants, results, the model: "Constant_3327",
+    "Model6") are named from a counter of every node created so far in the process, so the same
+    conversion wrote a different model.xml after other work in the same process. Artifacts are
+    keyed by their hashes (device cache, pipeline skips): name such nodes by their place in the
+    graph instead. Names from the source ("/stages.0/conv/Conv") are kept.
+    """
+    import re
+
+    model.set_friendly_name("vanillanet-edge")
+    for i, op in enumerate(model.get_ordered_ops()):
+        if re.fullmatch(rf"{re.escape(op.get_type_name())}_\d+", op.get_friendly_name()):
+            op.set_friendly_name(f"{op.get_type_name()}_{i}")
