@@ -207,7 +207,7 @@ def _normalise_outputs(model: nn.Module, input_size: int, gen: torch.Generator,
 
 
 def build_vanillanet_random(variant: str, seed: int = 0, num_classes: int = 1000,
-                            stats_input_size: int = 128):
+                            stats_input_size: int = 128, width: float = 1.0):
     """Full-size deploy-form VanillaNet with non-degenerate random weights (latency only).
 
     Deploy form straight away (create_model(deploy=True)): conv weights ~ N(0, 1/fan_in) (the
@@ -220,7 +220,7 @@ def build_vanillanet_random(variant: str, seed: int = 0, num_classes: int = 1000
     from .variants import create_model
 
     torch.manual_seed(seed)
-    model = create_model(variant, num_classes=num_classes, deploy=True).eval()
+    model = create_model(variant, width=width, num_classes=num_classes, deploy=True).eval()
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for m in model.modules():
