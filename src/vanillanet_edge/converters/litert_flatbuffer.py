@@ -123,18 +123,36 @@ def _quantization_note(t: dict, meaning: str) -> dict:
     return {"dtype": t["dtype"], "scale": t["scale"][0], "zero_point": t["zero_point"][0], "meaning": meaning}
 
 
+def read_model(data: bytes, purpose: str):
+    """A .tflite's object tree (schema.ModelT), to rewrite and write back with model_bytes.
+    Files that keep their weights outside the table (buffer offsets) are refused: the object
+    API would drop them."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    if any((b.offset or 0) > 1 for b in model.buffers or []):
+        raise ConversionError(f"the flatbuffer keeps its weights outside the table (buffer offsets); "
+                              f"cannot {purpose}")
+    return model
+
+
+def model_bytes(model) -> bytes:
+    """A schema.ModelT packed back into .tflite bytes (file identifier TFL3)."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def integer_io(path: str | Path) -> None:
     """Make a float-I/O quantized flatbuffer int8-I/O in place (what TFLite's
     modify_model_interface does): drop the QUANTIZE reading the input and the DEQUANTIZE writing
     the output, and give their int8 tensors the I/O names and the signature entries."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     path = Path(path)
-    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
-    if any((b.offset or 0) > 1 for b in model.buffers or []):
-        raise ConversionError("the flatbuffer keeps its weights outside the table (buffer offsets); "
-                              "cannot rewrite its input/output types")
+    model = read_model(path.read_bytes(), "rewrite its input/output types")
     graph = model.subgraphs[0]
     code = [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
     ops = list(graph.operators)
@@ -170,9 +188,7 @@ def integer_io(path: str | Path) -> None:
         for entry in list(sig.inputs or []) + list(sig.outputs or []):
             entry.tensorIndex = remap[int(entry.tensorIndex)]
 
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(bytes(builder.Output()))
+    path.write_bytes(model_bytes(model))
 
 
 def _opcode(model, schema, builtin: int, version: int) -> int:
@@ -194,11 +210,10 @@ def float_output(path: str | Path) -> dict:
     logits (exactly what a reader computes from scale / zero point). MediaPipe Tasks' classifier
     takes only UINT8 / FLOAT32 outputs ("Expected output tensor ... UINT8 or FLOAT32 or BOOL,
     found INT8"). Returns the output note."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     path = Path(path)
-    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    model = read_model(path.read_bytes(), "rewrite its output type")
     graph = model.subgraphs[0]
     old = int(graph.outputs[0])
     t = graph.tensors[old]
@@ -224,9 +239,7 @@ def float_output(path: str | Path) -> dict:
         for entry in sig.outputs or []:
             if int(entry.tensorIndex) == old:
                 entry.tensorIndex = new_index
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(bytes(builder.Output()))
+    path.write_bytes(model_bytes(model))
     return {"dtype": "float32", "meaning": "logits; a DEQUANTIZE op after the int8 logits "
                                            f"(scale {q.scale[0]:.6g}, zero point {int(q.zeroPoint[0])})"}
 
@@ -237,14 +250,10 @@ def uint8_input(path: str | Path) -> dict:
     writes the old int8 one (real = q_u8 exactly; QUANTIZE requantizes to the int8 scale the
     calibration chose). This is how TFLite's own modify_model_interface makes uint8 inputs;
     PT2E and the LiteRT converter quantize activations to int8 only. Returns the input note."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     path = Path(path)
-    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
-    if any((b.offset or 0) > 1 for b in model.buffers or []):
-        raise ConversionError("the flatbuffer keeps its weights outside the table (buffer offsets); "
-                              "cannot rewrite its input type")
+    model = read_model(path.read_bytes(), "rewrite its input type")
     graph = model.subgraphs[0]
     old = int(graph.inputs[0])
     t = graph.tensors[old]
@@ -274,9 +283,7 @@ def uint8_input(path: str | Path) -> dict:
             if int(entry.tensorIndex) == old:
                 entry.tensorIndex = new_index
 
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(bytes(builder.Output()))
+    path.write_bytes(model_bytes(model))
     return {"dtype": "uint8", "scale": 1.0, "zero_point": 0,
             "meaning": "raw RGB pixels 0-255 as they are (uint8, scale 1, zero point 0); a QUANTIZE op "
                        f"requantizes them to the int8 input the calibration chose (scale {q.scale[0]:.6g}, "

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendMissingError, ConversionError
+from .litert_flatbuffer import model_bytes, read_model
 
 METADATA_NAME = "TFLITE_METADATA"      # the model metadata entry readers look for
 METADATA_IDENTIFIER = b"M001"
@@ -102,10 +103,7 @@ def add_classifier_metadata(path: str | Path, app_info: dict, class_names=None) 
     builder.Finish(meta.Pack(builder), METADATA_IDENTIFIER)
     meta_bytes = bytes(builder.Output())
 
-    model = schema.ModelT.InitFromPackedBuf(buf, 0)
-    if any((b.offset or 0) > 1 for b in model.buffers or []):
-        raise ConversionError("the flatbuffer keeps its weights outside the table (buffer offsets); "
-                              "cannot add metadata to it")
+    model = read_model(buf, "add metadata to it")
     entry = schema.BufferT()
     entry.data = np.frombuffer(meta_bytes, dtype=np.uint8)
     model.buffers = list(model.buffers or [])
@@ -115,11 +113,8 @@ def add_classifier_metadata(path: str | Path, app_info: dict, class_names=None) 
     record.name = METADATA_NAME
     record.buffer = len(model.buffers) - 1
     model.metadata.append(record)
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-
     out = io.BytesIO()
-    out.write(bytes(builder.Output()))
+    out.write(model_bytes(model))
     # The associated files: a zip archive after the flatbuffer (readers find its central
     # directory at the end of the file), as MetadataPopulator writes it.
     with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:
