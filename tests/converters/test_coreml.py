@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from coreml_checks import assert_float32_or_classifier_output
 
 from vanillanet_edge.converters.convert import convert_checkpoint
 from vanillanet_edge.devices.coreml import CoreMlRunner, on_macos
@@ -28,7 +29,7 @@ def test_fp16_program_holds_fp16_weights_and_float32_io(tiny_checkpoint, tmp_pat
     [o] = convert_checkpoint(tiny_checkpoint, ["coreml"], ["fp16"], tmp_path)
     program = MILProgram.load(o.folder / "model.mlpackage")
     assert program.inputs[0].dtype == "fp32"     # an image reaches the program as fp32 values too
-    _assert_float32_or_classifier_output(program, o.manifest)
+    assert_float32_or_classifier_output(program, o.manifest)
     assert program.op_types["cast"] >= 2            # cast in, cast out
     assert program.op_types["conv"] >= 5
 
@@ -48,14 +49,3 @@ def test_record_callback_sees_every_layer(tiny_checkpoint, tmp_path, digits_data
     assert seen.count("conv") == session.program.op_types["conv"]
     assert "max_pool" in seen and "relu" in seen
 
-
-def _assert_float32_or_classifier_output(program, manifest):
-    """Logits as float32 (a MultiArray model), or, for the app form (raw pixels, the Core ML
-    default), classifier outputs whose labels are the model's."""
-    if manifest["input"].get("pixels") == "raw":
-        labels = manifest["model"].get("labels") or manifest["model"]["class_names"]
-        assert program.class_labels == [str(c) for c in labels]
-        assert manifest["output"]["name"] == "classLabel_probs"
-        assert manifest["output"]["meaning"].startswith("probabilities")
-    else:
-        assert program.outputs[0].dtype == "fp32"

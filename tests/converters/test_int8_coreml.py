@@ -16,6 +16,8 @@ import pytest
 
 ct = pytest.importorskip("coremltools")
 
+from coreml_checks import assert_float32_or_classifier_output  # noqa: E402
+
 from vanillanet_edge.calibration.coreml_stats import (  # noqa: E402
     ActivationStats,
     collect_activation_stats,
@@ -88,7 +90,7 @@ def test_int8_converts_verifies_and_is_really_w8a8(tiny_checkpoint, digits_data,
     # the counts in the manifest are what the saved program really holds
     program = MILProgram.load(o.folder / "model.mlpackage")
     assert program.inputs[0].dtype == "fp32"     # an image reaches the program as fp32 values too
-    _assert_float32_or_classifier_output(program, o.manifest)
+    assert_float32_or_classifier_output(program, o.manifest)
     assert int8["conv_total"] == program.op_types["conv"] == 9
     assert int8["quantize_ops"] == program.op_types["quantize"] > 0
     assert int8["dequantize_ops"] == program.op_types["dequantize"] > 0
@@ -209,14 +211,3 @@ def test_unsupported_method_is_refused_with_the_supported_list(prep, calibration
     with pytest.raises(ValueError, match="minmax"):
         collect_activation_stats(None, calibration.inputs, "entropy")
 
-
-def _assert_float32_or_classifier_output(program, manifest):
-    """Logits as float32 (a MultiArray model), or, for the app form (raw pixels, the Core ML
-    default), classifier outputs whose labels are the model's."""
-    if manifest["input"].get("pixels") == "raw":
-        labels = manifest["model"].get("labels") or manifest["model"]["class_names"]
-        assert program.class_labels == [str(c) for c in labels]
-        assert manifest["output"]["name"] == "classLabel_probs"
-        assert manifest["output"]["meaning"].startswith("probabilities")
-    else:
-        assert program.outputs[0].dtype == "fp32"
