@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..converters.registry import left_out_reason
 from ..devices.registry import EAGER_RUNTIME
 from ..errors import VanillaNetEdgeError
 from .context import Context, calibration_data
@@ -62,6 +63,11 @@ def _convert_model(ctx: Context, model: str, v: dict, precisions: list[str], cal
         jobs += [(t, p, (rw,)) for rw in v["rewrites"] for t in v["rewrite_targets"] if t in v["targets"]
                  for p in precisions]
     for target, precision, rewrites in jobs:
+        why = left_out_reason(target, precision) if target != EAGER_RUNTIME else None
+        if why:             # a grid: what a target does not offer (ncnn int8) is left out, said once
+            if not rewrites:
+                ctx.log(f"verdict: {model}: {why}; left out")
+            continue
         calib_part = (str(calib_dir), v["calib_samples"]) if precision == "int8" else None
         label = "+".join((model, *rewrites))
         name = f"verdict:{label}:{target}:{precision}"
