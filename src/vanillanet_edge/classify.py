@@ -10,7 +10,7 @@ from .devices.artifacts import ArtifactRef
 from .devices.base import pinned_settings
 from .devices.registry import get_runner
 from .errors import DataError
-from .images import Preprocessing, describe_skipped, read_image, skipped_record
+from .images import ImageRecord, Preprocessing, describe_skipped, load_images
 
 MAX_TOP = 20
 
@@ -33,30 +33,24 @@ def classify(ref: ArtifactRef, images: list[str | Path], top: int = 5, runtime: 
     if not 1 <= top <= MAX_TOP:
         raise DataError(f"--top must be between 1 and {MAX_TOP}, got {top}")
     prep = Preprocessing.from_dict(ref.manifest["preprocessing"])
-    inputs, paths, skipped = [], [], []
-    for image in images:
-        try:
-            inputs.append(read_image(image, prep))
-            paths.append(str(image))
-        except Exception as exc:  # any decoder failure is a skip, as in eval
-            skipped.append((Path(image), str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__))
-    if not inputs:
-        raise DataError(f"none of the {len(images)} image(s) could be read:\n" + describe_skipped(skipped),
+    loaded = load_images([ImageRecord(Path(image), None) for image in images], prep, min_count=0)
+    if not len(loaded.inputs):
+        raise DataError(f"none of the {len(images)} image(s) could be read:\n" + describe_skipped(loaded.skipped),
                         hint="pass image files PIL can decode (PNG, JPEG, ...)")
     runtime = runtime or ref.runtime
     session = get_runner(runtime).load(ref.artifact, ref.manifest, **pinned_settings(ref.manifest, settings))
     try:
-        probs = probabilities(session.run_all(np.stack(inputs)), ref.manifest)
+        probs = probabilities(session.run_all(loaded.inputs), ref.manifest)
     finally:
         session.close()
     model = ref.manifest.get("model", {})
     labels = model.get("labels") or model.get("class_names")
     k = min(top, probs.shape[1])
     results = []
-    for path, p in zip(paths, probs):
+    for path, p in zip(loaded.paths, probs):
         order = np.argsort(-p, kind="stable")[:k]
-        results.append({"image": path, "top": [
+        results.append({"image": str(path), "top": [
             {"index": int(i), "label": labels[i] if labels else str(int(i)), "probability": float(p[i])}
             for i in order]})
     return {"artifact": str(ref.path), "name": ref.name, "runtime": runtime,
-            "session_settings": session.settings, "results": results, **skipped_record(skipped)}
+            "session_settings": session.settings, "results": results, **loaded.skipped_record()}

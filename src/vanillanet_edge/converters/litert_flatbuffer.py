@@ -205,6 +205,43 @@ def _opcode(model, schema, builtin: int, version: int) -> int:
     return len(model.operatorCodes) - 1
 
 
+def _bridge_io(model, schema, side: str, new_type: int, op_code: int, options: tuple, why: str,
+               quantization=None):
+    """Put a new `new_type` tensor in place of the graph's one per-tensor int8 `side` ("inputs" or
+    "outputs") tensor and bridge the two with one op (DEQUANTIZE after an output, QUANTIZE
+    before an input): the old tensor keeps its name + "_int8", the graph and its signatures
+    point at the new one. Returns the old tensor's quantization."""
+    graph = model.subgraphs[0]
+    ends = getattr(graph, side)
+    old = int(ends[0])
+    t = graph.tensors[old]
+    q = t.quantization
+    if len(ends) != 1 or t.type != schema.TensorType.INT8 or q is None or q.scale is None or len(q.scale) != 1:
+        raise ConversionError(f"expected one per-tensor quantized int8 {side[:-1]} to {why}")
+    new = schema.TensorT()
+    new.shape, new.shapeSignature, new.type, new.name = t.shape, t.shapeSignature, new_type, t.name
+    new.quantization = quantization
+    model.buffers.append(schema.BufferT())          # an empty buffer of its own, like every graph end
+    new.buffer = len(model.buffers) - 1
+    t.name = (t.name.decode() if isinstance(t.name, bytes) else t.name) + "_int8"
+    graph.tensors.append(new)
+    new_index = len(graph.tensors) - 1
+    op = schema.OperatorT()
+    op.opcodeIndex, op.builtinOptionsType, op.builtinOptions = op_code, options[0], options[1]
+    if side == "outputs":
+        op.inputs, op.outputs = [old], [new_index]
+        graph.operators.append(op)
+    else:
+        op.inputs, op.outputs = [new_index], [old]
+        graph.operators.insert(0, op)
+    setattr(graph, side, [new_index])
+    for sig in model.signatureDefs or []:
+        for entry in getattr(sig, side) or []:
+            if int(entry.tensorIndex) == old:
+                entry.tensorIndex = new_index
+    return q
+
+
 def float_output(path: str | Path) -> dict:
     """Give an int8-output flatbuffer a float32 output, in place: a DEQUANTIZE op after the int8
     logits (exactly what a reader computes from scale / zero point). MediaPipe Tasks' classifier
@@ -214,31 +251,9 @@ def float_output(path: str | Path) -> dict:
 
     path = Path(path)
     model = read_model(path.read_bytes(), "rewrite its output type")
-    graph = model.subgraphs[0]
-    old = int(graph.outputs[0])
-    t = graph.tensors[old]
-    q = t.quantization
-    if len(graph.outputs) != 1 or t.type != schema.TensorType.INT8 or q is None or q.scale is None \
-            or len(q.scale) != 1:
-        raise ConversionError("expected one per-tensor quantized int8 output to give a float output")
-    new = schema.TensorT()
-    new.shape, new.shapeSignature, new.type, new.name = t.shape, t.shapeSignature, schema.TensorType.FLOAT32, t.name
-    model.buffers.append(schema.BufferT())
-    new.buffer = len(model.buffers) - 1
-    t.name = (t.name.decode() if isinstance(t.name, bytes) else t.name) + "_int8"
-    graph.tensors.append(new)
-    new_index = len(graph.tensors) - 1
-    op = schema.OperatorT()
-    op.opcodeIndex = _opcode(model, schema, schema.BuiltinOperator.DEQUANTIZE, 2)   # int8 input: v2
-    op.inputs, op.outputs = [old], [new_index]
-    op.builtinOptionsType = schema.BuiltinOptions.DequantizeOptions
-    op.builtinOptions = schema.DequantizeOptionsT()
-    graph.operators.append(op)
-    graph.outputs = [new_index]
-    for sig in model.signatureDefs or []:
-        for entry in sig.outputs or []:
-            if int(entry.tensorIndex) == old:
-                entry.tensorIndex = new_index
+    code = _opcode(model, schema, schema.BuiltinOperator.DEQUANTIZE, 2)   # int8 input: v2
+    q = _bridge_io(model, schema, "outputs", schema.TensorType.FLOAT32, code,
+                   (schema.BuiltinOptions.DequantizeOptions, schema.DequantizeOptionsT()), "give a float output")
     path.write_bytes(model_bytes(model))
     return {"dtype": "float32", "meaning": "logits; a DEQUANTIZE op after the int8 logits "
                                            f"(scale {q.scale[0]:.6g}, zero point {int(q.zeroPoint[0])})"}
@@ -254,35 +269,11 @@ def uint8_input(path: str | Path) -> dict:
 
     path = Path(path)
     model = read_model(path.read_bytes(), "rewrite its input type")
-    graph = model.subgraphs[0]
-    old = int(graph.inputs[0])
-    t = graph.tensors[old]
-    q = t.quantization
-    if len(graph.inputs) != 1 or t.type != schema.TensorType.INT8 or q is None or q.scale is None \
-            or len(q.scale) != 1:
-        raise ConversionError("expected one per-tensor quantized int8 input to give a uint8 input")
-    new = schema.TensorT()
-    new.shape, new.shapeSignature, new.type, new.name = t.shape, t.shapeSignature, schema.TensorType.UINT8, t.name
-    new.quantization = schema.QuantizationParametersT()
-    new.quantization.scale, new.quantization.zeroPoint = [1.0], [0]
-    model.buffers.append(schema.BufferT())          # an empty buffer of its own, like every input
-    new.buffer = len(model.buffers) - 1
-    t.name = (t.name.decode() if isinstance(t.name, bytes) else t.name) + "_int8"
-    graph.tensors.append(new)
-    new_index = len(graph.tensors) - 1
-
+    unit = schema.QuantizationParametersT()
+    unit.scale, unit.zeroPoint = [1.0], [0]
     code = _opcode(model, schema, schema.BuiltinOperator.QUANTIZE, 2)   # QUANTIZE writing int8: v2
-    op = schema.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = code, [new_index], [old]
-    op.builtinOptionsType = schema.BuiltinOptions.QuantizeOptions
-    op.builtinOptions = schema.QuantizeOptionsT()
-    graph.operators.insert(0, op)
-    graph.inputs = [new_index]
-    for sig in model.signatureDefs or []:
-        for entry in sig.inputs or []:
-            if int(entry.tensorIndex) == old:
-                entry.tensorIndex = new_index
-
+    q = _bridge_io(model, schema, "inputs", schema.TensorType.UINT8, code,
+                   (schema.BuiltinOptions.QuantizeOptions, schema.QuantizeOptionsT()), "give a uint8 input", unit)
     path.write_bytes(model_bytes(model))
     return {"dtype": "uint8", "scale": 1.0, "zero_point": 0,
             "meaning": "raw RGB pixels 0-255 as they are (uint8, scale 1, zero point 0); a QUANTIZE op "
