@@ -2,8 +2,8 @@
 
 Full-size vanillanet_5 at 224 (random non-degenerate weights), converted through the shared
 pipeline (each artifact verified against the fused net):
-  LiteRT fp32: plain and each split rewrite (model/rewrites.py: dw_blocks, dw_bands, dw_rows);
-  LiteRT int8: plain, and dw_bands (see the note printed: litert-torch's int8 graph of the split);
+  LiteRT fp32: plain and each split rewrite (model/rewrites.py: dw_blocks, dw_bands, dw_rows, dw_dilated);
+  LiteRT int8: plain, dw_bands and dw_dilated (all-integer: the pieces are summed by int8 ADDs);
   references: ONNX Runtime fp32 and OpenVINO int8 (plain).
 All timed interleaved in one process, every runtime called directly (no runner code) at the
 same thread count (--threads, default 2): ai_edge_litert Interpreter(num_threads=T) with its
@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-SPLITS = ("dw_blocks", "dw_bands", "dw_rows")
+SPLITS = ("dw_blocks", "dw_bands", "dw_rows", "dw_dilated")
 
 
 def cpu_name() -> str:
@@ -139,7 +139,7 @@ def main() -> None:
     print(f"{prep.description}; {args.size}x{args.size}; threads {args.threads}; CPU: {cpu_name()}", flush=True)
 
     jobs = [("tflite", "fp32", ())] + [("tflite", "fp32", (s,)) for s in SPLITS] + [
-        ("tflite", "int8", ()), ("tflite", "int8", ("dw_bands",)),
+        ("tflite", "int8", ()), ("tflite", "int8", ("dw_bands",)), ("tflite", "int8", ("dw_dilated",)),
         ("onnx", "fp32", ()), ("openvino", "int8", ())]
     made, failed = {}, {}
     for target, precision, names in jobs:

@@ -1,4 +1,4 @@
-"""dw_blocks / dw_bands / dw_rows: the 7x7 activation as a sum of smaller depthwise convs.
+"""dw_blocks / dw_bands / dw_rows / dw_dilated: the 7x7 activation as a sum of smaller depthwise convs.
 
 Every variant (deploy form, random weights) against the plain net; then real conversions of the
 tiny digits net (LiteRT fp32 and int8 with XNNPACK, ONNX fp32) through the shared pipeline.
@@ -19,18 +19,21 @@ from vanillanet_edge.model.fuse import fuse_model
 from vanillanet_edge.model.layers import Activation, Block
 from vanillanet_edge.model.rewrites import (
     REWRITES,
+    DepthwiseDilated,
     DepthwiseOnly,
     DepthwiseSplit,
     apply_rewrites,
     band_pieces,
     block_pieces,
+    dilated_row_groups,
     relu_before_pool,
     row_pieces,
 )
 from vanillanet_edge.model.variants import VARIANTS, create_model
 
-SPLITS = ("dw_blocks", "dw_bands", "dw_rows")
-PIECES = {"dw_blocks": 4, "dw_bands": 3, "dw_rows": 7}
+SPLITS = ("dw_blocks", "dw_bands", "dw_rows", "dw_dilated")
+PIECES = {"dw_blocks": 4, "dw_bands": 3, "dw_rows": 7, "dw_dilated": 3}
+SPLIT_TYPES = (DepthwiseSplit, DepthwiseDilated)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -78,15 +81,15 @@ def test_every_variant_split_matches_the_plain_net(variant):
         net.float()
         for name in SPLITS:
             split = apply_rewrites(net, [name])
-            parts = [m for m in split.modules() if isinstance(m, DepthwiseSplit)]
-            assert len(parts) == n_acts and all(len(m.pieces) == PIECES[name] for m in parts)
+            parts = [m for m in split.modules() if isinstance(m, SPLIT_TYPES)]
+            assert len(parts) == n_acts and all(m.parts == PIECES[name] for m in parts)
             for layer, inp in inputs.items():
                 part = split.get_submodule(layer)
-                assert isinstance(part, DepthwiseSplit) and part.relu == (layer == "stem.1")
+                assert isinstance(part, SPLIT_TYPES) and part.relu == (layer == "stem.1")
                 plain = net.get_submodule(layer)(inp)
                 assert _rel(part(inp if part.relu else torch.relu(inp)), plain) < 1e-6, (name, layer)
             assert _rel(split(x), ref) < 1e-5, name
-            if name == "dw_bands":
+            if name in ("dw_bands", "dw_dilated"):
                 assert _rel(split.double()(x.double()), ref64) < 1e-12, name    # exact in real arithmetic
         assert torch.equal(net(x), ref)                                   # the input net is untouched
 
@@ -112,6 +115,11 @@ def test_piece_plans_tile_the_kernel():
     assert band_pieces(7) == [(0, 0, 3, 7), (3, 0, 3, 7), (6, 0, 1, 7)]
     assert max(h * w for _, _, h, w in band_pieces(7)) <= 25          # XNNPACK's one-pass tile
     assert len(row_pieces(7)) == 7
+    assert dilated_row_groups(7) == [(-3, 0, 3), (-2, 2), (-1, 1)]
+    for k in (1, 3, 5, 7, 9):                  # every row offset exactly once, at most 3 rows (25 taps) a group
+        groups = dilated_row_groups(k)
+        assert sorted(o for g in groups for o in g) == list(range(-(k // 2), k // 2 + 1))
+        assert all(len(g) <= 3 for g in groups)
     for k in (3, 5, 7, 9):
         for pieces in (block_pieces(k), band_pieces(k), row_pieces(k)):
             assert sum(h * w for _, _, h, w in pieces) == k * k
@@ -150,11 +158,14 @@ def _rewritten(prep, name):
                                export_model=apply_rewrites(prep.export_model, [name]))
 
 
-@pytest.mark.parametrize("name", ["dw_bands", "dw_blocks"])
+@pytest.mark.parametrize("name", ["dw_dilated", "dw_bands"])
 def test_rewritten_digits_net_converts_and_keeps_its_accuracy(name, digits_prep, tiny_checkpoint, tmp_path):
     """LiteRT fp32 / int8 and ONNX fp32 of the split net verify and keep top-1 (int8 within 0.5
     points of fp32, with the kernels latency uses: LiteRT kernels="auto" = XNNPACK). The split
-    convs share their input's scale; their sum is re-quantized."""
+    convs share their input's scale; their sum is re-quantized by an int8 ADD: the INT8 graph is
+    all-integer (no DEQUANTIZE / QUANTIZE between its int8 input and output). dw_dilated needs
+    no PAD or SLICE at all. (dw_blocks and dw_rows differ from dw_bands only in their pieces,
+    checked above.)"""
     pytest.importorskip("litert_torch")
     pytest.importorskip("ai_edge_litert")
     pytest.importorskip("onnxruntime")
@@ -177,10 +188,15 @@ def test_rewritten_digits_net_converts_and_keeps_its_accuracy(name, digits_prep,
             ops = m["conversion"]["op_counts"]
             # 32x32 input: the 2x2 and 1x1 maps leave out pieces that would read padding only
             assert n_acts < ops["DEPTHWISE_CONV_2D"] <= PIECES[name] * n_acts, ops
-            if precision == "fp32":
+            if name == "dw_dilated":       # nothing but the convs and their int8 sums
+                assert ops.get("PAD", 0) == 0 and ops.get("SLICE", 0) == 0 and ops.get("TRANSPOSE", 0) == 0, ops
+            elif precision == "fp32":      # litert-torch's int8 PAD of dw_bands comes with TRANSPOSEs
                 assert ops.get("TRANSPOSE", 0) == 0
-            else:
+            if precision == "int8":
                 assert m["input"]["dtype"] == "int8" and m["verification"]["top1_agree"] >= 0.9
+                assert ops.get("DEQUANTIZE", 0) == 0, ops      # no float island: every op runs in int8
+                if name == "dw_dilated":
+                    assert ops.get("QUANTIZE", 0) == 0, ops    # not even a requantization
 
 
 def test_pieces_reading_only_padding_are_left_out():
@@ -194,9 +210,14 @@ def test_pieces_reading_only_padding_are_left_out():
         for size in (1, 2, 3, 5):
             x = torch.randn(2, 8, size, size)
             assert _rel(split(x), act(x)) < 1e-6, size
-    graph = torch.export.export(split, (torch.randn(1, 8, 1, 1),)).graph
-    convs = [n for n in graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
-    assert len(convs) == 1
+        dilated = DepthwiseDilated(act.weight, act.bias, relu=True)
+        for size in (1, 2, 3, 5):
+            x = torch.randn(2, 8, size, size)
+            assert _rel(dilated(x), act(x)) < 1e-6, size
+    for module in (split, dilated):
+        graph = torch.export.export(module, (torch.randn(1, 8, 1, 1),)).graph
+        convs = [n for n in graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
+        assert len(convs) == 1
 
 
 # ----------------------------------------------------------------------------- the ReLU move's two forms

@@ -41,9 +41,9 @@ def test_every_verdict_record_states_the_same_integer_thread_count(verdict_run):
     # LiteRT is timed with both kernel choices (each verified first), and says which ran
     kernels = {(r["name"], r["session_settings"]["kernels"]) for r in records if r["runtime"] == "litert"}
     assert {k for _, k in kernels} == {"xnnpack", "builtin"}
-    assert len(kernels) == 6        # (VanillaNet, its dw_bands rewrite, ResNet-50) x 2 kernel choices
+    assert len(kernels) == 6        # (VanillaNet, its dw_dilated rewrite, ResNet-50) x 2 kernel choices
     rewritten = [r for r in records if r["model"].get("rewrites")]
-    assert rewritten and all(r["model"]["rewrites"] == ["dw_bands"] and r["runtime"] == "litert" for r in rewritten)
+    assert rewritten and all(r["model"]["rewrites"] == ["dw_dilated"] and r["runtime"] == "litert" for r in rewritten)
 
 
 def test_report_opens_with_numeric_plain_and_best_ratios(verdict_run):
@@ -63,7 +63,7 @@ def test_report_opens_with_numeric_plain_and_best_ratios(verdict_run):
     assert {r["settings"].split(",")[0] for r in plain if r["runtime"] == "litert"} == {"xnnpack kernels",
                                                                                          "builtin kernels"}
     assert {(r["runtime"], r["precision"]) for r in best} == {("litert", "fp32")}
-    assert all("dw_bands" not in r["settings"] for r in plain)     # a rewrite is never "plain"
+    assert all("dw_dilated" not in r["settings"] for r in plain)     # a rewrite is never "plain"
     html = (out / "report" / "report.html").read_text()
     assert html.index('<table id="verdict">') < html.index('<table id="latency">')
     assert re.search(r'<p class="answer">On local, at 32x32', html) is None   # the sentence is about 224 only

@@ -36,7 +36,7 @@ def test_relu_before_pool_is_exact(variant, size):
 @pytest.fixture(scope="module")
 def tuned(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("tune")
-    # two rewrites keep the suite short; the default list (with dw_bands) is checked below
+    # two rewrites keep the suite short; the default list (with dw_dilated) is checked below
     opts = TuneOptions(targets=("onnx", "openvino"), precisions=("fp32", "int8"),
                        rewrites=((), ("relu_before_pool",)), calib_data=str(tiny_checkpoint.data / "train"),
                        eval_data=str(tiny_checkpoint.data / "val"),
@@ -132,10 +132,10 @@ def test_tune_layout_axis_adds_nhwc_openvino_artifacts_verified_like_the_rest(ti
 
 
 def test_tune_tries_the_depthwise_split_by_default_and_refuses_unknown_rewrites(tiny_checkpoint, tmp_path):
-    assert ("dw_bands",) in TuneOptions().rewrites
+    assert ("dw_dilated",) in TuneOptions().rewrites
     help_text = " ".join(CliRunner().invoke(main, ["tune", "--help"]).output.split())
-    assert "none, relu_before_pool, dw_bands" in help_text
+    assert "none, relu_before_pool, dw_dilated" in help_text
     args = ["tune", str(tiny_checkpoint.path), "--out", str(tmp_path / "t"), "--rewrite", "dw_bandz"]
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2 and "unknown rewrite 'dw_bandz'" in result.output and "dw_bands" in result.output
+    assert result.exit_code == 2 and "unknown rewrite 'dw_bandz'" in result.output and "dw_dilated" in result.output
     assert not (tmp_path / "t").exists()

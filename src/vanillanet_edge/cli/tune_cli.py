@@ -23,12 +23,13 @@ from ..converters.registry import default_targets
               help="Targets to try (repeat).")
 @click.option("--precision", "precisions", multiple=True, default=("fp32", "int8"), show_default=True,
               help="Artifact precisions to try (repeat); bf16 is tried as a runtime hint where the CPU has it.")
-@click.option("--rewrite", "rewrites", multiple=True, default=("none", "relu_before_pool", "dw_bands"),
+@click.option("--rewrite", "rewrites", multiple=True, default=("none", "relu_before_pool", "dw_dilated"),
               show_default=True,
               help="Exact graph rewrites to try, each on its own; 'none' = the plain export. relu_before_pool: "
-                   "ReLU ahead of each max pool (fuses into the conv); dw_bands / dw_blocks / dw_rows: the 7x7 "
-                   "depthwise activation as a sum of smaller depthwise convs (LiteRT's XNNPACK runs a 7x7 "
-                   "one very slowly; it may cost other runtimes, so tune measures it per device).")
+                   "ReLU ahead of each max pool (fuses into the conv); dw_dilated / dw_bands / dw_blocks / "
+                   "dw_rows: the 7x7 depthwise activation as a sum of smaller depthwise convs (LiteRT's XNNPACK "
+                   "runs a 7x7 one very slowly; dw_dilated needs no PAD or SLICE and stays all-integer in "
+                   "INT8; a split may cost other runtimes, so tune measures it per device).")
 @click.option("--layout", "layouts", multiple=True, default=("native",), show_default=True,
               help="Input layouts to try (repeat): native (each target's own), NHWC (OpenVINO can take "
                    "camera frames as they come; LiteRT is NHWC natively).")

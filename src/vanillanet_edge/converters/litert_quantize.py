@@ -144,7 +144,7 @@ def int8_quantizer(method: str, keep_paths=(), weight_eps: float | None = None):
     class _Quantizer(pq.PT2EQuantizer):
         def annotate(self, model):
             if not keep:
-                return super().annotate(model)
+                return _annotate_adds(super().annotate(model), act, annotated, kept)
             # Pre-marked as annotated (with nothing to observe), every annotator skips them.
             for node in model.graph.nodes:
                 if node.op == "call_function" and kept(node):
@@ -160,9 +160,37 @@ def int8_quantizer(method: str, keep_paths=(), weight_eps: float | None = None):
             out = next(n for n in model.graph.nodes if n.op == "output")
             for last in _flat_nodes(out.args):
                 quantize_output(last)
-            return model
+            return _annotate_adds(model, act, annotated, kept)
 
     return _Quantizer().set_global(config)
+
+
+_RELUS = ("aten.relu.default", "aten.relu_.default")
+
+
+def _annotate_adds(model, act, annotated, kept):
+    """Quantize the adds of two activations (the split depthwise pieces' sum, ResNet's residual
+    adds), with a ReLU right after one fused into it, as litert-torch's own "add"/"add_relu"
+    annotators mean to: they find adds by `source_fn_stack`, which torch.export no longer
+    records (torch 2.14), so they match nothing and every add stayed float between a
+    DEQUANTIZE and a QUANTIZE. An add with a constant operand (the prepended normalization)
+    is left as it was."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    for node in model.graph.nodes:
+        if node.op != "call_function" or str(node.target) != "aten.add.Tensor" or annotated(node) or kept(node):
+            continue
+        a, b = node.args[0], node.args[1] if len(node.args) > 1 else None
+        if not all(isinstance(x, torch.fx.Node) and x.op == "call_function" for x in (a, b)):
+            continue
+        users = list(node.users)
+        relu = users[0] if (len(users) == 1 and str(users[0].target) in _RELUS
+                            and not annotated(users[0]) and not kept(users[0])) else None
+        node.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map={a: act, b: act}, output_qspec=None if relu is not None else act, _annotated=True)
+        if relu is not None:
+            relu.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=act, _annotated=True)
+    return model
 
 
 def _flat_nodes(args) -> list:

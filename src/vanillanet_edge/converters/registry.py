@@ -32,7 +32,7 @@ _TARGETS = {
 # The plain export `tune` compares its candidates against (tune/search.py TuneOptions.anchor).
 TUNE_ANCHOR_TARGET = "openvino"
 # The targets the verdict converts the exactly rewritten VanillaNets to by default (its
-# `rewrite_targets`): LiteRT, whose depthwise kernels the dw_bands rewrite is for.
+# `rewrite_targets`): LiteRT, whose depthwise kernels the dw_dilated rewrite is for.
 REWRITE_TARGETS = ("tflite",)
 
 

@@ -11,14 +11,21 @@ relu_before_pool: a deploy block is conv -> maxpool -> [ReLU -> depthwise 7x7]. 
   INT8 toolchains quantize the conv's output once, before the pool: the pool then runs on
   8-bit data (OpenVINO otherwise pools the full-resolution float tensor and reorders it).
 
-dw_blocks, dw_bands, dw_rows: the activation's k x k depthwise conv (k = 7) as a sum of smaller
-  depthwise convs, each over a shifted slice of the once-padded input (bias added once, by the
-  first). XNNPACK (LiteRT's default CPU kernels) runs depthwise kernels of up to 25 taps in one
-  pass and falls into a very slow multi-pass path above that: a 7x7 depthwise on 28x28x1024
-  took ~19-23 ms at 2 threads on x86, a 3x7 or 4x4 one ~0.7-1.7 ms (backend-notes.md).
-    dw_blocks: the 4x4 / 4x3 / 3x4 / 3x3 blocks of the kernel (four convs);
-    dw_bands:  bands of whole rows of at most 25 taps (7x7: 3, 3 and 1 rows: three convs);
-    dw_rows:   one 1 x k conv per kernel row (seven convs).
+dw_dilated, dw_blocks, dw_bands, dw_rows: the activation's k x k depthwise conv (k = 7) as a sum
+  of smaller depthwise convs (bias added once, by the first). XNNPACK (LiteRT's default CPU
+  kernels) runs depthwise kernels of up to 25 taps in one pass and falls into a very slow
+  multi-pass path above that: a 7x7 depthwise on 28x28x1024 took ~19-23 ms at 2 threads on x86,
+  a 3x7 or 4x4 one ~0.7-1.7 ms (backend-notes.md).
+    dw_dilated: kernel rows {-3, 0, 3}, {-2, 2}, {-1, 1} as three row-dilated convs (3x7, 2x7,
+                2x7), each over the input itself with its own symmetric padding (TFLite's SAME
+                padding of that dilated kernel): no PAD and no SLICE op, which is what the
+                others cost. The tune/verdict default: the one-pass pieces are memory-bound
+                (a 2x7 takes as long as a 3x7), so three convs and two ADDs is the floor with
+                <= 25 taps, and its INT8 graph is all-integer without a single requantization.
+    dw_blocks:  the 4x4 / 4x3 / 3x4 / 3x3 blocks of the kernel (four convs), and
+    dw_bands:   bands of whole rows of at most 25 taps (7x7: 3, 3 and 1 rows: three convs), and
+    dw_rows:    one 1 x k conv per kernel row (seven convs), each over a shifted slice of the
+                once-padded input.
   Exact in real arithmetic; in float the sum is taken in another order (fp32 relative error
   ~1e-7, never bit-identical). Each also moves a block's ReLU ahead of its pool as
   relu_before_pool does (bit-exact): LiteRT's exporter makes that move on every export and its
@@ -27,9 +34,10 @@ dw_blocks, dw_bands, dw_rows: the activation's k x k depthwise conv (k = 7) as a
   A piece that would read only padding (feature maps smaller than the kernel) is left out: it
   adds exactly 0, and its INT8 observer would see an all-zero range (litert-torch 0.10 then
   requantized the shared padded tensor to that range, clipping every other piece's input).
-  LiteRT INT8 (PT2E) of a split net still carries TRANSPOSEs around the PAD, requantizations
-  and float ADDs (the quantizer does not annotate add): correct, but not all-integer.
-  Measured by benchmarks/litert_depthwise.py; `tune` tries dw_bands by default (TuneOptions.rewrites).
+  LiteRT INT8 (PT2E): the pieces' sum is an int8 ADD (converters/litert_quantize._annotate_adds),
+  so the graph is all-integer; dw_bands' PAD still comes with TRANSPOSEs and requantizations
+  there, dw_dilated has neither. Measured by benchmarks/litert_depthwise.py; `tune` tries
+  dw_dilated by default (TuneOptions.rewrites).
 """
 from __future__ import annotations
 
@@ -132,9 +140,71 @@ class DepthwiseSplit(DepthwiseOnly):
             y = part if y is None else y + part
         return y
 
+    @property
+    def parts(self) -> int:
+        return len(self.pieces)
+
     def extra_repr(self) -> str:
         sizes = ", ".join(f"{h}x{w}" for _, _, h, w in self.pieces)
         return f"{self.groups}, kernel={self.kernel}x{self.kernel}, plan={self.plan} ({sizes}), relu={self.relu}"
+
+
+class DepthwiseDilated(DepthwiseOnly):
+    """A k x k depthwise conv (+ bias) as a sum of row-dilated depthwise convs, each padded
+    symmetrically by itself (no PAD, no SLICE ops in the exported graph).
+
+    k = 2p+1: kernel rows at offsets {-p, 0, p} form one (3 x k) conv with row dilation p, and
+    each pair {-j, j} (0 < j < p) one (2 x k) conv with row dilation 2j; every group pads
+    (its reach, p), which is what TFLite's SAME padding is for that dilated kernel, so the
+    exporter needs no PAD op, and XNNPACK reads the padding through its indirection buffer.
+    A group whose rows all fall outside a small feature map (|offset| >= height) adds exactly
+    0 and is left out, as in DepthwiseSplit. `relu` as in DepthwiseSplit.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool, plan: str = "dw_dilated"):
+        nn.Module.__init__(self)
+        dim, one, k, k2 = weight.shape
+        if one != 1 or k != k2 or k % 2 == 0:
+            raise ValueError(f"expected a (dim, 1, k, k) depthwise weight with odd k, got {tuple(weight.shape)}")
+        p = k // 2
+        self.groups_rows = dilated_row_groups(k)
+        self.plan, self.relu, self.pad, self.groups, self.kernel = plan, bool(relu), p, dim, k
+        with torch.no_grad():
+            for i, offsets in enumerate(self.groups_rows):
+                rows = [p + o for o in offsets]
+                self.register_parameter(f"weight{i}", nn.Parameter(weight[:, :, rows, :].clone()))
+        self.bias = bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.relu:
+            x = F.relu(x)
+        height = int(x.shape[-2])
+        y = None
+        for i, offsets in enumerate(self.groups_rows):
+            reach = max(abs(o) for o in offsets)
+            if min(abs(o) for o in offsets) >= height:
+                continue            # reads zeros only: adds exactly 0
+            dilation = offsets[1] - offsets[0] if len(offsets) > 1 else 1
+            part = F.conv2d(x, getattr(self, f"weight{i}"), self.bias if y is None else None,
+                            padding=(reach, self.pad), dilation=(dilation, 1), groups=self.groups)
+            y = part if y is None else y + part
+        return y
+
+    @property
+    def parts(self) -> int:
+        return len(self.groups_rows)
+
+    def extra_repr(self) -> str:
+        rows = ", ".join("{" + ",".join(str(o) for o in g) + "}" for g in self.groups_rows)
+        return f"{self.groups}, kernel={self.kernel}x{self.kernel}, plan={self.plan} (rows {rows}), relu={self.relu}"
+
+
+def dilated_row_groups(k: int) -> list[tuple[int, ...]]:
+    """Row offsets of each dilated group for a k x k kernel (7: (-3, 0, 3), (-2, 2), (-1, 1))."""
+    p = k // 2
+    if p == 0:
+        return [(0,)]
+    return [(-p, 0, p)] + [(-j, j) for j in range(p - 1, 0, -1)]
 
 
 def _only_padding(start: int, length: int, size: int, pad: int) -> bool:
@@ -168,6 +238,12 @@ def row_pieces(k: int) -> list[tuple[int, int, int, int]]:
     return [(r, 0, 1, k) for r in range(k)]
 
 
+def _split(weight, bias, relu: bool, plan: str, pieces_for):
+    if pieces_for is None:
+        return DepthwiseDilated(weight, bias, relu, plan)
+    return DepthwiseSplit(weight, bias, pieces_for(weight.shape[-1]), relu, plan)
+
+
 def _split_activations(model: nn.Module, plan: str, pieces_for) -> nn.Module:
     out = copy.deepcopy(model).eval()
     found = 0
@@ -177,19 +253,18 @@ def _split_activations(model: nn.Module, plan: str, pieces_for) -> nn.Module:
             if not parent.deploy or not isinstance(act, (Activation, DepthwiseOnly)) \
                     or (isinstance(act, Activation) and not act.deploy):
                 raise ValueError(f"{plan} needs a fused (deploy-form) VanillaNet")
-            if isinstance(act, DepthwiseSplit):
+            if isinstance(act, (DepthwiseSplit, DepthwiseDilated)):
                 raise ValueError(f"{plan}: the activation of this block is split already ({act.plan})")
             if isinstance(act, Activation):          # move its ReLU ahead of the pool (exact)
                 parent.pool = nn.Sequential(nn.ReLU(), parent.pool)
-            parent.act = DepthwiseSplit(act.weight, act.bias, pieces_for(act.weight.shape[-1]), False, plan)
+            parent.act = _split(act.weight, act.bias, False, plan, pieces_for)
             found += 1
             continue
         for name, child in list(parent.named_children()):
             if isinstance(child, Activation) and not isinstance(parent, Block):   # the stem's
                 if not child.deploy:
                     raise ValueError(f"{plan} needs a fused (deploy-form) VanillaNet")
-                setattr(parent, name, DepthwiseSplit(child.weight, child.bias,
-                                                     pieces_for(child.weight.shape[-1]), True, plan))
+                setattr(parent, name, _split(child.weight, child.bias, True, plan, pieces_for))
                 found += 1
     if not found:
         raise ValueError(f"{plan} found no VanillaNet activation to split")
@@ -206,13 +281,18 @@ def dw_bands(model: nn.Module) -> nn.Module:
     return _split_activations(model, "dw_bands", band_pieces)
 
 
+def dw_dilated(model: nn.Module) -> nn.Module:
+    """A copy whose 7x7 activations run as three row-dilated convs (3x7, 2x7, 2x7), no PAD/SLICE."""
+    return _split_activations(model, "dw_dilated", None)
+
+
 def dw_rows(model: nn.Module) -> nn.Module:
     """A copy whose 7x7 activations run as seven 1x7 row convs."""
     return _split_activations(model, "dw_rows", row_pieces)
 
 
 REWRITES = {"relu_before_pool": relu_before_pool, "dw_blocks": dw_blocks, "dw_bands": dw_bands,
-            "dw_rows": dw_rows}
+            "dw_rows": dw_rows, "dw_dilated": dw_dilated}
 
 
 def apply_rewrites(model: nn.Module, names) -> nn.Module:

@@ -95,7 +95,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "calib_samples": Key(int, 16, "calibration images for the int8 ranges (latency only: few suffice)"),
         "runs": Key(int, 15, "timed runs per artifact and setting (over all rounds)"),
         "warmup": Key(int, 2, "warm-up runs per process"),
-        "rewrites": Key(list, ["dw_bands"], "exact rewrites of the VanillaNets also timed (in the 'best' rows "
+        "rewrites": Key(list, ["dw_dilated"], "exact rewrites of the VanillaNets also timed (in the 'best' rows "
                                             "only; `vanillanet-edge tune --help` lists them)"),
         "rewrite_targets": Key(list, list(REWRITE_TARGETS), "targets the rewritten VanillaNets are converted to",
                                choices=tuple(ALL_TARGETS)),

@@ -12,8 +12,8 @@ Fairness (what the report's verdict rows rely on):
   keeps the thread count (LiteRT XNNPACK / built-in kernels, OpenVINO f32 / bf16 hints), each
   setting first verified against the PyTorch model: a "plain" verdict row pairs the two models
   under identical settings, a "best" row pairs each model's own fastest verified setting;
-- the VanillaNets are also converted with the exact rewrites of `verdict.rewrites` (dw_bands:
-  LiteRT/XNNPACK's 7x7 depthwise is ~20x slower than its 3x7 pieces), verified like any
+- the VanillaNets are also converted with the exact rewrites of `verdict.rewrites` (dw_dilated:
+  LiteRT/XNNPACK's 7x7 depthwise is ~20x slower than its 3x7 and 2x7 pieces), verified like any
   artifact; they count in the "best" rows only, labelled with the rewrite.
 """
 from __future__ import annotations

@@ -43,9 +43,9 @@ TUNE_SCHEMA = 1
 class TuneOptions:
     targets: tuple = tuple(default_targets())
     precisions: tuple = ("fp32", "int8")
-    # each entry: rewrites applied together. dw_bands takes LiteRT's pathological 7x7 depthwise
+    # each entry: rewrites applied together. dw_dilated takes LiteRT's pathological 7x7 depthwise
     # apart (model/rewrites.py); it may cost ONNX Runtime or OpenVINO, so tune measures it per device.
-    rewrites: tuple = ((), ("relu_before_pool",), ("dw_bands",))
+    rewrites: tuple = ((), ("relu_before_pool",), ("dw_dilated",))
     batches: tuple = (1,)                              # >1 only where the app can batch
     input_sizes: tuple = (None,)                       # None = the checkpoint's own (224 for names)
     layouts: tuple = ("native",)                       # + "NHWC" where a converter can write it
