@@ -169,12 +169,13 @@ _RELUS = ("aten.relu.default", "aten.relu_.default")
 
 
 def _annotate_adds(model, act, annotated, kept):
-    """Quantize the adds of two activations (the split depthwise pieces' sum, ResNet's residual
-    adds), with a ReLU right after one fused into it, as litert-torch's own "add"/"add_relu"
-    annotators mean to: they find adds by `source_fn_stack`, which torch.export no longer
-    records (torch 2.14), so they match nothing and every add stayed float between a
-    DEQUANTIZE and a QUANTIZE. An add with a constant operand (the prepended normalization)
-    is left as it was."""
+    """Quantize the adds of two activations (the split depthwise pieces' sums), with a ReLU right
+    after one fused into it, as litert-torch's own "add"/"add_relu" annotators mean to: they find
+    adds by `source_fn_stack`, which torch.export no longer records (torch 2.14), so they match
+    nothing. ResNet's residual adds came out int8 anyway (the converter's STATIC mode quantizes a
+    float op between a DEQUANTIZE and a QUANTIZE; its artifacts are unchanged by this), but the
+    split pieces' adds stayed float, with a DEQUANTIZE per piece. An add with a constant
+    operand (the prepended normalization) is left as it was."""
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
     for node in model.graph.nodes:
