@@ -7,6 +7,8 @@ Expensive things are built once per session and reused:
                         epochs on ``digits_dir``; a real training-form checkpoint in the official
                         layout that fuses exactly. Treat the files as read-only: copy them to
                         ``tmp_path`` before changing anything.
+* ``tiny_artifacts`` / ``tiny_tflite`` - that net converted: ONNX and OpenVINO fp32 in one folder;
+                        LiteRT fp32 (skipped where the LiteRT packages are missing).
 
 Also ``one_torch_thread`` (run a test on one torch thread) and OMP_WAIT_POLICY=PASSIVE (below),
 ``python_child`` (start a Python child process running some code),
@@ -141,6 +143,20 @@ def tiny_artifacts(tiny_checkpoint, tmp_path_factory) -> Path:
     outcomes = convert_checkpoint(tiny_checkpoint.path, ["onnx", "openvino"], ["fp32"], out)
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tiny_checkpoint, tmp_path_factory):
+    """The shared tiny net as a verified LiteRT fp32 artifact: its ConvertOutcome (folder,
+    manifest). ~10 s; skips the test where litert-torch / ai-edge-litert is not installed."""
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("ai_edge_litert")
+    from vanillanet_edge.converters.convert import convert_checkpoint
+
+    out = tmp_path_factory.mktemp("tflite")
+    [o] = convert_checkpoint(tiny_checkpoint.path, ["tflite"], ["fp32"], out)
+    assert o.ok, o.error
+    return o
 
 
 def pytest_collection_modifyitems(config, items):

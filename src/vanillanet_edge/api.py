@@ -39,6 +39,14 @@ def evaluate(refs, data: str | Path, devices=None, limit: int | None = None, run
                            accept_new_host_key, progress_for)
 
 
+def profile(refs, devices=None, accept_new_host_key: bool = False, on_record=None, **settings) -> list[dict]:
+    """Layer-profile records of artifacts, made on each device (default: local): the runtime's
+    own profiler, or the op probe with the device's matmul peak (devices/layer_profile.py).
+    `settings`: runs, warmup, threads, options, op_probe, peak, probe_seconds (Device.profile)."""
+    from .remote.fleet import profile_on_devices
+    return profile_on_devices(refs, devices or resolve_devices(), accept_new_host_key, on_record, **settings)
+
+
 def classify(artifact: str | Path, images, top: int = 5, runtime: str | None = None,
              settings: dict | None = None) -> dict:
     """Top-k labels with probabilities for image files, through the artifact's own runtime and

@@ -16,15 +16,10 @@ from vanillanet_edge.devices.op_probe import distinct_layers, probe_ops, single_
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-@pytest.fixture(scope="module")
-def tflite_fp32(tiny_checkpoint, tmp_path_factory):
-    """The tiny digits net as a verified LiteRT fp32 artifact (~10 s)."""
-    from vanillanet_edge.converters.convert import convert_checkpoint
-
-    out = tmp_path_factory.mktemp("op-probe")
-    [o] = convert_checkpoint(tiny_checkpoint.path, ["tflite"], ["fp32"], out)
-    assert o.ok, o.error
-    return o
+@pytest.fixture
+def tflite_fp32(tiny_tflite):
+    """The tiny digits net as a verified LiteRT fp32 artifact (tests/conftest.py, built once)."""
+    return tiny_tflite
 
 
 def test_one_row_per_distinct_layer_with_gmacs_and_flag(tflite_fp32):

@@ -24,15 +24,20 @@ HAVE_LITERT_CONVERTER = importlib.util.find_spec("litert_torch") is not None
 
 @pytest.fixture(scope="module")
 def more_artifacts(tiny_checkpoint, tmp_path_factory):
-    """INT8 ONNX and OpenVINO artifacts of the shared tiny net, and a LiteRT fp32 one where the
-    converter is installed (~10 s): the fp32 ONNX/OpenVINO ones come from `tiny_artifacts`."""
+    """INT8 ONNX and OpenVINO artifacts of the shared tiny net (a few seconds): the fp32
+    ONNX/OpenVINO ones come from `tiny_artifacts`, the LiteRT fp32 one from `lite_folders`."""
     out = tmp_path_factory.mktemp("profile_artifacts")
     outcomes = convert_checkpoint(tiny_checkpoint.path, ["onnx", "openvino"], ["int8"], out,
                                   int8=Int8Options(calib_data=tiny_checkpoint.data / "train", samples=16))
-    if HAVE_LITERT_CONVERTER:
-        outcomes += convert_checkpoint(tiny_checkpoint.path, ["tflite"], ["fp32"], out)
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     return out
+
+
+@pytest.fixture
+def lite_folders(request):
+    """[the shared LiteRT fp32 artifact folder] (tests/conftest.py tiny_tflite), or [] where
+    the LiteRT converter is not installed."""
+    return [request.getfixturevalue("tiny_tflite").folder] if HAVE_LITERT_CONVERTER else []
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +155,9 @@ def test_litert_says_profiling_is_not_offered_and_what_to_use():
         get_runner("torch").profile_layers("x.pth", manifest, 10)
 
 
-def test_profile_command_on_folders(tiny_artifacts, more_artifacts, tmp_path):
+def test_profile_command_on_folders(tiny_artifacts, more_artifacts, lite_folders, tmp_path):
     save = tmp_path / "profile.json"
-    result = CliRunner().invoke(main, ["profile", str(tiny_artifacts), str(more_artifacts), "--runs", "3",
+    result = CliRunner().invoke(main, ["profile", str(tiny_artifacts), str(more_artifacts), *map(str, lite_folders), "--runs", "3",
                                        "--warmup", "1", "--top", "4", "--save", str(save)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -166,14 +171,13 @@ def test_profile_command_on_folders(tiny_artifacts, more_artifacts, tmp_path):
     assert sum(r["status"] == "ok" for r in records) == 4 + HAVE_LITERT_CONVERTER
 
 
-def test_profile_command_json_and_nothing_profiled(more_artifacts, tiny_artifacts):
+def test_profile_command_json_and_nothing_profiled(lite_folders, tiny_artifacts):
     result = CliRunner().invoke(main, ["profile", str(tiny_artifacts), "--runs", "2", "--warmup", "0", "--json"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     records = json.loads(result.output)
     assert [r["runtime"] for r in records] == ["onnxruntime", "openvino"]
-    if HAVE_LITERT_CONVERTER:          # only a runtime without a profiler: nothing profiled, exit 1
-        [lite] = [p for p in more_artifacts.iterdir() if p.name.endswith("tflite-fp32")]
+    for lite in lite_folders:          # only a runtime without a profiler: nothing profiled, exit 1
         result = CliRunner().invoke(main, ["profile", str(lite), "--no-ops"], catch_exceptions=False)
         assert result.exit_code == 1 and "not offered" in result.output and "benchmark_model --graph=" in result.output
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .. import api
-from .options import device_options, echo_skipped, parse_options, runtime_choice
+from .options import device_line, device_options, echo_skipped, parse_options, runtime_choice
 
 
 @click.command("bench")
@@ -178,9 +178,7 @@ def _by_device(records):
     for name, recs in groups.items():
         m = next((r["machine"] for r in recs if r.get("machine")), None)
         where = recs[0].get("device", {}).get("where", "this machine")
-        desc = (f"{m['cpu_model']}, {m['logical_cores']} cores, ISA {' '.join(m['isa']) or '-'}, {m['os']}"
-                if m else "no machine description (device not reached)")
-        click.secho(f"device {name} ({where}): {desc}", bold=True)
+        click.secho(device_line(name, where, m), bold=True)
         yield recs
 
 

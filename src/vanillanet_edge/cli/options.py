@@ -1,5 +1,5 @@
 """Options and helpers shared by several command modules (the --set parser, runtime choice,
-device options, skipped-file lines)."""
+device options and header lines, skipped-file lines)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +24,7 @@ def parse_options(pairs) -> dict:
 
 
 def device_options(fn):
-    """--device / --devices / --accept-new-host-key, shared by bench and eval."""
+    """--device / --devices / --accept-new-host-key, shared by bench, eval and profile."""
     fn = click.option("--accept-new-host-key", is_flag=True,
                       help="Trust an SSH device's host key on FIRST contact (printed, saved to its "
                            "known_hosts); a changed key is always refused.")(fn)
@@ -33,6 +33,13 @@ def device_options(fn):
     fn = click.option("--device", "device_names", multiple=True, metavar="NAME",
                       help="Run on this device of the devices file; repeat for several. Default: local.")(fn)
     return fn
+
+
+def device_line(name: str, where: str, machine: dict | None) -> str:
+    """"device NAME (WHERE): CPU, cores, ISA, OS": the header of a device's results."""
+    desc = (f"{machine['cpu_model']}, {machine['logical_cores']} cores, ISA {' '.join(machine['isa']) or '-'}, "
+            f"{machine['os']}" if machine else "no machine description (device not reached)")
+    return f"device {name} ({where}): {desc}"
 
 
 def echo_skipped(record: dict) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from .friendly import FriendlyCommand
+from .options import device_line, device_options, parse_options
 
 # Standalone commands cache their help option on first use: give them -h themselves (as report_cli does).
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -31,11 +32,13 @@ NAME_WIDTH = 56
               help="LiteRT (.tflite): time each distinct layer as a one-op model in the same runtime and "
                    "settings (the op probe), since LiteRT's Python API has no profiler.")
 @click.option("--peak/--no-peak", default=True, show_default=True,
-              help="Op probe: also measure this machine's matmul peak of the artifact's precision "
-                   "(a few seconds) and give each layer's GMAC/s as a share of it.")
+              help="Op probe: also measure the device's matmul peak of the artifact's precision "
+                   "(a few seconds, by its runtimes) and give each layer's GMAC/s as a share of it.")
+@device_options
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON instead of tables.")
 @click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write the records to this JSON file.")
-def profile_cmd(artifacts, runs, warmup, threads, options, top, op_probe, peak, as_json, save):
+def profile_cmd(artifacts, runs, warmup, threads, options, top, op_probe, peak, device_names, devices_file,
+                accept_new_host_key, as_json, save):
     """Where the time goes, layer by layer, per artifact, from each runtime's OWN profiler.
 
     \b
@@ -54,9 +57,15 @@ def profile_cmd(artifacts, runs, warmup, threads, options, top, op_probe, peak, 
       litert       no profiler from Python: the op probe instead (--ops, the default) cuts
                    each distinct layer out of the .tflite into a one-op model, times it with
                    the same threads and kernels, and reports GMAC/s per layer against the
-                   median layer and this machine's matmul peak; "slow" flags layers under
-                   1/5 of the median (local only: --device is not offered for it)
+                   median layer and the device's matmul peak; "slow" flags layers under
+                   1/5 of the median
     Other artifacts are still profiled when one runtime has no profiler.
+
+    \b
+    On a --device of devices.toml (see `vanillanet-edge devices --help`) the artifact is sent
+    there and profiled by the device's own runtimes, the op probe and its matmul peak
+    included, exactly as here; each record names its device and carries its machine
+    description. A device that cannot be reached fails its records and the others go on.
 
     \b
     Profilers add their own cost per layer, so layer times do not add up to a plain
@@ -70,34 +79,27 @@ def profile_cmd(artifacts, runs, warmup, threads, options, top, op_probe, peak, 
       vanillanet-edge profile artifacts/v5-openvino-int8 --runs 50 --top 0
       vanillanet-edge profile artifacts/v5-openvino-fp32 --set precision_hint=f32 --threads 1
       vanillanet-edge profile artifacts/ --json --save runs/r1/profile.json
+      vanillanet-edge profile artifacts/v5-tflite-int8 --device pi5 --threads 4   # on a board
     """
+    from .. import api
     from ..devices.artifacts import resolve
-    from ..devices.profiling import profile
-    from ..devices.registry import get_runner
-    from ..errors import ProfilingNotOfferedError, VanillaNetEdgeError
-    from .options import parse_options
 
     if runs < 1 or warmup < 0:
         raise click.BadParameter("--runs must be at least 1 and --warmup at least 0")
     settings = parse_options(options)
-    records, failed = [], False
-    for ref in resolve(artifacts):
-        try:
-            record = profile(ref, runs=runs, warmup=warmup, threads=threads, options=settings)
-        except ProfilingNotOfferedError as exc:
-            record = _not_done(ref, "not_offered", exc)
-            if op_probe and get_runner(ref.runtime).op_probe:
-                try:
-                    record = _probe(ref, threads, settings, peak)
-                except VanillaNetEdgeError as exc2:
-                    record = _not_done(ref, "failed", exc2)
-                    failed = True
-        except VanillaNetEdgeError as exc:
-            record = _not_done(ref, "failed", exc)
-            failed = True
-        records.append(record)
-        if not as_json:
-            _print_record(record, top)
+    refs = resolve(artifacts)
+    specs = api.resolve_devices(device_names, devices_file)
+    shown: list[str] = []
+
+    def show(record: dict) -> None:
+        device = record["device"]
+        if device_names and shown[-1:] != [device["name"]]:     # no --device: printed as it always was
+            click.secho(f"\n{device_line(device['name'], device['where'], record.get('machine'))}", bold=True)
+            shown.append(device["name"])
+        _print_record(record, top, device["name"] if device_names else None)
+
+    records = api.profile(refs, specs, accept_new_host_key, on_record=None if as_json else show,
+                          runs=runs, warmup=warmup, threads=threads, options=settings, op_probe=op_probe, peak=peak)
     if as_json:
         click.echo(json.dumps(records, indent=2, default=str))
     if save:
@@ -105,25 +107,8 @@ def profile_cmd(artifacts, runs, warmup, threads, options, top, op_probe, peak, 
         write_json(save, records)
         if not as_json:
             click.echo(f"wrote {len(records)} records to {save}")
-    if failed or not any(r["status"] == "ok" for r in records):
+    if any(r["status"] == "failed" for r in records) or not any(r["status"] == "ok" for r in records):
         sys.exit(1)
-
-
-def _probe(ref, threads, settings: dict, peak: bool) -> dict:
-    """The op probe's record for a LiteRT artifact (devices/op_probe.py)."""
-    from ..devices.op_probe import matmul_peak, probe_ops
-
-    peak_gmacs, note = (matmul_peak(ref.manifest.get("precision") or "fp32", threads) if peak
-                        else (None, "not measured (--no-peak)"))
-    return probe_ops(ref.path if ref.path.is_dir() else ref.artifact, ref.manifest, threads=threads, kernels=settings.get("kernels", "auto"),
-                     peak_gmacs=peak_gmacs, peak_note=note)
-
-
-def _not_done(ref, status: str, exc) -> dict:
-    return {"schema_version": 1, "kind": "layer_profile", "status": status, "artifact": str(ref.path),
-            "name": ref.name, "runtime": ref.runtime, "target": ref.manifest.get("target"),
-            "precision": ref.manifest.get("precision"), "reason": exc.args[0] if exc.args else str(exc),
-            "hint": getattr(exc, "hint", None), "rows": []}
 
 
 def _short(text: str, width: int) -> str:
@@ -160,8 +145,8 @@ PROBE_TABLE = (f"{'calls':>5} {'ms each':>8} {'ms':>8} {'share':>7} {'GMAC/s':>8
                _probe_cells)
 
 
-def _print_record(r: dict, top: int) -> None:
-    title = f"{r['name']}  ({r['runtime']}, {r.get('precision') or '?'} artifact)"
+def _print_record(r: dict, top: int, device: str | None = None) -> None:
+    title = f"{r['name']}  ({r['runtime']}, {r.get('precision') or '?'} artifact)" + (f" on {device}" if device else "")
     click.secho(f"\n{title}", bold=True)
     if r["status"] != "ok":
         color = "yellow" if r["status"] == "not_offered" else "red"

@@ -15,7 +15,9 @@ from importlib.metadata import PackageNotFoundError, version
 from ..devices.artifacts import ArtifactRef
 from ..devices.base import Session
 from ..devices.latency import BenchSettings, bench_jobs
+from ..devices.layer_profile import not_done
 from ..devices.registry import EAGER_RUNTIME
+from ..errors import ProfilingNotOfferedError
 from .devices_file import DeviceSpec
 from .transport import DeviceError, open_transport
 from .workdir import MARKER, Here, Workdir, write_tar
@@ -110,6 +112,23 @@ class Device:
         for r in records:
             r["device"] = {"name": self.spec.name, "where": self.spec.describe()}
         return records
+
+    def profile(self, ref: ArtifactRef, runs: int = 20, warmup: int = 5, threads: int | None = None,
+                options: dict | None = None, op_probe: bool = True, peak: bool = True,
+                probe_seconds: float = 0.1) -> dict:
+        """The artifact's layer_profile record made on this device (devices/layer_profile.py:
+        the runtime's profiler, or the op probe with the device's own matmul peak), with this
+        device's runner options under `options`, tagged with this device."""
+        if ref.runtime == EAGER_RUNTIME and not isinstance(self.harness, Here):
+            record = not_done(ref, "not_offered", ProfilingNotOfferedError(
+                "PyTorch eager baselines run only on `local` (the device runner carries no model code)"))
+            record["machine"] = None
+        else:
+            settings = {"runs": runs, "warmup": warmup, "threads": threads, "op_probe": op_probe, "peak": peak,
+                        "probe_seconds": probe_seconds, "options": {**self.spec.options, **(options or {})}}
+            record = self._guarded(self.harness.profile, ref, settings)
+        record["device"] = {"name": self.spec.name, "where": self.spec.describe()}
+        return record
 
     def open_session(self, ref: ArtifactRef, runtime: str, settings: dict) -> Session:
         """A loaded model on the device, with this device's runner options under `settings`."""

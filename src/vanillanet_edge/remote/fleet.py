@@ -1,4 +1,4 @@
-"""Several devices at once: bench or eval the same artifacts on each; one device failing
+"""Several devices at once: bench, eval or profile the same artifacts on each; one device failing
 (down, wrong host key, dropped mid-run) is recorded as failed and never stops the others."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..devices.artifacts import ArtifactRef
 from ..devices.latency import RESULT_SCHEMA, BenchSettings
+from ..devices.layer_profile import not_done
 from ..errors import DataError, VanillaNetEdgeError
 from .device import open_device
 from .devices_file import DeviceSpec, load_devices, pick
@@ -34,15 +35,17 @@ def check_devices(specs: list[DeviceSpec], accept_new_host_key: bool = False) ->
 
 
 def _on_each_device(specs: list[DeviceSpec], refs: list[ArtifactRef], kind: str, accept_new_host_key: bool,
-                    work) -> list[dict]:
+                    work, failed=None) -> list[dict]:
     """work(device, spec) -> records, for each device in turn; a device that cannot even be
-    opened gets one failed record per artifact, and the others go on."""
+    opened gets one failed record per artifact (`failed(ref, spec, error)`, default: a failed
+    `kind` record), and the others go on."""
+    failed = failed or (lambda ref, spec, exc: _failed(ref, spec, kind, exc))
     records = []
     for spec in specs:
         try:
             device = open_device(spec, accept_new_host_key)
         except VanillaNetEdgeError as exc:
-            records += [_failed(ref, spec, kind, exc) for ref in refs]
+            records += [failed(ref, spec, exc) for ref in refs]
             continue
         with closing(device):
             records += work(device, spec)
@@ -77,3 +80,31 @@ def eval_on_devices(refs: list[ArtifactRef], data, specs: list[DeviceSpec], limi
             records.append(rec)
         return records
     return _on_each_device(specs, refs, "accuracy", accept_new_host_key, work)
+
+
+def profile_on_devices(refs: list[ArtifactRef], specs: list[DeviceSpec], accept_new_host_key: bool = False,
+                       on_record=None, **settings) -> list[dict]:
+    """layer_profile records for every (device, artifact), each made on its device
+    (remote/device.Device.profile; `settings`: its keyword arguments) and tagged with it.
+    A device that fails gets "failed" records (reason, hint, device_error) and the others go on;
+    `on_record(record)` is called as each record is made."""
+    def failed(ref, spec, exc):
+        record = {**not_done(ref, "failed", exc), "machine": None, "device_error": getattr(exc, "kind", "failed"),
+                  "device": {"name": spec.name, "where": spec.describe()}}
+        if on_record:
+            on_record(record)
+        return record
+
+    def work(device, spec):
+        records = []
+        for ref in refs:
+            try:
+                record = device.profile(ref, **settings)
+            except VanillaNetEdgeError as exc:     # the device's failure, not a runtime's (those are records)
+                records.append(failed(ref, spec, exc))
+                continue
+            records.append(record)
+            if on_record:
+                on_record(record)
+        return records
+    return _on_each_device(specs, refs, "layer_profile", accept_new_host_key, work, failed)

@@ -10,6 +10,8 @@ local `bench` (devices/*.py), none of torch or the converters.
                                                when its files match (see content_digest)
     python runner.pyz serve                 -> framed requests on stdin (load, run, close)
     python runner.pyz peaks [SECONDS]       -> JSON: matmul peaks per runtime and precision
+    python runner.pyz profile < job.json    -> JSON: one artifact's layer profile (profiler or
+                                               op probe, as devices/layer_profile.py)
 
 serve's frames: one JSON header line, then header["nbytes"] raw bytes (C-order float32).
 """
@@ -188,6 +190,20 @@ def serve() -> None:
             write_frame(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
 
+def profile(job: dict) -> dict:
+    """The layer_profile record of job["artifact"] (a received artifact folder) with
+    job["settings"]: profile_artifact's keyword arguments (runs, warmup, threads, ...)."""
+    from ..devices.artifacts import resolve
+    from ..devices.layer_profile import profile_artifact
+
+    [ref] = resolve([Path(job["artifact"])])
+    stdout, sys.stdout = sys.stdout, sys.stderr      # a runtime's stray prints must not hide the record
+    try:
+        return profile_artifact(ref, **job["settings"])
+    finally:
+        sys.stdout = stdout
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else ""
     if command == "describe":
@@ -207,6 +223,8 @@ def main(argv: list[str]) -> int:
         from ..devices.peak import measure_peaks
         seconds = float(argv[1]) if len(argv) > 1 else 1.0
         print(json.dumps(measure_peaks(seconds_per_probe=seconds)))
+    elif command == "profile":
+        print(json.dumps(profile(json.loads(sys.stdin.read())), default=str))
     else:
         print(__doc__, file=sys.stderr)
         return 2

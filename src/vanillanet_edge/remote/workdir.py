@@ -55,6 +55,11 @@ class Here:
         from ..devices.peak import measure_peaks
         return measure_peaks(seconds_per_probe=seconds)
 
+    def profile(self, ref: ArtifactRef, settings: dict) -> dict:
+        """The artifact's layer profile, in this process (devices/layer_profile.py)."""
+        from ..devices.layer_profile import profile_artifact
+        return profile_artifact(ref, **settings)
+
     def session(self, ref: ArtifactRef, runtime: str, settings: dict) -> Session:
         from ..devices.registry import get_runner
         return get_runner(runtime).load(ref.artifact, ref.manifest, **pinned_settings(ref.manifest, settings))
@@ -216,6 +221,22 @@ class Workdir:
             tail = "\n".join(proc.stderr.decode(errors="replace").strip().splitlines()[-6:])
             raise DeviceError(f"benchmark round of {ref.name} on device '{self.spec.name}' failed:\n{tail}")
         return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+    def profile(self, ref: ArtifactRef, settings: dict) -> dict:
+        """The artifact's layer profile made on the device by its runner (`profile`, the same
+        devices/layer_profile.py as here), the artifact sent first unless it is there already.
+        `settings`: profile_artifact's keyword arguments."""
+        self.prepare()
+        job = {"artifact": self.artifact(ref), "settings": settings}
+        proc = self.transport.run(self.command("profile"), input=json.dumps(job).encode(),
+                                  timeout=self.spec.run_timeout_s, check=False)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.decode(errors="replace").strip().splitlines()[-6:])
+            raise DeviceError(f"profiling {ref.name} on device '{self.spec.name}' failed "
+                              f"(exit {proc.returncode}):\n{tail}", returncode=proc.returncode)
+        record = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+        record.update(artifact=str(ref.path), name=ref.name)    # the host's artifact, not the device's copy
+        return record
 
     def session(self, ref: ArtifactRef, runtime: str, settings: dict) -> Session:
         self.prepare()
