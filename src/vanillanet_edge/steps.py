@@ -8,7 +8,7 @@ from pathlib import Path
 from .calibration.digits import write_digits
 from .calibration.inputs import input_size_of, preprocessing_of, real_inputs_for
 from .converters.convert import ConvertOutcome, Int8Options, convert_checkpoint
-from .errors import FusionError
+from .errors import FusionError, VanillaNetEdgeError
 from .fileio import write_json
 from .images import Preprocessing, skipped_record
 from .model.checkpoint import load_checkpoint, save_checkpoint
@@ -84,33 +84,65 @@ def convert(checkpoint: str | Path, targets, precisions=("fp32",), out: str | Pa
             variant: str | None = None, key: str | None = None, allow_inexact: bool = False,
             int8: Int8Options | None = None, eval_data: str | Path | None = None,
             log=None, pixels: str | None = None, app_info: dict | None = None,
-            options: dict | None = None) -> list[ConvertOutcome]:
+            options: dict | None = None, ray: str | None = None) -> list[ConvertOutcome]:
     """Convert a checkpoint to every (target, precision); see converters/convert.py.
     `pixels`: "raw" | "normalized" input for every artifact (None: each target's default).
+    `ray` (auto | HOST:PORT | local): measure top-1 on the eval data (every candidate of the
+    max-drop loop) on that Ray cluster, connected once for the whole call
+    (cluster/ray_accuracy.py); everything else runs here.
 
     Returns one ConvertOutcome per artifact; failures are outcomes (ok=False, error, stage),
     so one missing backend does not hide the others' results.
     """
-    return convert_checkpoint(checkpoint, targets, precisions, out, input_size=input_size,
-                              batch=batch, data=data, variant=variant, key=key,
-                              allow_inexact=allow_inexact, int8=int8, eval_data=eval_data,
-                              log=log or (lambda m: None), pixels=pixels, app_info=app_info,
-                              options=options)
+    from contextlib import ExitStack
+
+    measure = None
+    with ExitStack() as stack:
+        if ray:
+            if eval_data is None and (int8 is None or int8.eval_data is None):
+                raise VanillaNetEdgeError("--ray measures top-1 on a Ray cluster, so it needs labelled "
+                                          "images to measure on", hint="pass --eval-data DIR (with --max-drop "
+                                          "for the accuracy budget); export and verification always run here")
+            from .cluster.ray_accuracy import RayAccuracy
+            measure = stack.enter_context(RayAccuracy(ray))
+        return convert_checkpoint(checkpoint, targets, precisions, out, input_size=input_size,
+                                  batch=batch, data=data, variant=variant, key=key,
+                                  allow_inexact=allow_inexact, int8=int8, eval_data=eval_data,
+                                  log=log or (lambda m: None), pixels=pixels, app_info=app_info,
+                                  options=options, measure=measure)
 
 
 def calibrate(checkpoint: str | Path, data: str | Path, out: str | Path, samples: int = 128,
               seed: int = 0, input_size: int | None = None, variant: str | None = None,
-              key: str | None = None, progress=None) -> dict:
-    """Per-layer activation statistics and INT8 sensitivity; writes calibration.json and a plot."""
+              key: str | None = None, progress=None, ray: str | None = None) -> dict:
+    """Per-layer activation statistics and INT8 sensitivity; writes calibration.json and a plot.
+
+    The per-layer statistics (ranges, mean/std, percentiles, histogram of each layer's input)
+    are cluster/stats.py's shard statistics, merged exactly: on the Ray cluster at `ray` (auto |
+    HOST:PORT | local), else here; the numbers are the same either way. The sensitivity pass
+    runs here."""
     from .calibration.dataset import load_calibration
     from .calibration.report import calibration_report
+    from .cluster.stats import DEFAULT_BINS, REPORT_BINS, calibration_statistics, report_layers
 
     ckpt = load_checkpoint(checkpoint, variant=variant, key=key)
     size = input_size_of(ckpt, input_size)
     fused = fuse_model(ckpt.model)
     calib = load_calibration(data, preprocessing_of(ckpt, size), samples, seed)
+    stats = calibration_statistics(ckpt.path, data, samples, seed, address=ray, input_size=input_size,
+                                   variant=variant, key=key)
+    if stats.images != len(calib.inputs):
+        raise VanillaNetEdgeError(f"the statistics saw {stats.images} images of {data}, the sensitivity "
+                                  f"pass {len(calib.inputs)}", hint="give --data a path every node "
+                                  "sees with the same files" if ray else None)
+    statistics = {"where": f"Ray cluster at {ray}" if ray else "here", "images": stats.images,
+                  "of": "each quantizable layer's input, as its int8 kernel sees it (relu(x) for an activation's conv)",
+                  "method": (f"per-shard ranges, exact sums and counts over {DEFAULT_BINS} shared bins, merged "
+                             f"exactly (cluster/stats.py); percentiles read off those bins (to one bin, "
+                             f"(max-min)/{DEFAULT_BINS}); histogram: {REPORT_BINS} bins, the shared ones summed")}
     title = f"INT8 sensitivity of {ckpt.config.name} (width {ckpt.config.width:g}), {len(calib.inputs)} images"
-    return calibration_report(fused, calib, Path(out), title, progress=progress)
+    return calibration_report(fused, calib, Path(out), title, progress=progress, stats=report_layers(stats),
+                              statistics=statistics)
 
 
 def model_info(target: str, input_size: int | None = None, width: float = 1.0,

@@ -42,10 +42,16 @@ def plot_sensitivity(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def calibration_report(model, calib: CalibrationSet, out: Path, title: str, progress=None) -> dict:
-    stats = activation_statistics(model, calib.inputs)
+def calibration_report(model, calib: CalibrationSet, out: Path, title: str, progress=None,
+                       stats: dict | None = None, statistics: dict | None = None) -> dict:
+    """`stats`: per layer min, max, ... of its input (steps.calibrate passes the merged shard
+    statistics of cluster/stats.py, computed here or on a Ray cluster; None = computed here by
+    activation_statistics); `statistics` says how they were computed. The sensitivity pass
+    (each layer fake-quantized alone, on stats' min/max) always runs here."""
+    stats = stats if stats is not None else activation_statistics(model, calib.inputs)
     rows = layer_sensitivity(model, calib.inputs, stats, progress=progress)
-    report = {"calibration": calib.describe(), "layers": stats, "sensitivity": rows,
+    report = {"calibration": calib.describe(), **({"statistics": statistics} if statistics else {}),
+              "layers": stats, "sensitivity": rows,
               "keep_in_float": keep_in_float(rows),
               "method": ("each layer quantized alone in torch: int8 per-channel symmetric weights, "
                          "8-bit per-tensor activations from the calibration min/max; error against "

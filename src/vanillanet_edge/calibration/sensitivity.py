@@ -21,7 +21,7 @@ PERCENTILES = (0.01, 0.1, 1, 50, 99, 99.9, 99.99)
 HIST_BINS = 64
 
 
-def _layer_input(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def layer_input(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """What the integer kernel of this layer really sees: the activation's conv takes relu(x)."""
     return torch.relu(x) if isinstance(module, Activation) else x
 
@@ -33,7 +33,7 @@ def activation_statistics(model: nn.Module, inputs: np.ndarray, batch: int = 32)
     layers = dict(model.named_modules())
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in quantizable_layers(model)}
     hooks = [layers[name].register_forward_pre_hook(
-        lambda mod, args, name=name: chunks[name].append(_layer_input(mod, args[0]).flatten().numpy()))
+        lambda mod, args, name=name: chunks[name].append(layer_input(mod, args[0]).flatten().numpy()))
         for name in chunks]
     try:
         for i in range(0, len(inputs), batch):
@@ -75,7 +75,7 @@ def quantized_layer(model: nn.Module, name: str, stats: dict):
     module.weight.data = _fake_quant_weight(original)
     lo, hi = stats[name]["min"], stats[name]["max"]
     handle = module.register_forward_pre_hook(
-        lambda mod, args: (_fake_quant_activation(_layer_input(mod, args[0]), lo, hi),) + tuple(args[1:]))
+        lambda mod, args: (_fake_quant_activation(layer_input(mod, args[0]), lo, hi),) + tuple(args[1:]))
     try:
         yield module
     finally:

@@ -148,10 +148,16 @@ class TargetListCommand(click.Command):
               help="tflite raw: skip the TFLite metadata (labels, normalization; needs the mediapipe extra).")
 @click.option("--author", default=None, help="Author written into app-facing metadata (default unknown).")
 @click.option("--license", "license_", default=None, help="License written into app-facing metadata.")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Measure top-1 on --eval-data (each artifact's, and every candidate of the --max-drop "
+                   "loop) on a Ray cluster (the `ray` extra): auto, HOST:PORT (its GCS) or local (start one "
+                   "here). Same images, preprocessing and runtime settings as here, so the same numbers; "
+                   "--eval-data must be a path every node sees. Export, verification, the sensitivity "
+                   "ranking and the fp32 top-1 run here; latency never runs on the cluster.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcomes as JSON.")
 def convert_cmd(checkpoint, targets, precisions, out, input_size, batch, data_dir, variant, key,
                 allow_inexact, calib_data, calib_samples, calib_method, seed, max_drop, eval_data,
-                pixels, no_metadata, author, license_, as_json):
+                pixels, no_metadata, author, license_, ray_address, as_json):
     """Convert a checkpoint to verified edge artifacts.
 
     \b
@@ -176,6 +182,9 @@ def convert_cmd(checkpoint, targets, precisions, out, input_size, batch, data_di
       vanillanet-edge convert tiny.pth --target openvino --precision int8 --calib-data data/train \\
           --eval-data data/val --max-drop 1.0 --out a
     """
+    if ray_address and eval_data is None:
+        raise click.UsageError("--ray measures top-1 on a Ray cluster: it needs --eval-data DIR (labelled "
+                               "images every node sees), usually with --max-drop")
     int8 = None
     if "int8" in precisions or calib_data is not None:
         if calib_data is None:
@@ -186,7 +195,7 @@ def convert_cmd(checkpoint, targets, precisions, out, input_size, batch, data_di
                            allow_inexact=allow_inexact, int8=int8, eval_data=eval_data,
                            log=None if as_json else click.echo, pixels=pixels,
                            app_info={"author": author, "license": license_},
-                           options={"metadata": False} if no_metadata else None)
+                           options={"metadata": False} if no_metadata else None, ray=ray_address)
     if as_json:
         click.echo(json.dumps([{"target": o.target, "precision": o.precision, "ok": o.ok,
                                 "folder": str(o.folder) if o.folder else None, "error": o.error,
@@ -214,11 +223,17 @@ def _advance(bar, total: int) -> None:
 @click.option("--samples", type=int, default=128, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--input-size", type=int, default=None)
-def calibrate_cmd(checkpoint, data_dir, out, samples, seed, input_size):
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Compute the per-layer statistics on a Ray cluster (the `ray` extra): auto, HOST:PORT "
+                   "(its GCS) or local (start one here); --data must be a path every node sees. They are "
+                   "merged exactly: calibration.json holds the same numbers as without --ray. The "
+                   "sensitivity pass (each layer fake-quantized alone) still runs here.")
+def calibrate_cmd(checkpoint, data_dir, out, samples, seed, input_size, ray_address):
     """Per-layer INT8 statistics and sensitivity: which layers lose accuracy.
 
     \b
-    Writes OUT/calibration.json (per layer: min, max, percentiles, histogram of its input;
+    Writes OUT/calibration.json (per layer: min, max, mean, std, percentiles, histogram of its
+    input, computed in shards of 64 images and merged exactly, here or with --ray on a cluster;
     the output error and top-1 agreement when that layer alone is INT8) and
     OUT/sensitivity.png (bar chart, layers worth keeping in float in red).
     The ranking is what `convert --max-drop` uses on every target.
@@ -227,7 +242,8 @@ def calibrate_cmd(checkpoint, data_dir, out, samples, seed, input_size):
     bar = tqdm(desc="sensitivity", unit="layer")
     try:
         report = api.calibrate(checkpoint, data_dir, out, samples=samples, seed=seed,
-                               input_size=input_size, progress=lambda done, total, name: _advance(bar, total))
+                               input_size=input_size, progress=lambda done, total, name: _advance(bar, total),
+                               ray=ray_address)
     finally:
         bar.close()
     cal = report["calibration"]

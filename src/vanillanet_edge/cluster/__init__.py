@@ -1,4 +1,6 @@
-"""Runs that fan out over a Ray cluster (the `ray` extra): `eval --ray ADDRESS`.
+"""Runs that fan out over a Ray cluster (the `ray` extra): `eval --ray ADDRESS` (ray_eval.py),
+`convert --eval-data DIR --ray ADDRESS` top-1 measurements (ray_accuracy.py) and `calibrate --ray
+ADDRESS` per-layer statistics (stats.py).
 
 Ray is imported inside functions, so importing this package costs nothing and a missing extra
 only matters when a cluster is asked for (`BackendMissingError` names the extra).

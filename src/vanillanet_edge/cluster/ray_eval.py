@@ -59,13 +59,13 @@ class ClusterError(VanillaNetEdgeError):
     """The Ray cluster cannot be reached, or failed for good during a run."""
 
 
-def require_ray():
-    """The ray module, or BackendMissingError naming the extra."""
+def require_ray(what: str = "eval --ray (Ray Data)"):
+    """The ray module, or BackendMissingError naming the extra (and `what` needed it)."""
     try:
         import ray
         import ray.data  # noqa: F401
     except ImportError as exc:
-        raise BackendMissingError("eval --ray (Ray Data)", RAY_EXTRA, "ray") from exc
+        raise BackendMissingError(what, RAY_EXTRA, "ray") from exc
     return ray
 
 
@@ -402,7 +402,8 @@ def evaluate_on_ray(refs, data: str | Path, address: str = "auto", limit: int | 
                     runtime: str | None = None, settings: dict | None = None, seed: int = 0,
                     workers: int | None = None, threads: int | None = None, ship_data: bool = False,
                     shared_artifacts: bool = False, cache_dir: str | Path | None = None,
-                    local_cpus: int | None = None, progress_for=None, predictions: bool = False) -> list[dict]:
+                    local_cpus: int | None = None, progress_for=None, predictions: bool = False,
+                    reference: bool = True) -> list[dict]:
     """Accuracy records of artifacts (devices.artifacts.ArtifactRef) on a Ray cluster.
 
     Each record is what a local `evaluate` writes (top1, top5, agreement_with_fp32, images,
@@ -412,7 +413,8 @@ def evaluate_on_ray(refs, data: str | Path, address: str = "auto", limit: int | 
     else the settings' own, else 1; each actor reserves that many CPUs. `workers`: actors in
     the pool (default: the cluster's CPUs // threads). With `predictions=True` each record also
     carries `predictions` (per image, in the local order: file, label, pred, top5, ref_pred,
-    and `logits` as float32 bytes). Raises ClusterError when the cluster cannot be reached or
+    and `logits` as float32 bytes). `reference=False`: no fp32 reference on the workers
+    (agreement_with_fp32 None; convert --ray has its own). Raises ClusterError when the cluster cannot be reached or
     fails for good; nothing partial is ever returned.
     """
     import vanillanet_edge
@@ -450,7 +452,7 @@ def evaluate_on_ray(refs, data: str | Path, address: str = "auto", limit: int | 
                                     ship_data, shared_artifacts, cache_dir, predictions,
                                     progress_for(ref) if progress_for else None,
                                     vanillanet_edge.__version__, CHUNK, RESULT_SCHEMA,
-                                    skipped_record, describe_skipped))
+                                    skipped_record, describe_skipped, reference))
             except VanillaNetEdgeError as exc:
                 if type(exc).__module__.startswith("vanillanet_edge"):
                     raise                  # ours, raised here (not a worker's, wrapped by Ray)
@@ -462,13 +464,13 @@ def evaluate_on_ray(refs, data: str | Path, address: str = "auto", limit: int | 
 
 def _run_one(ray, ref, data, records, run_settings, runtime, address, size, workers, ship_data,
              shared_artifacts, cache_dir, predictions, progress, version, chunk_size, schema,
-             skipped_record, describe_skipped) -> dict:
+             skipped_record, describe_skipped, reference=True) -> dict:
     from ..devices.accuracy import reference_checkpoint  # the local eval's own choice of reference
 
     runtime = runtime or ref.runtime
     threads = run_settings["threads"]
     pool = workers or max(1, size["cpus"] // threads)
-    ckpt, ref_note = reference_checkpoint(ref)
+    ckpt, ref_note = reference_checkpoint(ref) if reference else (None, "not computed (asked for none)")
     payload = {"version": version, "manifest": ref.manifest, "runtime": runtime, "artifact_runtime": ref.runtime,
                "settings": run_settings, "cache_dir": str(cache_dir) if cache_dir else None,
                "artifact": _ship_spec(ray, ref.path, shared_artifacts),

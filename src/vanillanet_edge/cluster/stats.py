@@ -3,11 +3,14 @@ here or over a Ray cluster (issue 18, part 2).
 
 A shard is one chunk of `devices.accuracy.CHUNK` calibration images (the seeded sample a
 calibration uses, decoded with the checkpoint's preprocessing by `images.load_images`), run
-through the fused fp32 model with forward hooks on every quantizable layer
-(`calibration.layers.quantizable_layers`). Two passes:
+through the fused fp32 model with forward pre-hooks on every quantizable layer
+(`calibration.layers.quantizable_layers`), recording the layer's INPUT as its integer kernel
+sees it (`calibration.sensitivity.layer_input`: relu(x) for an activation's conv), which is
+what `calibrate` reports and what its sensitivity quantizes. Two passes:
 
-1. ranges: per layer min, max and element count. Merging takes min of mins, max of maxes and
-   the sum of counts: exact, in any order.
+1. ranges: per layer min, max, element count, and the shard's float64 sum and sum of squares.
+   Merging takes min of mins, max of maxes, the sum of counts and keeps every shard's sums,
+   added only at the end with math.fsum (correctly rounded): exact, in any order.
 2. histograms over a SHARED binning: the edges come from the merged ranges of pass 1
    (`bins` equal bins from min to max per layer), fixed before any shard runs, so every shard
    counts into the same bins and merging is an integer sum: exact, in any order.
@@ -17,13 +20,25 @@ thread count), the merged statistics of a cluster run equal those of `calibratio
 run here, bit for bit. The checkpoint travels to the workers once, content-addressed, like an
 artifact in `ray_eval` (`ray_eval.materialize`).
 
-What is not done yet: the converters' own calibrators (ORT's entropy calibrator, NNCF,
-torchao's observers, the Core ML interpreter's ranges) still gather their statistics
-themselves; handing them these merged ranges/histograms is per-toolchain work.
+`calibrate --ray ADDRESS` (steps.calibrate) writes these statistics, computed on the cluster,
+as calibration.json's per-layer section (`report_layers`); without --ray the same function
+runs here, so the file's numbers are the same either way. Its sensitivity pass (each layer
+fake-quantized alone, calibration/sensitivity.py) runs here, on these ranges.
+
+What is not done yet: the converters' own calibrators still gather their statistics
+themselves, from the same CalibrationSet images, inside each toolchain: ONNX Runtime's
+calibrators (minmax, percentile, entropy), NNCF's range estimators (OpenVINO), torchao's PT2E
+observers (LiteRT) and MNN's quantization tool each run the model in their own graph and
+collect ranges on their own tensors (with their own percentile/entropy/histogram rules);
+none of them takes ranges from outside through a public API (ORT's TensorsData is the closest,
+but for its own tensor names), so handing them these merged statistics is per-toolchain
+work; Core ML's ranges (calibration/coreml_stats.py) are our own, local. `convert --ray`
+fans out only the top-1 measurements (cluster/ray_accuracy.py).
 """
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +53,13 @@ DEFAULT_BINS = 2048
 
 @dataclass
 class LayerStats:
-    """Statistics of each layer's output over some calibration images."""
+    """Statistics of each layer's input (as its integer kernel sees it) over some images."""
 
     layers: list[str]
     minimum: dict[str, float] = field(default_factory=dict)
     maximum: dict[str, float] = field(default_factory=dict)
     count: dict[str, int] = field(default_factory=dict)            # elements seen
+    sums: dict[str, list] = field(default_factory=dict)            # per shard (sum, sum of squares)
     edges: dict[str, np.ndarray] | None = None                     # shared binning (pass 2)
     hist: dict[str, np.ndarray] | None = None                      # int64 counts per bin
     images: int = 0
@@ -61,9 +77,11 @@ class LayerStats:
                 out.minimum[n] = min(self.minimum[n], other.minimum[n])
                 out.maximum[n] = max(self.maximum[n], other.maximum[n])
                 out.count[n] = self.count[n] + other.count[n]
+                out.sums[n] = [*self.sums.get(n, []), *other.sums.get(n, [])]
             elif mine or theirs:
                 src = self if mine else other
                 out.minimum[n], out.maximum[n], out.count[n] = src.minimum[n], src.maximum[n], src.count[n]
+                out.sums[n] = list(src.sums.get(n, []))
         if (self.hist is None) != (other.hist is None):
             raise ValueError("a histogram pass cannot be merged with a range pass")
         if self.hist is not None:
@@ -83,6 +101,42 @@ class LayerStats:
             d["histograms"] = {n: {"edges": self.edges[n].tolist(), "counts": self.hist[n].tolist()}
                                for n in self.layers}
         return d
+
+    def mean_std(self, n: str) -> tuple[float, float]:
+        """Mean and standard deviation of layer `n`'s values, from the exact sums (fsum)."""
+        c = self.count[n]
+        mean = math.fsum(a for a, _ in self.sums[n]) / c
+        return mean, math.sqrt(max(math.fsum(b for _, b in self.sums[n]) / c - mean * mean, 0.0))
+
+
+PERCENTILES = (0.01, 0.1, 1, 50, 99, 99.9, 99.99)
+REPORT_BINS = 64      # the histogram calibrate writes: the 2048 shared bins summed 32 at a time
+
+
+def _percentile(edges: np.ndarray, hist: np.ndarray, q: float) -> float:
+    """The q-th percentile read off a histogram, linear within its bin (exact to one bin)."""
+    cum = np.cumsum(hist)
+    target = q / 100.0 * float(cum[-1])
+    i = min(int(np.searchsorted(cum, target, side="left")), len(hist) - 1)
+    before = float(cum[i - 1]) if i else 0.0
+    frac = (target - before) / float(hist[i]) if hist[i] else 0.0
+    return float(edges[i] + frac * (edges[i + 1] - edges[i]))
+
+
+def report_layers(stats: "LayerStats", bins: int = REPORT_BINS) -> dict[str, dict]:
+    """calibrate's per-layer section: min, max, mean, std (exact), percentiles (from the shared
+    histogram, to one of its bins) and a `bins`-bin histogram (the shared bins summed, exactly)."""
+    out = {}
+    for n in stats.layers:
+        edges, hist = stats.edges[n], stats.hist[n]
+        step = max(1, (len(hist)) // bins)
+        mean, std = stats.mean_std(n)
+        out[n] = {"min": stats.minimum[n], "max": stats.maximum[n], "mean": mean, "std": std,
+                  "elements": stats.count[n],
+                  "percentiles": {str(q): _percentile(edges, hist, q) for q in PERCENTILES},
+                  "histogram": {"counts": np.add.reduceat(hist, np.arange(0, len(hist), step)).tolist(),
+                                "edges": edges[::step].tolist()}}
+    return out
 
 
 def shared_edges(ranges: LayerStats, bins: int) -> dict[str, np.ndarray]:
@@ -106,20 +160,24 @@ def shard_statistics(model, layers: list[str], inputs: np.ndarray, edges: dict |
     modules = dict(model.named_modules())
     handles = []
 
+    from ..calibration.sensitivity import layer_input
+
     def hook_for(name):
-        def hook(_module, _inputs, output):      # a module called twice adds to its own numbers
-            y = output.detach()
+        def hook(module, args):      # a module called twice adds to its own numbers
+            y = layer_input(module, args[0]).detach()
             lo, hi = float(y.min()), float(y.max())
             stats.minimum[name] = min(lo, stats.minimum.get(name, lo))
             stats.maximum[name] = max(hi, stats.maximum.get(name, hi))
             stats.count[name] = stats.count.get(name, 0) + int(y.numel())
+            v = y.numpy().ravel().astype(np.float64)         # numpy sums: one thread, pairwise
+            stats.sums.setdefault(name, []).append((float(v.sum()), float((v * v).sum())))
             if edges is not None:
-                counts, _ = np.histogram(y.numpy().ravel(), bins=edges[name])
+                counts, _ = np.histogram(v, bins=edges[name])
                 stats.hist[name] = stats.hist.get(name, 0) + counts.astype(np.int64)
         return hook
 
     for n in layers:
-        handles.append(modules[n].register_forward_hook(hook_for(n)))
+        handles.append(modules[n].register_forward_pre_hook(hook_for(n)))
     try:
         with torch.no_grad():
             model(torch.from_numpy(inputs))
@@ -129,7 +187,8 @@ def shard_statistics(model, layers: list[str], inputs: np.ndarray, edges: dict |
     return stats
 
 
-def _model_for(checkpoint: Path, threads: int):
+def _model_for(checkpoint: Path, threads: int, input_size: int | None = None, variant: str | None = None,
+               key: str | None = None):
     import torch
 
     from ..calibration.inputs import input_size_of, preprocessing_of
@@ -139,8 +198,8 @@ def _model_for(checkpoint: Path, threads: int):
     from ..model.fuse import fuse_model
 
     torch.set_num_threads(threads)
-    ckpt = load_checkpoint(checkpoint)
-    size = input_size_of(ckpt)
+    ckpt = load_checkpoint(checkpoint, variant=variant, key=key)
+    size = input_size_of(ckpt, input_size)
     model = replace_adaptive_max_pools(fuse_model(ckpt.model), size).eval()
     return model, quantizable_layers(model), preprocessing_of(ckpt, size)
 
@@ -171,7 +230,7 @@ class StatsWorker:
 
     def __init__(self, payload: dict):
         checkpoint = materialize(payload["checkpoint"], payload["cache_dir"])
-        self.model, self.layers, self.prep = _model_for(checkpoint, payload["threads"])
+        self.model, self.layers, self.prep = _model_for(checkpoint, payload["threads"], **payload["model"])
         self.edges = payload["edges"]
 
     def __call__(self, batch: dict) -> dict:
@@ -196,21 +255,30 @@ def _merge_all(parts: list[LayerStats]) -> LayerStats:
 def calibration_statistics(checkpoint: str | Path, data: str | Path, samples: int | None = 128, seed: int = 0,
                            bins: int = DEFAULT_BINS, address: str | None = None, workers: int | None = None,
                            threads: int = 1, cache_dir: str | Path | None = None, chunk: int | None = None,
-                           local_cpus: int | None = None) -> LayerStats:
+                           local_cpus: int | None = None, input_size: int | None = None,
+                           variant: str | None = None, key: str | None = None) -> LayerStats:
     """Merged per-layer ranges and histograms (over a shared binning) of a checkpoint's fused
     model on a seeded sample of `data`: here when `address` is None, else on a Ray cluster
-    (auto | HOST:PORT | local). Either way the result is the same, exactly."""
+    (auto | HOST:PORT | local). Either way the result is the same, exactly. `input_size`,
+    `variant`, `key`: as for load_checkpoint / input_size_of (calibrate's options)."""
+    import torch
+
     from ..devices.accuracy import CHUNK
 
     checkpoint = Path(checkpoint)
     chunks = _chunks(data, samples, seed, chunk or CHUNK)
+    model_args = {"input_size": input_size, "variant": variant, "key": key}
     if address is None:
-        model, layers, prep = _model_for(checkpoint, threads)
-        ranges = _merge_all([_run_chunk(model, layers, prep, c, None) for c in chunks])
-        _check_seen(ranges, data)
-        edges = shared_edges(ranges, bins)
-        return _merge_all([_run_chunk(model, layers, prep, c, edges) for c in chunks])
-    require_ray()
+        before = torch.get_num_threads()
+        try:
+            model, layers, prep = _model_for(checkpoint, threads, **model_args)
+            ranges = _merge_all([_run_chunk(model, layers, prep, c, None) for c in chunks])
+            _check_seen(ranges, data)
+            edges = shared_edges(ranges, bins)
+            return _merge_all([_run_chunk(model, layers, prep, c, edges) for c in chunks])
+        finally:
+            torch.set_num_threads(before)      # the caller's own thread count, as it was
+    require_ray("calibrate --ray (Ray Data)")
     with connect(address, local_cpus) as ray:
         import ray.data
 
@@ -221,7 +289,7 @@ def calibration_statistics(checkpoint: str | Path, data: str | Path, samples: in
 
             def run(edges):
                 payload = {"checkpoint": spec, "cache_dir": str(cache_dir) if cache_dir else None,
-                           "threads": threads, "edges": edges}
+                           "threads": threads, "edges": edges, "model": model_args}
                 items = [{"chunk": json.dumps({"index": i, "paths": [str(r.path) for r in c],
                                                "labels": [r.label for r in c]})} for i, c in enumerate(chunks)]
                 ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))

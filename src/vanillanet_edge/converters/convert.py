@@ -29,7 +29,7 @@ from ..model.profile import summarize
 from .base import PIXELS, PRECISIONS, ConvertRequest
 from .manifest import MANIFEST_NAME, SCHEMA_VERSION, environment_versions
 from .registry import expand_targets, get_converter, left_out_reason
-from .verify import LIMITS, run_artifact, torch_reference, verify_artifact
+from .verify import LIMITS, torch_reference, verify_artifact
 
 N_VERIFY = 32   # real images per verification: enough for top-1 agreement, quick on 2 cores
 
@@ -119,12 +119,23 @@ def artifact_name(prep: PreparedModel, target: str, precision: str) -> str:
 
 @dataclass
 class EvalSet:
-    """Labelled images for the accuracy check: fp32 top-1 is measured once, on the fused net."""
+    """Labelled images for the accuracy check: fp32 top-1 is measured once, on the fused net.
+
+    The seeded sample `eval` scores (devices.accuracy.labelled_sample of `data`, `limit`,
+    `seed`), decoded in chunks of devices.accuracy.CHUNK records as `eval` decodes them:
+    `chunks` holds how many images each chunk kept (unreadable files skipped) and `files` which
+    ones, so an artifact is fed the same batches here and on a Ray cluster (cluster/ray_accuracy.py).
+    """
 
     inputs: np.ndarray
     labels: np.ndarray
     source: str
     fp32_top1: float
+    data: Path | None = None
+    limit: int | None = None
+    seed: int = 0
+    files: list[str] = field(default_factory=list)
+    chunks: list[int] = field(default_factory=list)
 
 
 class BudgetExceeded(ConversionError):
@@ -133,16 +144,56 @@ class BudgetExceeded(ConversionError):
         self.drop, self.top1 = drop, top1
 
 
-def load_eval_set(prep: PreparedModel, folder: str | Path, limit: int | None = 500, seed: int = 0) -> EvalSet:
-    from ..images import load_folder
+class AccuracyUnavailable(VanillaNetEdgeError):
+    """The accuracy measurer itself failed (a Ray cluster gone mid-run): this ends the command,
+    as `eval --ray` ends, instead of becoming one more failed conversion."""
 
-    imgs = load_folder(folder, prep.preprocessing, limit=limit, seed=seed)
-    if imgs.labels is None:
-        raise VanillaNetEdgeError(f"{folder} has no class sub-folders, so accuracy cannot be measured",
-                                  hint="pass an ImageFolder (one sub-folder per class) as --eval-data")
-    logits = torch_reference(prep.fused, imgs.inputs)
-    return EvalSet(imgs.inputs, imgs.labels, f"{len(imgs.labels)} labelled images from {folder}",
-                   float((logits.argmax(1) == imgs.labels).mean()))
+
+# (evaluation, runtime, artifact folder, artifact file, manifest, runner settings) -> {"top1": ...,
+# anything else for the manifest's accuracy section}. measure_here runs it here; the api layer
+# may pass another (cluster/ray_accuracy.RayAccuracy): converters never import the cluster.
+AccuracyMeasurer = Callable[[EvalSet, str, Path, Path, dict, dict], dict]
+
+
+def load_eval_set(prep: PreparedModel, folder: str | Path, limit: int | None = 500, seed: int = 0) -> EvalSet:
+    from ..devices.accuracy import CHUNK, labelled_sample
+    from ..errors import DataError
+    from ..images import describe_skipped, load_images
+
+    records = labelled_sample(folder, {"model": prep.model_meta}, limit, seed)
+    parts, labels, files, chunks, skipped = [], [], [], [], []
+    for i in range(0, len(records), CHUNK):
+        part = load_images(records[i:i + CHUNK], prep.preprocessing, min_count=0)
+        parts.append(part.inputs)
+        labels += [] if part.labels is None else part.labels.tolist()
+        files += [str(f) for f in part.paths]
+        chunks.append(len(part.inputs))
+        skipped += part.skipped
+    if not files:
+        raise DataError(f"none of the {len(records)} images in {folder} could be read:\n"
+                        + describe_skipped(skipped), hint="pass --eval-data a folder of images PIL can decode")
+    inputs, label_array = np.concatenate(parts), np.asarray(labels, dtype=np.int64)
+    logits = torch_reference(prep.fused, inputs)
+    return EvalSet(inputs, label_array, f"{len(label_array)} labelled images from {folder}",
+                   float((logits.argmax(1) == label_array).mean()), Path(folder), limit, seed, files, chunks)
+
+
+def measure_here(evaluation: EvalSet, runtime: str, folder: Path, artifact: Path, manifest: dict,
+                 settings: dict) -> dict:
+    """Top-1 of the artifact on `evaluation`, run here: one run_all per chunk, the batches
+    `eval` (and a Ray worker) feeds; top-1 is argmax, as the fp32 reference's."""
+    from ..devices.registry import get_runner
+
+    session = get_runner(runtime).load(artifact, manifest, **settings)
+    try:
+        hits, start = 0, 0
+        for n in evaluation.chunks or [len(evaluation.labels)]:
+            logits = session.run_all(evaluation.inputs[start:start + n])
+            hits += int((logits.argmax(1) == evaluation.labels[start:start + n]).sum())
+            start += n
+    finally:
+        session.close()
+    return {"top1": hits / len(evaluation.labels)}
 
 
 def check_pixels(pixels: str) -> str:
@@ -204,11 +255,14 @@ def _reference_for(prep: PreparedModel, manifest: dict) -> np.ndarray:
 def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, batch: int = 1,
                 options: dict | None = None, calibration: CalibrationSet | None = None,
                 evaluation: EvalSet | None = None, max_drop: float | None = None,
-                pixels: str = "normalized", app_info: dict | None = None) -> ConvertOutcome:
+                pixels: str = "normalized", app_info: dict | None = None,
+                measure: AccuracyMeasurer | None = None) -> ConvertOutcome:
     """One (target, precision): export, verify, measure, manifest, publish. Errors become outcomes.
 
     With `evaluation`, top-1 of the artifact is measured against the fp32 net's; with
     `max_drop` (points) too, an artifact losing more is not published (BudgetExceeded).
+    `measure` runs the artifact over `evaluation` (default measure_here; the api layer passes
+    a Ray cluster's, same numbers); a measurer's own failure (AccuracyUnavailable) is raised.
     `pixels` ("normalized" | "raw", see ConvertRequest) is what the artifact's input takes;
     verification always feeds the harness's normalized images through the runner, which
     converts them (devices/base.to_artifact_pixels).
@@ -248,8 +302,8 @@ def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, bat
             }
             if evaluation is not None:
                 stage = "accuracy"
-                manifest["accuracy"] = _measure_accuracy(converter.runtime, artifact, manifest,
-                                                         evaluation, settings)
+                manifest["accuracy"] = _measure_accuracy(measure or measure_here, converter.runtime, tmp,
+                                                         artifact, manifest, evaluation, settings)
                 drop = manifest["accuracy"]["drop_points"]
                 if max_drop is not None:
                     manifest["accuracy"]["budget_points"] = max_drop
@@ -266,7 +320,7 @@ def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, bat
             stage = "manifest"
             write_json(tmp / MANIFEST_NAME, manifest)
         return ConvertOutcome(target, precision, True, final, manifest)
-    except BudgetExceeded:
+    except (BudgetExceeded, AccuracyUnavailable):
         raise
     except VanillaNetEdgeError as exc:
         return ConvertOutcome(target, precision, False, error=str(exc), stage=stage)
@@ -275,12 +329,12 @@ def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, bat
         return ConvertOutcome(target, precision, False, error=str(ConversionError(msg)), stage=stage)
 
 
-def _measure_accuracy(runtime: str, artifact: Path, manifest: dict, evaluation: EvalSet,
-                      settings: dict) -> dict:
-    logits, _ = run_artifact(runtime, artifact, manifest, evaluation.inputs, **settings)
-    top1 = float((logits.argmax(1) == evaluation.labels).mean())
+def _measure_accuracy(measure: AccuracyMeasurer, runtime: str, folder: Path, artifact: Path, manifest: dict,
+                      evaluation: EvalSet, settings: dict) -> dict:
+    measured = measure(evaluation, runtime, folder, artifact, manifest, settings)
+    top1 = measured.pop("top1")
     return {"data": evaluation.source, "fp32_top1": evaluation.fp32_top1, "top1": top1,
-            "drop_points": round(100 * (evaluation.fp32_top1 - top1), 4)}
+            "drop_points": round(100 * (evaluation.fp32_top1 - top1), 4), **measured}
 
 
 def _input_section(request: ConvertRequest, result, shape: list, normalization: str | None) -> dict:
@@ -352,7 +406,8 @@ def convert_checkpoint(checkpoint: str | Path, targets, precisions, out: str | P
                        allow_inexact: bool = False, options: dict | None = None,
                        int8: Int8Options | None = None, eval_data: str | Path | None = None,
                        log: Callable[[str], None] = lambda m: None, pixels: str | None = None,
-                       app_info: dict | None = None) -> list[ConvertOutcome]:
+                       app_info: dict | None = None,
+                       measure: AccuracyMeasurer | None = None) -> list[ConvertOutcome]:
     """Convert one checkpoint to every (target, precision); one failure does not stop the rest.
 
     `pixels` ("raw" | "normalized") is what every artifact's input takes; None = each target's
@@ -360,7 +415,8 @@ def convert_checkpoint(checkpoint: str | Path, targets, precisions, out: str | P
     `app_info` (author, license, description...) goes into app-facing metadata.
 
     `eval_data` (an ImageFolder) adds a top-1 measurement to every artifact's manifest;
-    `int8.eval_data` does the same and is required for `int8.max_drop`.
+    `int8.eval_data` does the same and is required for `int8.max_drop`. `measure` measures
+    each artifact's top-1 on those images (default measure_here; see AccuracyMeasurer).
     """
     names = expand_targets(targets)
     grid = any(part.strip() == "all" for t in ([targets] if isinstance(targets, str) else targets)
@@ -413,11 +469,12 @@ def convert_checkpoint(checkpoint: str | Path, targets, precisions, out: str | P
             log(f"{target} {precision}: converting")
             if precision == "int8" and int8.max_drop is not None:
                 outcome = convert_int8_within_budget(prep, target, out, batch, options, calibration,
-                                                     evaluation, int8.max_drop, log, chosen[target], app_info)
+                                                     evaluation, int8.max_drop, log, chosen[target], app_info,
+                                                     measure)
             else:
                 outcome = convert_one(prep, target, precision, out, batch, options,
                                       calibration if precision == "int8" else None, evaluation,
-                                      pixels=chosen[target], app_info=app_info)
+                                      pixels=chosen[target], app_info=app_info, measure=measure)
             outcomes.append(outcome)
             if outcome.ok:
                 v = outcome.manifest["verification"]
@@ -435,7 +492,8 @@ def convert_int8_within_budget(prep: PreparedModel, target: str, out: Path, batc
                                options: dict | None, calibration: CalibrationSet,
                                evaluation: EvalSet, max_drop: float,
                                log: Callable[[str], None], pixels: str = "normalized",
-                               app_info: dict | None = None) -> ConvertOutcome:
+                               app_info: dict | None = None,
+                               measure: AccuracyMeasurer | None = None) -> ConvertOutcome:
     """NNCF's accuracy-control idea for every target: while INT8 loses more than `max_drop`
     points, keep the next most sensitive layer in float and try again."""
     from ..calibration.sensitivity import sensitivity_ranking
@@ -447,7 +505,7 @@ def convert_int8_within_budget(prep: PreparedModel, target: str, out: Path, batc
         try:
             outcome = convert_one(prep, target, "int8", out, batch, options,
                                   calibration.with_excluded(excluded), evaluation, max_drop,
-                                  pixels=pixels, app_info=app_info)
+                                  pixels=pixels, app_info=app_info, measure=measure)
         except BudgetExceeded as exc:
             if best is None or exc.drop < best[0]:
                 best = (exc.drop, list(excluded))
@@ -469,4 +527,5 @@ def convert_int8_within_budget(prep: PreparedModel, target: str, out: Path, batc
         return outcome
 
 
-__all__ = ["convert_checkpoint", "prepare", "convert_one", "Int8Options", "convert_int8_within_budget", "ConvertOutcome", "PreparedModel", "LIMITS"]
+__all__ = ["convert_checkpoint", "prepare", "convert_one", "measure_here", "AccuracyMeasurer", "Int8Options",
+           "convert_int8_within_budget", "ConvertOutcome", "PreparedModel", "LIMITS"]

@@ -6,7 +6,7 @@ only the steps whose key it enters: e.g. a new bench.runs reruns bench and repor
 """
 from __future__ import annotations
 
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 from ..errors import VanillaNetEdgeError
@@ -113,12 +113,36 @@ def _eval_data(ctx: Context) -> Path | None:
 
 
 def stage_convert(ctx: Context) -> None:
+    conv, m = ctx.cfg["convert"], ctx.cfg["model"]
+    calib, eval_dir = _calib_settings(ctx), _eval_data(ctx)
+    with ExitStack() as stack:
+        # [eval] ray: the convert stage's top-1 measurements (every max-drop candidate) run on
+        # that cluster too, connected on the first one (cluster/ray_accuracy.py); same numbers.
+        measure = None
+        if ctx.cfg["eval"].get("ray") and eval_dir:
+            from ..cluster.ray_accuracy import RayAccuracy
+            measure = LazyEnter(stack, lambda: RayAccuracy(ctx.cfg["eval"]["ray"]))
+        _convert_all(ctx, conv, m, calib, eval_dir, measure)
+    convert_baselines(ctx)
+
+
+class LazyEnter:
+    """A context-managed accuracy measurer entered (connected) on its first call only."""
+
+    def __init__(self, stack: ExitStack, make):
+        self.stack, self.make, self.entered = stack, make, None
+
+    def __call__(self, *args):
+        if self.entered is None:
+            self.entered = self.stack.enter_context(self.make())
+        return self.entered(*args)
+
+
+def _convert_all(ctx: Context, conv, m, calib, eval_dir, measure) -> None:
     from ..calibration.dataset import load_calibration
     from ..converters.convert import convert_int8_within_budget, convert_one, load_eval_set, prepare
     from ..converters.registry import converter_class, left_out_reason
 
-    conv, m = ctx.cfg["convert"], ctx.cfg["model"]
-    calib, eval_dir = _calib_settings(ctx), _eval_data(ctx)
     prep = calibration = evaluation = None
     for target in conv["targets"]:
         for precision in conv["precisions"]:
@@ -150,10 +174,12 @@ def stage_convert(ctx: Context) -> None:
             out = ctx.path("artifacts")
             if precision == "int8" and calib["max_drop"] >= 0 and evaluation is not None:
                 outcome = convert_int8_within_budget(prep, target, out, conv["batch"], None, calibration,
-                                                     evaluation, calib["max_drop"], ctx.log, pixels)
+                                                     evaluation, calib["max_drop"], ctx.log, pixels,
+                                                     measure=measure)
             else:
                 outcome = convert_one(prep, target, precision, out, conv["batch"], None,
-                                      calibration if precision == "int8" else None, evaluation, pixels=pixels)
+                                      calibration if precision == "int8" else None, evaluation, pixels=pixels,
+                                      measure=measure)
             if not outcome.ok:
                 ctx.log(f"convert: {target} {precision} FAILED at {outcome.stage}: {outcome.error}")
                 ctx.failures.append({"step": name, "error": outcome.error})
@@ -164,7 +190,6 @@ def stage_convert(ctx: Context) -> None:
             ctx.log(f"convert: {target} {precision} ok (rel err {v['rel_err']:.2g}) -> {outcome.folder}")
             ctx.run.record(name, key, [outcome.folder], {"verification": v})
             ctx.artifacts.append(outcome.folder)
-    convert_baselines(ctx)
 
 
 def convert_baselines(ctx: Context) -> None:
