@@ -22,6 +22,7 @@ from vanillanet_edge.model.rewrites import (
     DepthwiseDilated,
     DepthwiseOnly,
     DepthwiseSplit,
+    DepthwiseSum,
     apply_rewrites,
     band_pieces,
     block_pieces,
@@ -33,7 +34,7 @@ from vanillanet_edge.model.variants import VARIANTS, create_model
 
 SPLITS = ("dw_blocks", "dw_bands", "dw_rows", "dw_dilated")
 PIECES = {"dw_blocks": 4, "dw_bands": 3, "dw_rows": 7, "dw_dilated": 3}
-SPLIT_TYPES = (DepthwiseSplit, DepthwiseDilated)
+SPLIT_TYPES = DepthwiseSum
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -98,28 +98,51 @@ def relu_before_pool(model: nn.Module, *, fused_only: bool = True, pooling_block
 XNNPACK_UNIPASS_TAPS = 25   # XNNPACK's largest one-pass depthwise tile on x86 (measured: 28 taps is slow)
 
 
-class DepthwiseSplit(DepthwiseOnly):
+class DepthwiseSum(DepthwiseOnly):
+    """A k x k depthwise conv (+ bias) computed as a sum of smaller depthwise convs (`parts` of
+    them; bias added once, by the first). `relu`: apply the activation's leading ReLU first
+    (when it did not move ahead of a pool). A DepthwiseOnly, so calibration.layers still lists
+    it under the activation's name."""
+
+    def _start(self, weight: torch.Tensor, relu: bool, plan: str) -> int:
+        nn.Module.__init__(self)
+        dim, one, k, k2 = weight.shape
+        if one != 1 or k != k2 or k % 2 == 0:
+            raise ValueError(f"expected a (dim, 1, k, k) depthwise weight with odd k, got {tuple(weight.shape)}")
+        self.plan, self.relu, self.pad, self.groups, self.kernel = plan, bool(relu), k // 2, dim, k
+        return k
+
+    def _pieces(self) -> list:
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def parts(self) -> int:
+        return len(self._pieces())
+
+    def extra_repr(self) -> str:
+        return f"{self.groups}, kernel={self.kernel}x{self.kernel}, plan={self.plan} ({self._describe()}), relu={self.relu}"
+
+
+class DepthwiseSplit(DepthwiseSum):
     """A k x k depthwise conv (+ bias) as a sum of depthwise convs over kernel pieces.
 
     `pieces` are (row, col, height, width) rectangles that tile the k x k kernel exactly once.
     The input is padded once by k // 2; piece (r, c, h, w) convolves the slice starting at
     (r, c) of that padded input with its part of the kernel, unpadded, giving the same output
-    size. `relu`: apply the activation's leading ReLU first (when it did not move ahead of a pool).
-    A DepthwiseOnly, so calibration.layers still lists it under the activation's name.
+    size.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pieces, relu: bool, plan: str):
-        nn.Module.__init__(self)
-        dim, one, k, k2 = weight.shape
-        if one != 1 or k != k2 or k % 2 == 0:
-            raise ValueError(f"expected a (dim, 1, k, k) depthwise weight with odd k, got {tuple(weight.shape)}")
+        k = self._start(weight, relu, plan)
         cover = torch.zeros(k, k, dtype=torch.int64)
         for r, c, h, w in pieces:
             cover[r:r + h, c:c + w] += 1
         if not bool((cover == 1).all()):
             raise ValueError(f"the {plan} pieces do not tile the {k}x{k} kernel exactly once")
         self.pieces = [tuple(int(v) for v in p) for p in pieces]
-        self.plan, self.relu, self.pad, self.groups, self.kernel = plan, bool(relu), k // 2, dim, k
         with torch.no_grad():
             for i, (r, c, h, w) in enumerate(self.pieces):
                 self.register_parameter(f"weight{i}", nn.Parameter(weight[:, :, r:r + h, c:c + w].clone()))
@@ -140,16 +163,14 @@ class DepthwiseSplit(DepthwiseOnly):
             y = part if y is None else y + part
         return y
 
-    @property
-    def parts(self) -> int:
-        return len(self.pieces)
+    def _pieces(self) -> list:
+        return self.pieces
 
-    def extra_repr(self) -> str:
-        sizes = ", ".join(f"{h}x{w}" for _, _, h, w in self.pieces)
-        return f"{self.groups}, kernel={self.kernel}x{self.kernel}, plan={self.plan} ({sizes}), relu={self.relu}"
+    def _describe(self) -> str:
+        return ", ".join(f"{h}x{w}" for _, _, h, w in self.pieces)
 
 
-class DepthwiseDilated(DepthwiseOnly):
+class DepthwiseDilated(DepthwiseSum):
     """A k x k depthwise conv (+ bias) as a sum of row-dilated depthwise convs, each padded
     symmetrically by itself (no PAD, no SLICE ops in the exported graph).
 
@@ -158,17 +179,13 @@ class DepthwiseDilated(DepthwiseOnly):
     (its reach, p), which is what TFLite's SAME padding is for that dilated kernel, so the
     exporter needs no PAD op, and XNNPACK reads the padding through its indirection buffer.
     A group whose rows all fall outside a small feature map (|offset| >= height) adds exactly
-    0 and is left out, as in DepthwiseSplit. `relu` as in DepthwiseSplit.
+    0 and is left out, as in DepthwiseSplit.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool, plan: str = "dw_dilated"):
-        nn.Module.__init__(self)
-        dim, one, k, k2 = weight.shape
-        if one != 1 or k != k2 or k % 2 == 0:
-            raise ValueError(f"expected a (dim, 1, k, k) depthwise weight with odd k, got {tuple(weight.shape)}")
+        k = self._start(weight, relu, plan)
         p = k // 2
         self.groups_rows = dilated_row_groups(k)
-        self.plan, self.relu, self.pad, self.groups, self.kernel = plan, bool(relu), p, dim, k
         with torch.no_grad():
             for i, offsets in enumerate(self.groups_rows):
                 rows = [p + o for o in offsets]
@@ -190,13 +207,11 @@ class DepthwiseDilated(DepthwiseOnly):
             y = part if y is None else y + part
         return y
 
-    @property
-    def parts(self) -> int:
-        return len(self.groups_rows)
+    def _pieces(self) -> list:
+        return self.groups_rows
 
-    def extra_repr(self) -> str:
-        rows = ", ".join("{" + ",".join(str(o) for o in g) + "}" for g in self.groups_rows)
-        return f"{self.groups}, kernel={self.kernel}x{self.kernel}, plan={self.plan} (rows {rows}), relu={self.relu}"
+    def _describe(self) -> str:
+        return "rows " + ", ".join("{" + ",".join(str(o) for o in g) + "}" for g in self.groups_rows)
 
 
 def dilated_row_groups(k: int) -> list[tuple[int, ...]]:
@@ -253,7 +268,7 @@ def _split_activations(model: nn.Module, plan: str, pieces_for) -> nn.Module:
             if not parent.deploy or not isinstance(act, (Activation, DepthwiseOnly)) \
                     or (isinstance(act, Activation) and not act.deploy):
                 raise ValueError(f"{plan} needs a fused (deploy-form) VanillaNet")
-            if isinstance(act, (DepthwiseSplit, DepthwiseDilated)):
+            if isinstance(act, DepthwiseSum):
                 raise ValueError(f"{plan}: the activation of this block is split already ({act.plan})")
             if isinstance(act, Activation):          # move its ReLU ahead of the pool (exact)
                 parent.pool = nn.Sequential(nn.ReLU(), parent.pool)
