@@ -54,12 +54,20 @@ def test_every_target_converts_to_the_same_bytes_twice(tmp_path, digits_data):
     # class names: Core ML's default form is then the full app-facing one (image in, classifier out)
     ckpt = save_checkpoint(model, tmp_path / "tiny.pth",
                            meta={"input_size": 32, "class_names": [f"c{i}" for i in range(10)]})
-    first = {(o.target, o.precision): o for o in _convert(ckpt, tmp_path / "a", digits_data / "train")}
-    assert all(o.ok for o in first.values()), [o.error for o in first.values() if not o.ok]
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    done = subprocess.run([sys.executable, "-c", _SCRIPT, str(ckpt), str(tmp_path / "b"),
-                           str(digits_data / "train")], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # the child converts while this process does (much of a conversion is single-threaded)
+    child = subprocess.Popen([sys.executable, "-c", _SCRIPT, str(ckpt), str(tmp_path / "b"),
+                              str(digits_data / "train")], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        first = {(o.target, o.precision): o for o in _convert(ckpt, tmp_path / "a", digits_data / "train")}
+        _, stderr = child.communicate(timeout=600)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert all(o.ok for o in first.values()), [o.error for o in first.values() if not o.ok]
+    assert child.returncode == 0, stderr[-3000:]
     assert {t for t, _ in first} == set(target_names())
     for (target, precision), o in first.items():
         again = json.loads((tmp_path / "b" / o.folder.name / "manifest.json").read_text())
