@@ -9,7 +9,7 @@ import pytest
 from vanillanet_edge.devices import onnxruntime as ort_runner
 from vanillanet_edge.devices.machine import describe_machine
 from vanillanet_edge.devices.openvino import OpenVinoRunner
-from vanillanet_edge.devices.peak import CONV_SHAPE, measure_peaks, peak_for
+from vanillanet_edge.devices.peak import CONV_SHAPE, best_peak, measure_peaks, peak_for
 
 pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
@@ -69,6 +69,28 @@ def test_openvino_int8_peak_beats_fp32_with_vnni(peaks):
 def test_onnxruntime_bf16_is_reported_unavailable_with_why(peaks):
     assert peak_for(peaks, "onnxruntime", "bf16") is None
     assert "bf16" in peaks["unavailable"]["onnxruntime"]["bf16"]["reason"].replace("bfloat16", "bf16")
+
+
+def test_best_peak_is_the_fastest_runtime_of_a_precision_and_lends_it_to_runtimes_without_a_probe(peaks):
+    """LiteRT has no matmul probe: tune rates its candidates against the best peak measured on
+    the device in the same run, and says whose it is."""
+    from types import SimpleNamespace
+
+    from vanillanet_edge.tune.search import TuneOptions, _row
+
+    rates = {r: e["fp32"]["gmacs_per_s"] for r, e in peaks["peaks"].items() if e.get("fp32")}
+    assert best_peak(peaks, "fp32") == (max(rates.values()), max(rates, key=rates.get))
+    assert best_peak(peaks, "no-such-precision") is None and best_peak({}, "fp32") is None
+    gmacs = 0.5 * max(rates.values())
+    record = {"ok": True, "latency": {"median_ms": 1.0}, "median_interval_ms": {"low_ms": 0.9, "high_ms": 1.1},
+              "gmacs_per_s": gmacs}
+    manifest = {"target": "tflite", "precision": "fp32", "input": {"shape": [1, 32, 32, 3], "layout": "NHWC"}}
+    lite = SimpleNamespace(label="x", artifact="a", manifest=manifest, runtime="litert", compute="fp32",
+                           settings={}, rewrites=(), batch=1, input_size=32, checks={}, record=record, precision="fp32")
+    row = _row(lite, peaks, TuneOptions())
+    assert row["peak_runtime"] == best_peak(peaks, "fp32")[1] and row["fraction_of_peak"] == pytest.approx(0.5)
+    own = _row(SimpleNamespace(**{**vars(lite), "runtime": "onnxruntime"}), peaks, TuneOptions())
+    assert own["peak_runtime"] == "onnxruntime" and own["peak_gmacs_per_s"] == peak_for(peaks, "onnxruntime", "fp32")
 
 
 def test_result_carries_machine_and_leaves_no_files(peaks):

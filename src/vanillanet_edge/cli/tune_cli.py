@@ -96,7 +96,8 @@ def print_tune(result: dict) -> None:
             continue
         iv = r["interval_ms"]
         interval = f"{iv[0] / r['batch']:.2f}-{iv[1] / r['batch']:.2f}"
-        peak = f"{100 * r['fraction_of_peak']:.0f}%" if r["fraction_of_peak"] else "-"
+        borrowed = r["fraction_of_peak"] and r.get("peak_runtime") not in (None, r["runtime"])
+        peak = (f"{100 * r['fraction_of_peak']:.0f}%" + ("*" if borrowed else "")) if r["fraction_of_peak"] else "-"
         top1 = f"{100 * r['top1']:.2f}" if r["top1"] is not None else "-"
         agree = f"{100 * r['agreement']:.1f}%" if r["agreement"] is not None else "-"
         speed = f"{r['speedup_vs_anchor']:.2f}x" if r.get("speedup_vs_anchor") else "-"
@@ -104,6 +105,10 @@ def print_tune(result: dict) -> None:
         line = (f"{i:>3} {(r['label'] + mark)[:71]:<72}{r['ms_per_image']:>9.2f}{interval:>17}"
                 f"{(r['gmacs_per_s'] or 0):>8.1f}{peak:>8}{agree:>8}{top1:>8}{speed:>9}")
         click.secho(line, fg=None if r["passed_checks"] and r["within_budget"] else "bright_black")
+    lenders = sorted({(r["runtime"], r["peak_runtime"]) for r in rows if r["ok"] and r.get("fraction_of_peak")
+                      and r.get("peak_runtime") not in (None, r["runtime"])})
+    for runtime, lender in lenders:
+        click.echo(f"  * {runtime} has no matmul probe: % of the best peak measured on the device in this run ({lender})")
     for f in result["failed"]:
         click.secho(f"    not kept: {f['candidate']}: {f['stage']}: {f['error']}", fg="yellow")
     rec = result.get("recommendation")

@@ -283,18 +283,14 @@ def probe_ops(artifact: str | Path, manifest: dict, threads: int | None = None, 
 def matmul_peak(precision: str, threads: int | None = None, seconds: float = 0.5) -> tuple[float | None, str]:
     """The best matmul peak measured here for `precision` (fp16 artifacts compute in fp32) over
     the runtimes with a peak probe (devices/peak.py); (None, why) when none could be measured."""
-    from .peak import measure_peaks
+    from .peak import best_peak, measure_peaks
 
     prec = "int8" if precision == "int8" else "fp32"
     try:
         result = measure_peaks(precisions=(prec,), threads=threads, seconds_per_probe=seconds)
     except Exception as exc:                      # no probing runtime installed, or it failed
         return None, f"no {prec} matmul peak: {type(exc).__name__}: {exc}"
-    best = None
-    for runtime, entries in (result.get("peaks") or {}).items():
-        entry = entries.get(prec)
-        if entry and (best is None or entry["gmacs_per_s"] > best[0]):
-            best = (entry["gmacs_per_s"], runtime)
+    best = best_peak(result, prec)
     if best is None:
         return None, f"no {prec} matmul peak was measured here"
     return best[0], f"best {prec} matmul peak measured here ({best[1]}, {resolve_threads(threads)} threads)"

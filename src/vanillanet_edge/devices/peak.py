@@ -127,6 +127,14 @@ def peak_for(result: dict, runtime: str, precision: str) -> float | None:
     return entry["gmacs_per_s"] if entry else None
 
 
+def best_peak(result: dict, precision: str) -> tuple[float, str] | None:
+    """The highest GMAC/s any runtime reached for `precision` in a measure_peaks() result, and
+    that runtime: the machine's peak, for runtimes without a probe of their own (LiteRT)."""
+    found = [(entry[precision]["gmacs_per_s"], runtime) for runtime, entry in (result.get("peaks") or {}).items()
+             if entry.get(precision)]
+    return max(found) if found else None
+
+
 # ============================================================================ timing
 
 def time_calls(call, seconds: float, min_calls: int) -> list[float]:
