@@ -239,13 +239,18 @@ def calibrate_cmd(checkpoint, data_dir, out, samples, seed, input_size, ray_addr
     The ranking is what `convert --max-drop` uses on every target.
     """
     from tqdm import tqdm
-    bar = tqdm(desc="sensitivity", unit="layer")
+    bars: list = []                  # made on the first layer: no bar before the statistics are in
+
+    def advance(done, total, name):
+        if not bars:
+            bars.append(tqdm(desc="sensitivity", unit="layer"))
+        _advance(bars[0], total)
     try:
         report = api.calibrate(checkpoint, data_dir, out, samples=samples, seed=seed,
-                               input_size=input_size, progress=lambda done, total, name: _advance(bar, total),
-                               ray=ray_address)
+                               input_size=input_size, progress=advance, ray=ray_address)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     cal = report["calibration"]
     click.echo(f"{cal['samples']} images from {cal['source']} ({cal['skipped']} unreadable skipped)")
     echo_skipped(cal)
