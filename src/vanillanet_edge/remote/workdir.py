@@ -210,17 +210,22 @@ class Workdir:
         out = self.transport.run(self.command(f"peaks {seconds:g}"), timeout=self.spec.run_timeout_s)
         return json.loads(out.stdout.decode().splitlines()[-1])
 
+    def _job(self, command: str, job: dict, timeout: float, what: str) -> dict:
+        """Run a runner command that reads one JSON job on stdin and prints one JSON record
+        last; a non-zero exit is a DeviceError with `what` and the end of its stderr."""
+        proc = self.transport.run(self.command(command), input=json.dumps(job).encode(), timeout=timeout,
+                                  check=False)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.decode(errors="replace").strip().splitlines()[-6:])
+            raise DeviceError(f"{what} on device '{self.spec.name}' failed (exit {proc.returncode}):\n{tail}",
+                              returncode=proc.returncode)
+        return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
     def latency(self, ref: ArtifactRef, runtime: str, settings, timeout: float) -> dict:
         """One benchmark round on the device, in a fresh Python process there."""
         self.prepare()
-        target = self.artifact(ref)
-        job = {"artifact": target, "runtime": runtime, "settings": settings.__dict__}
-        proc = self.transport.run(self.command("latency"), input=json.dumps(job).encode(),
-                                  timeout=min(timeout, self.spec.run_timeout_s), check=False)
-        if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.decode(errors="replace").strip().splitlines()[-6:])
-            raise DeviceError(f"benchmark round of {ref.name} on device '{self.spec.name}' failed:\n{tail}")
-        return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+        job = {"artifact": self.artifact(ref), "runtime": runtime, "settings": settings.__dict__}
+        return self._job("latency", job, min(timeout, self.spec.run_timeout_s), f"benchmark round of {ref.name}")
 
     def profile(self, ref: ArtifactRef, settings: dict) -> dict:
         """The artifact's layer profile made on the device by its runner (`profile`, the same
@@ -228,13 +233,7 @@ class Workdir:
         `settings`: profile_artifact's keyword arguments."""
         self.prepare()
         job = {"artifact": self.artifact(ref), "settings": settings}
-        proc = self.transport.run(self.command("profile"), input=json.dumps(job).encode(),
-                                  timeout=self.spec.run_timeout_s, check=False)
-        if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.decode(errors="replace").strip().splitlines()[-6:])
-            raise DeviceError(f"profiling {ref.name} on device '{self.spec.name}' failed "
-                              f"(exit {proc.returncode}):\n{tail}", returncode=proc.returncode)
-        record = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+        record = self._job("profile", job, self.spec.run_timeout_s, f"profiling {ref.name}")
         record.update(artifact=str(ref.path), name=ref.name)    # the host's artifact, not the device's copy
         return record
 
