@@ -153,8 +153,8 @@ def collect_activation_stats(program, inputs: np.ndarray, method: str = "minmax"
         ranges = {}
         for k, (a, b) in minmax.items():
             if b > a:
-                ranges[k] = {"rmin": _hist_quantile(hists[k], a, b, 1 - percentile / 100),
-                             "rmax": _hist_quantile(hists[k], a, b, percentile / 100)}
+                ranges[k] = {"rmin": hist_quantile(hists[k], a, b, 1 - percentile / 100),
+                             "rmax": hist_quantile(hists[k], a, b, percentile / 100)}
             else:
                 ranges[k] = {"rmin": a, "rmax": b}
 
@@ -163,7 +163,7 @@ def collect_activation_stats(program, inputs: np.ndarray, method: str = "minmax"
                            minmax, ranges, producers)
 
 
-def _hist_quantile(counts: np.ndarray, lo: float, hi: float, q: float) -> float:
+def hist_quantile(counts: np.ndarray, lo: float, hi: float, q: float) -> float:
     """The q-quantile (0..1) of the values a histogram over [lo, hi] counted, linear in a bin."""
     total = counts.sum()
     if total == 0:

@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..calibration.coreml_stats import hist_quantile
+from ..calibration.sensitivity import HIST_BINS, PERCENTILES, layer_input
 from ..errors import DataError
 from .ray_eval import _fail_from, _ship_spec, connect, materialize, pool_map, require_ray, rows_watched
 
@@ -109,31 +111,22 @@ class LayerStats:
         return mean, math.sqrt(max(math.fsum(b for _, b in self.sums[n]) / c - mean * mean, 0.0))
 
 
-PERCENTILES = (0.01, 0.1, 1, 50, 99, 99.9, 99.99)
-REPORT_BINS = 64      # the histogram calibrate writes: the 2048 shared bins summed 32 at a time
-
-
-def _percentile(edges: np.ndarray, hist: np.ndarray, q: float) -> float:
-    """The q-th percentile read off a histogram, linear within its bin (exact to one bin)."""
-    cum = np.cumsum(hist)
-    target = q / 100.0 * float(cum[-1])
-    i = min(int(np.searchsorted(cum, target, side="left")), len(hist) - 1)
-    before = float(cum[i - 1]) if i else 0.0
-    frac = (target - before) / float(hist[i]) if hist[i] else 0.0
-    return float(edges[i] + frac * (edges[i + 1] - edges[i]))
+REPORT_BINS = HIST_BINS     # the histogram calibrate writes (64): the 2048 shared bins summed 32 at a time
 
 
 def report_layers(stats: "LayerStats", bins: int = REPORT_BINS) -> dict[str, dict]:
-    """calibrate's per-layer section: min, max, mean, std (exact), percentiles (from the shared
-    histogram, to one of its bins) and a `bins`-bin histogram (the shared bins summed, exactly)."""
+    """calibrate's per-layer section: min, max, mean, std (exact), percentiles (read off the shared
+    equal-width histogram, to one of its bins) and a `bins`-bin histogram (the shared bins summed,
+    exactly)."""
     out = {}
     for n in stats.layers:
         edges, hist = stats.edges[n], stats.hist[n]
-        step = max(1, (len(hist)) // bins)
+        step = max(1, len(hist) // bins)
         mean, std = stats.mean_std(n)
         out[n] = {"min": stats.minimum[n], "max": stats.maximum[n], "mean": mean, "std": std,
                   "elements": stats.count[n],
-                  "percentiles": {str(q): _percentile(edges, hist, q) for q in PERCENTILES},
+                  "percentiles": {str(q): hist_quantile(hist, float(edges[0]), float(edges[-1]), q / 100)
+                                  for q in PERCENTILES},
                   "histogram": {"counts": np.add.reduceat(hist, np.arange(0, len(hist), step)).tolist(),
                                 "edges": edges[::step].tolist()}}
     return out
@@ -159,8 +152,6 @@ def shard_statistics(model, layers: list[str], inputs: np.ndarray, edges: dict |
         stats.edges, stats.hist = dict(edges), {}
     modules = dict(model.named_modules())
     handles = []
-
-    from ..calibration.sensitivity import layer_input
 
     def hook_for(name):
         def hook(module, args):      # a module called twice adds to its own numbers
