@@ -156,14 +156,13 @@ AccuracyMeasurer = Callable[[EvalSet, str, Path, Path, dict, dict], dict]
 
 
 def load_eval_set(prep: PreparedModel, folder: str | Path, limit: int | None = 500, seed: int = 0) -> EvalSet:
-    from ..devices.accuracy import CHUNK, labelled_sample
+    from ..devices.accuracy import decoded_chunks, labelled_sample
     from ..errors import DataError
-    from ..images import describe_skipped, load_images
+    from ..images import describe_skipped
 
     records = labelled_sample(folder, {"model": prep.model_meta}, limit, seed)
     parts, labels, files, chunks, skipped = [], [], [], [], []
-    for i in range(0, len(records), CHUNK):
-        part = load_images(records[i:i + CHUNK], prep.preprocessing, min_count=0)
+    for _, part in decoded_chunks(records, prep.preprocessing):
         parts.append(part.inputs)
         labels += [] if part.labels is None else part.labels.tolist()
         files += [str(f) for f in part.paths]

@@ -85,18 +85,26 @@ def evaluate(ref: ArtifactRef, data: str | Path, limit: int | None = None, runti
         session.close()
 
 
+def decoded_chunks(records: list, prep: Preprocessing):
+    """(records, their LoadedImages) per CHUNK records, in order: the batches `eval` runs an
+    artifact on (unreadable files skipped; a chunk may hold no image). convert's accuracy check
+    (converters/convert.load_eval_set) and a Ray worker feed the same ones."""
+    for i in range(0, len(records), CHUNK):
+        part = records[i:i + CHUNK]
+        yield part, load_images(part, prep, min_count=0)
+
+
 def _score(ref, data, records, prep, runtime, session, progress) -> dict:
     import torch
 
     reference, ref_note = _reference_model(ref)
     top1 = top5 = agree = seen = 0
     skipped = []
-    for i in range(0, len(records), CHUNK):
-        chunk = load_images(records[i:i + CHUNK], prep, min_count=0)
+    for part, chunk in decoded_chunks(records, prep):
         skipped += chunk.skipped
         if not len(chunk.inputs):
             if progress:
-                progress(len(records[i:i + CHUNK]))
+                progress(len(part))
             continue
         logits = session.run_all(chunk.inputs)
         assert chunk.labels is not None      # labelled_sample: every record has its class
@@ -108,7 +116,7 @@ def _score(ref, data, records, prep, runtime, session, progress) -> dict:
             agree += int((ref_logits.argmax(1) == logits.argmax(1)).sum())
         seen += len(chunk.inputs)
         if progress:
-            progress(len(records[i:i + CHUNK]))
+            progress(len(part))
     if seen == 0:
         raise DataError(f"none of the {len(records)} images in {data} could be read:\n"
                         + describe_skipped(skipped),
