@@ -1,4 +1,5 @@
-"""Atomic writes: a file (or folder) appears under its final name only once it is complete.
+"""Atomic writes into folders we own: a file (or folder) appears under its final name only once
+it is complete, and nothing we did not write is ever replaced or removed.
 
 Work happens under a hidden temporary name in the same folder, `.NAME.partial-<random>`,
 created exclusively (never a predictable name that something else could have planted), then
@@ -6,6 +7,13 @@ one rename publishes it. Before the rename the data and the folder entries are f
 the folder again after it, so a power cut cannot leave an empty or torn file under a finished
 name. An interrupted or failed write leaves at most a partial entry, never something that
 looks finished; `clean_partials` removes the leftovers of writers that are gone.
+
+Ownership. An output folder (`--out DIR`, a run folder) is ours only if we made it, or it was
+empty when we claimed it: `claim_folder` marks it with `.vanillanet-edge` and refuses a
+non-empty folder without that mark. A folder we publish (an artifact, a data set) carries the
+same mark, listing every entry we wrote; it is replaced only while it holds nothing else. Our
+temporary names carry a check of the name they stand for, so no user's file name matches them
+by accident (`.notes.old-2024` and `.movie.mkv.partial-99999` are not ours and are left alone).
 """
 from __future__ import annotations
 
@@ -21,11 +29,21 @@ import shutil
 import stat
 from pathlib import Path
 
-# Our temporary names, exactly: `.NAME.partial-TAG` and `.NAME.old-TAG`, where TAG is 16 random
-# hex digits, or a PID (the names older versions, and remote/runner.py's receive, still use).
-# Cleaning touches nothing else.
-_PARTIAL_RE = re.compile(r"\..+\.partial-([0-9a-f]{16}|[0-9]+)")
-_OLD_RE = re.compile(r"\..+\.old-([0-9a-f]{16}|[0-9]+)")
+from .errors import VanillaNetEdgeError
+
+# Our temporary names, exactly: `.NAME.partial-vneCCCCCCCCRRRRRRRRRRRRRRRR` and the same with
+# `.old-`: C is the first 8 hex digits of a sha256 of NAME (`_name_check`), R 16 random hex
+# digits. Cleaning touches nothing else: a pattern alone (a PID, any hex) matched users' names.
+_TEMP_RE = re.compile(r"\.(?P<name>.+)\.(?P<kind>partial|old)-vne(?P<check>[0-9a-f]{8})[0-9a-f]{16}")
+
+# The mark of a folder we made or published: JSON {"tool": MARK_TOOL, "entries": [...] or null}.
+OWNED_MARK = ".vanillanet-edge"
+MARK_TOOL = "vanillanet-edge"
+_MARK_MAX_BYTES = 16 << 20
+
+
+class ForeignPathError(VanillaNetEdgeError):
+    """A path we were asked to write holds something we did not write: we leave it alone."""
 
 
 # fds holding an flock for this process (a run lock, a partial being written). A process that
@@ -58,8 +76,20 @@ def release_lock(fd: int) -> None:
     os.close(fd)
 
 
-def _tag() -> str:
-    return secrets.token_hex(8)
+def _name_check(name: str) -> str:
+    return hashlib.sha256(b"vanillanet-edge temporary\0" + os.fsencode(name)).hexdigest()[:8]
+
+
+def _temp_name(final: Path, kind: str) -> Path:
+    return final.with_name(f".{final.name}.{kind}-vne{_name_check(final.name)}{secrets.token_hex(8)}")
+
+
+def _our_temp(name: str) -> str | None:
+    """'partial' or 'old' if `name` is one of our temporary names, else None."""
+    m = _TEMP_RE.fullmatch(name)
+    if m and m.group("check") == _name_check(m.group("name")):
+        return m.group("kind")
+    return None
 
 
 def _remove(path: Path) -> None:
@@ -88,7 +118,7 @@ def _make_partial(final: Path, is_dir: bool) -> tuple[Path, int]:
     the lock we check that the name is still ours, and start over if it is not.
     """
     while True:
-        tmp = final.with_name(f".{final.name}.partial-{_tag()}")
+        tmp = _temp_name(final, "partial")
         try:
             if is_dir:
                 os.mkdir(tmp, 0o777)       # the umask applies, as for any folder we make
@@ -190,7 +220,7 @@ def _publish(tmp: Path, final: Path) -> None:
                 return
         except FileNotFoundError:          # `final` went away meanwhile: a plain rename now
             continue
-        old = final.with_name(f".{final.name}.old-{_tag()}")
+        old = _temp_name(final, "old")
         try:
             os.rename(final, old)
         except FileNotFoundError:
@@ -210,8 +240,143 @@ def _remove_old(final: Path) -> None:
     prefix = f".{final.name}.old-"
     with contextlib.suppress(OSError):
         for p in final.parent.iterdir():
-            if p.name.startswith(prefix) and _OLD_RE.fullmatch(p.name):
+            if p.name.startswith(prefix) and _our_temp(p.name) == "old":
                 _remove(p)
+
+
+# -- ownership ------------------------------------------------------------------------------
+def _entries(folder: str | os.PathLike | int) -> list[str]:
+    """Every entry under `folder` (a path or an open folder fd; links not followed) but our mark."""
+    if not isinstance(folder, int):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            return _entries(fd)
+        finally:
+            os.close(fd)
+    found = []
+    for root, dirs, files, _ in os.fwalk(".", dir_fd=folder):
+        for name in dirs + files:
+            rel = os.path.normpath(os.path.join(root, name))
+            if rel != OWNED_MARK:
+                found.append(rel)
+    return sorted(found)
+
+
+def read_mark(folder: str | os.PathLike | int) -> dict | None:
+    """Our mark in `folder` (a path or an open folder fd; a plain file, never a link), or None."""
+    try:
+        if isinstance(folder, int):
+            fd = os.open(OWNED_MARK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+        else:
+            fd = os.open(Path(folder) / OWNED_MARK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _MARK_MAX_BYTES:
+            return None
+        data = json.loads(os.pread(fd, st.st_size, 0))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    ok = isinstance(data, dict) and data.get("tool") == MARK_TOOL
+    return data if ok and (data.get("entries") is None or isinstance(data.get("entries"), list)) else None
+
+
+def _mark_text(entries: list[str] | None) -> str:
+    return json.dumps({"tool": MARK_TOOL, "entries": entries,
+                       "why": "written by vanillanet-edge, which replaces or cleans only what it wrote"},
+                      indent=1) + "\n"
+
+
+def _write_mark(folder: Path, entries: list[str] | None) -> None:
+    with atomic_path(folder / OWNED_MARK) as tmp:
+        tmp.write_text(_mark_text(entries))
+
+
+def make_folders(path: str | os.PathLike) -> Path:
+    """`mkdir -p` that marks each folder it creates as ours (a folder we made is ours)."""
+    path = Path(path)
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:           # another process made it (and marks it) meanwhile
+            continue
+        _write_mark(folder, None)
+    return path
+
+
+def claim_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Make `path` a folder we own: create and mark it, or accept it if it is marked or empty.
+
+    A non-empty folder without our mark is someone else's: refused, and nothing in it is read,
+    written or cleaned. A file (or a link to one) at `path` is refused too.
+    """
+    path = Path(path)
+    hint = "pass a new or empty folder: vanillanet-edge writes only into folders it made"
+    if path.exists() and not path.is_dir():
+        raise ForeignPathError(f"{what} {path} exists and is not a folder", hint=hint)
+    try:
+        make_folders(path)
+        if read_mark(path) is not None:
+            return path
+        # Another process claiming the same new folder at this moment writes our mark too.
+        inside = sorted(p.name for p in path.iterdir()
+                        if not (p.name.startswith(f".{OWNED_MARK}.") and _our_temp(p.name)))
+    except OSError as exc:
+        raise ForeignPathError(f"cannot use {what} {path}: {exc.strerror or exc}",
+                               hint="choose another folder, or fix its permissions") from None
+    if inside:
+        shown = ", ".join(inside[:3]) + (f" and {len(inside) - 3} more" if len(inside) > 3 else "")
+        raise ForeignPathError(f"{what} {path} is not empty and was not made by vanillanet-edge "
+                               f"(it holds {shown})", hint=hint)
+    try:
+        _write_mark(path, None)
+    except OSError as exc:
+        raise ForeignPathError(f"cannot write into {what} {path}: {exc.strerror or exc}",
+                               hint="choose another folder, or fix its permissions") from None
+    return path
+
+
+def check_replaceable(final: str | os.PathLike, is_dir: bool) -> None:
+    """Refuse to replace what we did not write: a folder must carry our mark and hold only the
+    entries it lists; a file is never replaced by a folder, nor a folder by a file."""
+    final = Path(final)
+    try:
+        st = os.lstat(final)
+    except FileNotFoundError:
+        return
+    hint = "move it away, or choose another --out: vanillanet-edge replaces only what it wrote"
+    if not is_dir:
+        if stat.S_ISDIR(st.st_mode):
+            raise ForeignPathError(f"{final} is a folder; a file was to be written there", hint=hint)
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise ForeignPathError(f"{final} exists and is not a folder vanillanet-edge wrote", hint=hint)
+    # Mark and entries are read through one folder fd: another writer may swap a new version
+    # in under the name meanwhile, and each version must be judged by its own mark.
+    try:
+        dir_fd = os.open(final, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        mark = read_mark(dir_fd)
+        entries = _entries(dir_fd) if mark is not None else []
+    finally:
+        os.close(dir_fd)
+    if mark is None or mark.get("entries") is None:
+        raise ForeignPathError(f"{final} exists and was not written by vanillanet-edge", hint=hint)
+    foreign = sorted(set(entries) - set(mark["entries"]))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ForeignPathError(f"{final} holds files vanillanet-edge did not write ({shown}); "
+                               "it is left as it is", hint=hint)
 
 
 @contextlib.contextmanager
@@ -221,14 +386,23 @@ def atomic_path(final: str | os.PathLike, is_dir: bool = False):
     For `is_dir=True` the temporary folder is created for you; for a file, an empty file is
     there already. Write into that path in place (open it, or write files inside the folder);
     do not rename something else over it, since its flock is what tells `clean_partials` that
-    the writer is alive. An existing `final` is replaced.
+    the writer is alive. An existing `final` is replaced only if `check_replaceable` allows it
+    (checked before and again just before publishing); a published folder gets our mark,
+    listing what it holds.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(final.parent)
+    check_replaceable(final, is_dir)
     _remove_old(final)
     tmp, lock_fd = _make_partial(final, is_dir)
     try:
         yield tmp
+        if is_dir:
+            fd = os.open(tmp / OWNED_MARK, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o666)
+            with open(fd, "w") as fh:
+                fh.write(_mark_text(_entries(tmp)))
+        check_replaceable(final, is_dir)
         _fsync_tree(tmp)
         _fsync_path(final.parent, directory=True)
         _publish(tmp, final)
@@ -263,13 +437,14 @@ def sha256_path(path: str | os.PathLike) -> str:
     the file] for every file inside, sorted by name: file boundaries and names cannot run into
     one another, and the folder's own location does not count. Empty folders do not count.
     remote/runner.content_digest is a second folder digest, kept apart: its docstring says why.
+    Our ownership mark at the top is not content: a published folder hashes like its files.
     """
     path = Path(path)
     if path.is_file():
         return _sha256_file(path)
     entries = []
     for f in path.rglob("*"):
-        if f.is_file():
+        if f.is_file() and f != path / OWNED_MARK:
             entries.append([f.relative_to(path).as_posix(), f.stat().st_size, _sha256_file(f)])
     entries.sort()
     encoded = json.dumps(["vanillanet-edge folder v1", entries], separators=(",", ":"))
@@ -288,16 +463,15 @@ def size_bytes(path: str | os.PathLike) -> int:
     path = Path(path)
     if path.is_file():
         return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p != path / OWNED_MARK)
 
 
-def _abandoned(p: Path, tag: str) -> bool:
+def _abandoned(p: Path) -> bool:
     """Remove partial `p` if no live writer owns it; True if removed.
 
     A live writer holds an flock on it (atomic_path): decided by the kernel, so neither PID
     reuse nor a clock matters, and a slow write is never mistaken for a dead one (an age limit
-    would be). Partials named by PID (older versions, remote/runner.py) hold no flock: there
-    the PID must be gone too.
+    would be).
     """
     try:
         fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -308,8 +482,6 @@ def _abandoned(p: Path, tag: str) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:                    # its writer is alive (or this file system cannot lock)
             return False
-        if tag.isdigit() and pid_alive(int(tag)):
-            return False
         if not _same_inode(p, fd):
             return False
         _remove(p)                         # still under our lock: no writer can adopt it now
@@ -319,16 +491,16 @@ def _abandoned(p: Path, tag: str) -> bool:
 
 
 def clean_partials(folder: str | os.PathLike) -> list[Path]:
-    """Remove `.X.partial-*` leftovers whose writer is gone, and any `.X.old-*` leftover."""
-    removed = []
+    """Remove our partials whose writer is gone, and our `.old-` leftovers (exact names only)."""
+    removed: list[Path] = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for p in sorted(folder.iterdir()):
-        m = _PARTIAL_RE.fullmatch(p.name)
-        if m and _abandoned(p, m.group(1)):
+        kind = _our_temp(p.name)
+        if kind == "partial" and _abandoned(p):
             removed.append(p)
-        elif _OLD_RE.fullmatch(p.name):
+        elif kind == "old":
             # A previous version moved aside by a writer's first rename (see _publish): it is
             # garbage whether or not that writer still runs, so it goes without a check.
             _remove(p)

@@ -9,7 +9,7 @@ from .calibration.digits import write_digits
 from .calibration.inputs import input_size_of, preprocessing_of, real_inputs_for
 from .converters.convert import ConvertOutcome, Int8Options, convert_checkpoint
 from .errors import FusionError, VanillaNetEdgeError
-from .fileio import write_json
+from .fileio import claim_folder, write_json
 from .images import Preprocessing, skipped_record
 from .model.checkpoint import load_checkpoint, save_checkpoint
 from .model.fuse import FUSION_REL_TOL, FusionCheck, fuse_model, verify_fusion
@@ -125,6 +125,7 @@ def calibrate(checkpoint: str | Path, data: str | Path, out: str | Path, samples
     from .calibration.report import calibration_report
     from .cluster.stats import DEFAULT_BINS, REPORT_BINS, calibration_statistics, report_layers
 
+    claim_folder(out, "calibration folder")     # before the work: a folder not ours is refused
     ckpt = load_checkpoint(checkpoint, variant=variant, key=key)
     size = input_size_of(ckpt, input_size)
     fused = fuse_model(ckpt.model)

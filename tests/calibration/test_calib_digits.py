@@ -1,15 +1,21 @@
 """The built-in digits data set and the atomic writes it relies on (fileio)."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from vanillanet_edge.api import make_digits
 from vanillanet_edge.calibration.digits import digits_preprocessing
-from vanillanet_edge.fileio import atomic_path, clean_partials, sha256_path, size_bytes, write_json
+from vanillanet_edge.fileio import (
+    ForeignPathError,
+    _temp_name,
+    atomic_path,
+    clean_partials,
+    sha256_path,
+    size_bytes,
+    write_json,
+)
 from vanillanet_edge.images import ImageFolder, load_folder
 
 
@@ -36,12 +42,16 @@ def test_digits_are_real_and_labelled(digits_dir):
 def test_digits_rewrite_is_atomic_and_deterministic(tmp_path):
     a = make_digits(tmp_path / "d", size=16, seed=1)
     first = sha256_path(tmp_path / "d")
-    (tmp_path / "d" / "stale.txt").write_text("from an older run")
-    b = make_digits(tmp_path / "d", size=16, seed=1)                    # replaces the folder
+    b = make_digits(tmp_path / "d", size=16, seed=1)                    # replaces our folder
     assert a == b and a["train"] == 1438 and a["size"] == 16
-    assert not (tmp_path / "d" / "stale.txt").exists()
     assert sha256_path(tmp_path / "d") == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]          # no leftovers
+    # A file someone put into it since: the folder is no longer only ours, so it stays.
+    (tmp_path / "d" / "notes.txt").write_text("a user's")
+    with pytest.raises(ForeignPathError, match="notes.txt"):
+        make_digits(tmp_path / "d", size=16, seed=1)
+    assert (tmp_path / "d" / "notes.txt").read_text() == "a user's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
 
 
 def test_atomic_path_publishes_only_on_success(tmp_path):
@@ -59,9 +69,11 @@ def test_atomic_path_publishes_only_on_success(tmp_path):
 
 
 def test_clean_partials_removes_only_dead_writers(tmp_path):
-    dead = tmp_path / ".model.onnx.partial-999999999"
+    # Ours: the exact name check; a dead writer's partial holds no flock.
+    dead = _temp_name(tmp_path / "model.onnx", "partial")
     dead.write_text("left by a crash")
-    alive = tmp_path / f".model.onnx.partial-{os.getpid()}"
-    alive.write_text("being written")
+    # A user's file that merely looks like a PID-named partial is not ours.
+    lookalike = tmp_path / ".model.onnx.partial-999999999"
+    lookalike.write_text("a user's")
     removed = clean_partials(tmp_path)
-    assert removed == [dead] and not dead.exists() and alive.exists()
+    assert removed == [dead] and not dead.exists() and lookalike.exists()

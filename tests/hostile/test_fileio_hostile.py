@@ -4,6 +4,7 @@ Everything runs through the real code, with real processes where a process matte
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,9 @@ from pathlib import Path
 import pytest
 
 from vanillanet_edge.fileio import (
+    OWNED_MARK,
+    ForeignPathError,
+    _temp_name,
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,
@@ -26,7 +30,7 @@ from vanillanet_edge.fileio import (
     write_json,
 )
 
-PARTIAL = re.compile(r"\.(?P<name>.+)\.partial-(?P<tag>[0-9a-f]{16})")
+PARTIAL = re.compile(r"\.(?P<name>.+)\.partial-vne[0-9a-f]{8}(?P<tag>[0-9a-f]{16})")
 
 
 # -- the content hash of a folder -------------------------------------------------------------
@@ -107,18 +111,24 @@ def test_atomic_write_helpers(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.bin", "r.md"]
 
 
-def test_replacing_across_kinds_leaves_no_leftovers(tmp_path):
+def test_replacing_across_kinds_is_refused_and_leaves_no_leftovers(tmp_path):
+    # A folder never replaces a file, nor a file a folder: either would delete what is there.
     final = tmp_path / "thing"
     write_json(final, {"v": 1})
-    with atomic_path(final, is_dir=True) as tmp:       # a folder over a file
+    with pytest.raises(ForeignPathError, match="not a folder vanillanet-edge wrote"):
+        with atomic_path(final, is_dir=True) as tmp:
+            (tmp / "a").write_text("1")
+    assert json.loads(final.read_text()) == {"v": 1}
+    folder = tmp_path / "folder"
+    with atomic_path(folder, is_dir=True) as tmp:       # ours, marked with what it holds
         (tmp / "a").write_text("1")
-    assert (final / "a").read_text() == "1"
-    with atomic_path(final, is_dir=True) as tmp:       # a folder over a non-empty folder
+    with atomic_path(folder, is_dir=True) as tmp:       # so it may be replaced by ours
         (tmp / "b").write_text("2")
-    assert sorted(p.name for p in final.iterdir()) == ["b"]
-    write_json(final, [2])                              # a file over a folder
-    assert final.is_file() and final.read_text().strip().endswith("]")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["thing"]
+    assert sorted(p.name for p in folder.iterdir()) == [OWNED_MARK, "b"]
+    with pytest.raises(ForeignPathError, match="is a folder"):
+        write_json(folder, [2])
+    assert (folder / "b").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "thing"]
 
 
 def test_data_and_folders_reach_the_disk_before_and_after_the_rename(tmp_path):
@@ -141,14 +151,15 @@ def test_data_and_folders_reach_the_disk_before_and_after_the_rename(tmp_path):
         pytest.skip(f"strace cannot trace here: {run.stderr.strip()[:200]}")
     assert run.returncode == 0, run.stderr
     d = str(tmp_path)
-    calls = [re.sub(r"\.partial-[0-9a-f]{16}", ".partial", line) for line in run.stderr.splitlines()
+    calls = [re.sub(r"\.partial-vne[0-9a-f]{24}", ".partial", line) for line in run.stderr.splitlines()
              if line.startswith(("fsync(", "rename")) and d in line]
     calls = [re.sub(r"^fsync\(\d+<(.*)>\).*", r"fsync \1", c) for c in calls]
     calls = [re.sub(r'^rename\w*\(.*"(.*)", .*"(.*)".*', r"rename \1 \2", c) for c in calls]
     assert calls == [
         f"fsync {d}/.out.txt.partial", f"fsync {d}",
         f"rename {d}/.out.txt.partial {d}/out.txt", f"fsync {d}",
-        f"fsync {d}/.pkg.partial/sub/w.bin", f"fsync {d}/.pkg.partial/sub", f"fsync {d}/.pkg.partial",
+        f"fsync {d}/.pkg.partial/sub/w.bin", f"fsync {d}/.pkg.partial/sub",
+        f"fsync {d}/.pkg.partial/{OWNED_MARK}", f"fsync {d}/.pkg.partial",
         f"fsync {d}", f"rename {d}/.pkg.partial {d}/pkg", f"fsync {d}"]
 
 
@@ -219,29 +230,35 @@ def test_partial_of_a_killed_writer_is_cleaned_though_its_forked_child_lives(tmp
 
 def test_left_over_old_copy_is_removed_by_the_next_write_and_by_clean(tmp_path):
     # A crash between moving the previous folder aside and renaming the new one into place
-    # (where a swap is not supported) leaves `.NAME.old-TAG`.
+    # (where a swap is not supported) leaves `.NAME.old-vne<check><random>`.
     final = tmp_path / "model.mlpackage"
-    for tag in ("0123456789abcdef", "4242"):
-        old = tmp_path / f".model.mlpackage.old-{tag}"
+    for _ in range(2):
+        old = _temp_name(final, "old")
         (old / "sub").mkdir(parents=True)
         (old / "sub" / "w.bin").write_bytes(b"previous")
-    bystanders = [tmp_path / ".model.mlpackage.old-notours", tmp_path / ".other.old-x"]
+    # Names that look like ours but are not: the pattern alone, a PID, another name's check.
+    forged = _temp_name(tmp_path / "other.bin", "old").name.replace(".other.bin.", ".model.mlpackage.")
+    bystanders = [tmp_path / ".model.mlpackage.old-notours", tmp_path / ".other.old-x",
+                  tmp_path / ".model.mlpackage.old-4242", tmp_path / ".notes.old-2024", tmp_path / forged]
     for b in bystanders:
         b.write_text("not ours")
     with atomic_path(final, is_dir=True) as tmp:
         (tmp / "w.bin").write_bytes(b"new")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.mlpackage", *(b.name for b in bystanders)])
-    other = tmp_path / ".report.html.old-00000000000000ff"
+    other = _temp_name(tmp_path / "report.html", "old")
     other.write_text("left by a crash")
     assert clean_partials(tmp_path) == [other]
     assert all(b.exists() for b in bystanders)
 
 
 def test_clean_partials_leaves_names_that_are_not_ours(tmp_path):
-    for name in (".notes.partial-draft", "x.partial-123", ".a.partial-", ".b.partial-0123456789ABCDEF"):
+    names = (".notes.partial-draft", "x.partial-123", ".a.partial-", ".b.partial-0123456789ABCDEF",
+             ".movie.mkv.partial-99999", ".notes.old-2024", ".model.onnx.partial-0123456789abcdef",
+             ".model.onnx.partial-vne0000000000000000000000000")
+    for name in names:
         (tmp_path / name).write_text("mine")
     assert clean_partials(tmp_path) == []
-    assert len(list(tmp_path.iterdir())) == 4
+    assert len(list(tmp_path.iterdir())) == len(names)
 
 
 def test_pid_zero_and_negative_are_never_alive():
@@ -294,5 +311,5 @@ def test_concurrent_writers_of_one_path_end_with_one_complete_version(tmp_path, 
     data = (final / "w.bin" if kind == "dir" else final).read_bytes()
     assert len(data) == 64 * 4096 and len(set(data)) == 1
     if kind == "dir":
-        assert sorted(p.name for p in final.iterdir()) == ["from-" + data[:1].decode(), "w.bin"]
-    assert [p.name for p in final.parent.iterdir()] == ["artifact"]     # no partial, no .old
+        assert sorted(p.name for p in final.iterdir()) == [OWNED_MARK, "from-" + data[:1].decode(), "w.bin"]
+    assert sorted(p.name for p in final.parent.iterdir()) == [OWNED_MARK, "artifact"]   # no partial, no .old

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from vanillanet_edge.errors import VanillaNetEdgeError
+from vanillanet_edge.fileio import claim_folder
 from vanillanet_edge.pipeline.rundir import RunDir, RunLockedError
 
 HOLDER = """
@@ -59,6 +60,7 @@ PIPES = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
 @pytest.mark.parametrize("leftover", [b"", b"\0\0\0\0", b"{\"pid\": 12", b"garbage \xff\xfe",
                                       b'{"pid": 0, "host": "x"}', b"[1, 2, 3]"])
 def test_a_lock_file_left_by_a_crash_does_not_block_the_folder(tmp_path, leftover):
+    claim_folder(tmp_path, "run folder")              # a run folder of ours, then a crash
     (tmp_path / ".lock").write_bytes(leftover)
     with RunDir(tmp_path) as run:
         info = json.loads((tmp_path / ".lock").read_text())
@@ -70,6 +72,7 @@ def test_a_lock_file_left_by_a_crash_does_not_block_the_folder(tmp_path, leftove
 
 
 def test_lock_file_that_is_not_a_file_gives_a_clear_error(tmp_path):
+    claim_folder(tmp_path, "run folder")
     (tmp_path / ".lock").mkdir()
     with pytest.raises(VanillaNetEdgeError, match="lock file .*\\.lock"):
         RunDir(tmp_path).__enter__()
@@ -138,7 +141,7 @@ def test_processes_racing_for_one_lock_exactly_one_wins(tmp_path, python_child):
         folder, go = tmp_path / f"run{attempt}", tmp_path / f"go{attempt}"
         leftover = leftovers[attempt % 3]              # none, a crash's empty file, a dead holder's
         if leftover is not None:
-            folder.mkdir()
+            claim_folder(folder, "run folder")
             (folder / ".lock").write_text(leftover)
         racers = [python_child(RACER, str(folder), str(go), **PIPES) for _ in range(4)]
         time.sleep(0.3 if attempt else 1.5)            # let them all start and wait at the line

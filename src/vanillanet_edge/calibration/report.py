@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_path, write_json
+from ..fileio import atomic_path, claim_folder, write_json
 from .dataset import CalibrationSet
 from .sensitivity import activation_statistics, layer_sensitivity
 
@@ -56,7 +56,7 @@ def calibration_report(model, calib: CalibrationSet, out: Path, title: str, prog
               "method": ("each layer quantized alone in torch: int8 per-channel symmetric weights, "
                          "8-bit per-tensor activations from the calibration min/max; error against "
                          "the float net on the calibration images")}
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, "calibration folder")
     write_json(out / "calibration.json", report)
     plot_sensitivity(rows, out / "sensitivity.png", title)
     return report

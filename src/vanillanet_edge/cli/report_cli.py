@@ -114,9 +114,9 @@ def baseline_cmd(names, targets, precisions, out, input_size, batch, data_dir, c
       vanillanet-edge bench artifacts --rounds 3 --save runs/r1/latency.json
     """
     from ..converters.baselines import prepare_any
-    from ..converters.convert import _check_writable, convert_one
+    from ..converters.convert import convert_one
     from ..converters.registry import expand_targets
-    from ..fileio import clean_partials
+    from ..fileio import claim_folder, clean_partials
     from ..model.baselines import BASELINES
     from ..model.variants import VARIANTS
 
@@ -127,8 +127,7 @@ def baseline_cmd(names, targets, precisions, out, input_size, batch, data_dir, c
     if "int8" in precisions and calib_data is None:
         raise click.UsageError("--precision int8 needs --calib-data DIR (real images to calibrate on)")
     target_list = expand_targets(list(targets))
-    _check_writable(out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, "output folder")
     clean_partials(out)
     failed = []
     for name in names:

@@ -7,7 +7,6 @@ manifest.json -> publish the folder atomically. Nothing half-written is ever lef
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from ..calibration.dataset import CalibrationSet
 from ..calibration.inputs import input_size_of, preprocessing_of, real_inputs_for
 from ..errors import ConversionError, FusionError, VanillaNetEdgeError
-from ..fileio import atomic_path, clean_partials, sha256_path, size_bytes, write_json
+from ..fileio import atomic_path, claim_folder, clean_partials, sha256_path, size_bytes, write_json
 from ..images import Preprocessing
 from ..model.adapool import replace_adaptive_max_pools
 from ..model.checkpoint import load_checkpoint
@@ -102,15 +101,6 @@ def prepare(checkpoint: str | Path, input_size: int | None = None, data: str | P
     return PreparedModel(ckpt.path.stem, ckpt.describe(), model_meta, origin, fused, export_model,
                          size, preprocessing_of(ckpt, size), inputs, source,
                          torch_reference(fused, inputs), stats)
-
-
-def _check_writable(out: Path) -> None:
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise VanillaNetEdgeError(f"cannot write to {out}: {probe} is not a writable folder",
-                                  hint="choose another --out, or fix its permissions")
 
 
 def artifact_name(prep: PreparedModel, target: str, precision: str) -> str:
@@ -439,8 +429,8 @@ def convert_checkpoint(checkpoint: str | Path, targets, precisions, out: str | P
         converter = get_converter(target)
         chosen[target] = check_pixels(pixels or converter.default_pixels)
         converter.check_app_request(chosen[target], dict(options or {}))
-    out = Path(out)
-    _check_writable(out)
+    # Ours before minutes of work: a folder we did not make, or a file, is refused here.
+    out = claim_folder(out, "output folder")
     log(f"loading {checkpoint}")
     prep = prepare(checkpoint, input_size, data, variant, key, allow_inexact)
     log(f"{prep.description}; input {prep.input_size}x{prep.input_size}, "
@@ -454,7 +444,6 @@ def convert_checkpoint(checkpoint: str | Path, targets, precisions, out: str | P
     if eval_data is not None:
         evaluation = load_eval_set(prep, eval_data, int8.eval_limit if int8 else 500)
         log(f"accuracy: {evaluation.source}; fp32 top-1 {100 * evaluation.fp32_top1:.2f}%")
-    out.mkdir(parents=True, exist_ok=True)
     clean_partials(out)
     outcomes = []
     for target in names:

@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 
 from ..errors import VanillaNetEdgeError
-from ..fileio import clean_partials, hold_lock, release_lock, write_json
+from ..fileio import claim_folder, clean_partials, hold_lock, release_lock, write_json
 
 
 class RunLockedError(VanillaNetEdgeError):
@@ -53,7 +53,7 @@ class RunDir:
     # it only name the holder in the error message. Deleting it on release would let a third
     # process lock a fresh file while a second still waits on the old one.
     def __enter__(self) -> "RunDir":
-        self.path.mkdir(parents=True, exist_ok=True)
+        claim_folder(self.path, "run folder")
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as exc:

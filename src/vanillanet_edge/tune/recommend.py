@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VanillaNetEdgeError
+from ..fileio import claim_folder
 from ..model.variants import PUBLISHED, VARIANTS
 from .search import TuneOptions, tune
 
@@ -36,7 +37,7 @@ def recommend(models: list[str], out: str | Path, device, budget_ms: float, opts
     if not models:
         raise VanillaNetEdgeError("no models to choose from", hint="pass --variant NAME and/or --checkpoint FILE")
     opts = dataclasses.replace(opts or TuneOptions(), budget_ms=None)   # each model's fastest config
-    out = Path(out)
+    out = claim_folder(out, "recommend folder")
     rows: list[dict[str, Any]] = []
     for model in models:
         name = Path(model).stem if Path(model).exists() else model

@@ -30,7 +30,7 @@ from ..devices.artifacts import resolve
 from ..devices.latency import BenchSettings
 from ..devices.registry import get_runner
 from ..errors import VanillaNetEdgeError
-from ..fileio import atomic_path, clean_partials, write_json
+from ..fileio import atomic_path, claim_folder, clean_partials, write_json
 from ..manifest import MANIFEST_NAME, read_manifest
 from ..metrics import compare_logits
 from ..model.rewrites import apply_rewrites
@@ -144,7 +144,7 @@ def convert_all(prep: PreparedModel, opts: TuneOptions, out: Path, log) -> tuple
     if opts.eval_data:
         evaluation = load_eval_set(prep, opts.eval_data, opts.eval_limit)
         log(f"accuracy on {evaluation.source}: fp32 top-1 {100 * evaluation.fp32_top1:.2f}%")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, "tune artifacts folder")
     clean_partials(out)
     made, failed = [], []
     for rewrites, batch, layout, target, precision in itertools.product(
@@ -224,7 +224,7 @@ def tune(model: str, out: str | Path, device=None, opts: TuneOptions | None = No
     from ..remote.devices_file import DeviceSpec
 
     opts = opts or TuneOptions()
-    out = Path(out)
+    out = claim_folder(out, "tune folder")
     device = device or Device(DeviceSpec("local"))
     machine = device.machine()
     preps, made, failed = {}, [], []
@@ -351,9 +351,7 @@ def _choose(rows: list[dict], opts: TuneOptions) -> dict | None:
 def pin(c: Candidate, row: dict, folder: Path, device: str) -> Path:
     """Copy the chosen artifact and pin its settings in the copy's manifest (atomically)."""
     final = folder / c.artifact.name
-    folder.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        shutil.rmtree(final)
+    claim_folder(folder, "recommended folder")
     with atomic_path(final, is_dir=True) as tmp:
         shutil.copytree(c.artifact, tmp, dirs_exist_ok=True)
         manifest = dict(c.manifest)

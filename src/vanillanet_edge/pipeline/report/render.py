@@ -7,7 +7,7 @@ import datetime as dt
 import html
 from pathlib import Path
 
-from ...fileio import atomic_write_bytes, atomic_write_text, write_json
+from ...fileio import atomic_write_bytes, atomic_write_text, claim_folder, write_json
 from ...model.published import A100_EAGER_MS, A100_TENSORRT_MS, OFFICIAL_SOURCE
 from .plots import plot_int8, plot_latency, plot_ratio, plot_roofline, plot_scaling
 from .records import (
@@ -167,7 +167,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peaks: dict | None = 
     }
     placement = {"latency": ["latency", "scaling", "roofline"], "verdict": ["verdict"], "int8": ["int8"]}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(out_dir, "report folder")
     (out_dir / "plots").mkdir(exist_ok=True)
     for key, png in plots.items():
         atomic_write_bytes(out_dir / "plots" / f"{key}.png", png)
