@@ -64,8 +64,10 @@ def report_cmd(run_dir, out, peak_seconds):
       vanillanet-edge report runs/r1 --out runs/r1/report
     """
     from ..devices.peak import measure_peaks
+    from ..fileio import claim_folder
     from ..pipeline.report import build_report, load_records, summary_text
 
+    claim_folder(out, "report folder")       # before the peaks are measured: ours, or refused
     records, _, _ = load_records(run_dir)
     peaks = None if any(r["kind"] == "peaks" for r in records) else measure_peaks(seconds_per_probe=peak_seconds)
     report = build_report(run_dir, out, peaks=peaks)

@@ -33,6 +33,8 @@ def run_cmd(pipeline, out, only, force, as_json):
     and a second run on the same OUT is refused while the first holds its lock.
     """
     from ..console import log_to
+    from ..fileio import claim_folder
+    claim_folder(out, "run folder")        # ours, or refused, before the log is opened in it
     log_to(out / "toolchain.log")          # only in quiet mode (no -v): the chatter, kept with the run
     result = api.run_pipeline(pipeline, out, only, force, log=(lambda m: None) if as_json else click.echo)
     if as_json:
