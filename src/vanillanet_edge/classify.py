@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .devices.artifacts import ArtifactRef
-from .devices.base import pinned_settings
+from .devices.base import check_outputs, pinned_settings
 from .devices.registry import get_runner
 from .errors import DataError
 from .images import ImageRecord, Preprocessing, describe_skipped, load_images
@@ -40,11 +40,13 @@ def classify(ref: ArtifactRef, images: list[str | Path], top: int = 5, runtime: 
     runtime = runtime or ref.runtime
     session = get_runner(runtime).load(ref.artifact, ref.manifest, **pinned_settings(ref.manifest, settings))
     try:
-        probs = probabilities(session.run_all(loaded.inputs), ref.manifest)
+        outputs = session.run_all(loaded.inputs)
     finally:
         session.close()
     model = ref.manifest.get("model", {})
     labels = model.get("labels") or model.get("class_names")
+    check_outputs(outputs, model.get("num_classes"), ref.path)
+    probs = probabilities(outputs, ref.manifest)
     k = min(top, probs.shape[1])
     results = []
     for path, p in zip(loaded.paths, probs):

@@ -52,6 +52,17 @@ class VerificationError(ConversionError):
     """An artifact's outputs differ from the fused PyTorch reference beyond the limits."""
 
 
+RECONVERT_HINT = "re-convert it with `vanillanet-edge convert`"
+
+
+class ArtifactDamagedError(VanillaNetEdgeError):
+    """An artifact's files are not what its manifest says (size, sha256), or its runtime cannot
+    load or run it: the file was cut, replaced or changed after conversion."""
+
+    def __init__(self, message: str, hint: str | None = RECONVERT_HINT):
+        super().__init__(message, hint)
+
+
 class ProfilingNotOfferedError(VanillaNetEdgeError):
     """A runtime has no per-layer profiler that vanillanet-edge can drive."""
 

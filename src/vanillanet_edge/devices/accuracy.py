@@ -11,7 +11,7 @@ from ..errors import DataError
 from ..images import ImageFolder, Preprocessing, describe_skipped, load_images, skipped_record
 from ..records import RESULT_SCHEMA
 from .artifacts import ArtifactRef
-from .base import pinned_settings
+from .base import check_outputs, pinned_settings
 from .machine import describe_machine
 from .registry import EAGER_RUNTIME, get_runner
 
@@ -107,6 +107,7 @@ def _score(ref, data, records, prep, runtime, session, progress) -> dict:
                 progress(len(part))
             continue
         logits = session.run_all(chunk.inputs)
+        check_outputs(logits, ref.manifest.get("model", {}).get("num_classes"), ref.path)
         assert chunk.labels is not None      # labelled_sample: every record has its class
         top1 += _topk_hits(logits, chunk.labels, 1)
         top5 += _topk_hits(logits, chunk.labels, 5)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import VanillaNetEdgeError
-from ..manifest import MANIFEST_NAME, read_manifest
+from ..manifest import MANIFEST_NAME, read_manifest, verified_artifact
 from .registry import EAGER_RUNTIME
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
@@ -70,5 +70,8 @@ def resolve(paths, batch: int = 1) -> list[ArtifactRef]:
 
 
 def _from_folder(folder: Path) -> ArtifactRef:
+    """An artifact folder: its manifest validated (every path inside the folder) and its files
+    checked against the manifest's sizes and sha256 (once per process), here and on a device,
+    before any runtime sees a byte of them or anything is sent anywhere."""
     manifest = read_manifest(folder)
-    return ArtifactRef(folder, folder / manifest["artifact"]["file"], manifest, manifest["runtime"])
+    return ArtifactRef(folder, verified_artifact(folder, manifest), manifest, manifest["runtime"])

@@ -5,6 +5,7 @@ own layout (from its manifest), so harnesses and verification never branch on th
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import time
@@ -13,11 +14,68 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendMissingError, ProfilingNotOfferedError
+from ..errors import ArtifactDamagedError, BackendMissingError, ProfilingNotOfferedError, VanillaNetEdgeError
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
+
+
+def _guard_load(method):
+    """A runner's load (or profile_layers) whose runtime failures are ArtifactDamagedError: a
+    runtime raising on an artifact that passed the manifest's checks (InvalidProtobuf, "not a
+    valid Flatbuffer", ...) means a damaged or inconsistent artifact, and says so. Our own
+    errors (unknown settings, a missing runtime) pass unchanged."""
+    @functools.wraps(method)
+    def guarded(self, artifact, manifest, *args, **settings):
+        try:
+            return method(self, artifact, manifest, *args, **settings)
+        except VanillaNetEdgeError:
+            raise
+        except ImportError:
+            self.require()          # the runtime is missing: BackendMissingError names the extra
+            raise
+        except MemoryError:
+            raise VanillaNetEdgeError(f"the {self.name} runtime ran out of memory loading {artifact}",
+                                      hint="free memory on this machine, or use a smaller artifact") from None
+        except Exception as exc:
+            raise ArtifactDamagedError(f"artifact {artifact} is damaged: the {self.name} runtime cannot load it "
+                                       f"({_first_line(exc)})") from exc
+    guarded._guarded = True         # type: ignore[attr-defined]
+    return guarded
+
+
+def _guard_run(run):
+    """A session's run whose runtime failures are ArtifactDamagedError: the harness feeds exactly
+    the manifest's input shape, so a runtime refusing it means model and manifest disagree."""
+    @functools.wraps(run)
+    def guarded(self, x_nchw):
+        try:
+            return run(self, x_nchw)
+        except VanillaNetEdgeError:
+            raise
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise ArtifactDamagedError(f"the artifact fails to run on an input of shape {tuple(x_nchw.shape)} as "
+                                       f"its manifest describes ({_first_line(exc)}): the model and its "
+                                       "manifest disagree (edited or damaged)") from exc
+    guarded._guarded = True         # type: ignore[attr-defined]
+    return guarded
 
 
 class Session(ABC):
-    """A loaded artifact, ready to run batches of the size it was built for."""
+    """A loaded artifact, ready to run batches of the size it was built for.
+
+    Every subclass's `run` is wrapped (`_guard_run`, in __init_subclass__): a runtime's own
+    exception becomes an ArtifactDamagedError, so no caller sees a runtime traceback."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None and not getattr(run, "_guarded", False):
+            cls.run = _guard_run(run)
 
     batch: int
     settings: dict          # what was actually used (threads, precision, delegate...)
@@ -64,6 +122,15 @@ class Runner(ABC):
     op_probe: bool = False
     # Matmul peak probe (devices/peak.py): the precisions it is asked for; () = no probe.
     peak_precisions: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        # Every runner's load and profile_layers, in one place: a runtime's exception on an
+        # artifact becomes ArtifactDamagedError ("damaged: re-convert"), never a traceback.
+        super().__init_subclass__(**kwargs)
+        for name in ("load", "profile_layers"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "_guarded", False):
+                setattr(cls, name, _guard_load(method))
 
     def install_hint(self) -> str:
         return f"pip install 'vanillanet-edge[{self.extra}]'"
@@ -161,6 +228,18 @@ def example_input(manifest: dict, seed: int = 0) -> np.ndarray:
     shape = list(manifest["input"]["shape"])
     nchw = [shape[0], shape[3], shape[1], shape[2]] if manifest["input"].get("layout") == "NHWC" else shape
     return np.random.default_rng(seed).standard_normal(nchw).astype(np.float32)
+
+
+def check_outputs(outputs: np.ndarray, classes: int | None, where) -> None:
+    """Outputs an artifact gave for its manifest's input: one finite score per class, else
+    ArtifactDamagedError (never a NaN% or a label looked up past the end of the list)."""
+    if outputs.ndim != 2 or (classes is not None and outputs.shape[1] != classes):
+        raise ArtifactDamagedError(f"artifact {where} is damaged: it outputs shape {tuple(outputs.shape)}, its "
+                                   f"manifest says {classes} classes per image")
+    bad = int((~np.isfinite(outputs)).any(axis=1).sum())
+    if bad:
+        raise ArtifactDamagedError(f"artifact {where} is damaged: its outputs for {bad} of {len(outputs)} "
+                                   "image(s) are not finite numbers (NaN or infinity)")
 
 
 def pinned_settings(manifest: dict, overrides: dict | None = None) -> dict:

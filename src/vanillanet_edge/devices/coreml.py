@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import VanillaNetEdgeError
 from .base import Runner, Session, to_artifact_pixels
 
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "ALL")
@@ -112,10 +113,14 @@ class CoreMlRunner(Runner):
         if engine == "auto":
             engine = "coreml" if on_macos() else "interpreter"
         if engine == "interpreter":
-            from .coreml_mil import MILProgram
-            return _MilSession(MILProgram.load(artifact), manifest)
+            from .coreml_mil import MILProgram, UnsupportedMILOp
+            try:
+                return _MilSession(MILProgram.load(artifact), manifest)
+            except UnsupportedMILOp as exc:     # a program beyond the interpreter, not a damaged file
+                raise VanillaNetEdgeError(f"the numpy MIL interpreter cannot run {artifact}: {exc}",
+                                          hint="run it with Core ML on macOS") from None
         import coremltools as ct
         if compute_units not in COMPUTE_UNITS:
-            raise ValueError(f"compute_units must be one of {COMPUTE_UNITS}")
+            raise VanillaNetEdgeError(f"compute_units must be one of {COMPUTE_UNITS}, got {compute_units!r}")
         model = ct.models.MLModel(str(artifact), compute_units=getattr(ct.ComputeUnit, compute_units))
         return _CoreMlSession(model, manifest, compute_units)

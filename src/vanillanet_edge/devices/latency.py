@@ -185,6 +185,9 @@ def bench_jobs(jobs: list[tuple[ArtifactRef, BenchSettings]], progress=None, tim
                 if result.get("status") == "unavailable":
                     unavailable[i] = result["reason"]
                     machines[i] = result.get("machine")
+                elif result.get("status") == "failed":      # the worker's own clean error
+                    errors[i] = str(result.get("error") or "the benchmark round failed")
+                    machines[i] = result.get("machine")
                 else:
                     raw[i].append(result)
             if progress:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import VanillaNetEdgeError
+from ..errors import ArtifactDamagedError, VanillaNetEdgeError
 from .base import Runner, Session, example_input, resolve_threads, to_artifact_pixels
 
 # Our names -> MNN BackendConfig::PrecisionMode (MNNForwardType.h; Python takes the integer).
@@ -177,8 +177,9 @@ class MnnRunner(Runner):
                 session = interpreter.createSession({"backend": "CPU", "numThread": threads,
                                                      "precision": PRECISION_MODES[mode]})
         except Exception as exc:       # MNN raises a bare Exception for a file it cannot read
-            raise VanillaNetEdgeError(f"MNN cannot load {path}: {exc}",
-                                      hint="convert the model again (the file may be cut or not an MNN model)") from None
+            raise ArtifactDamagedError(f"artifact {path} is damaged: MNN cannot load it ({exc})",
+                                       hint="the file may be cut or not an MNN model; re-convert it with "
+                                            "`vanillanet-edge convert`") from None
         settings = {"threads": threads, "precision_mode": mode, "backend": "CPU",
                     "fp16_arithmetic": fp16_arithmetic(), "mnn": mnn.version()}
         return _MnnSession(mnn, interpreter, session, manifest, settings)

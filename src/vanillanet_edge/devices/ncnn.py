@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import VanillaNetEdgeError
+from ..errors import ArtifactDamagedError, VanillaNetEdgeError
 from .base import Runner, Session, resolve_threads, to_artifact_pixels
 
 BIN_SUFFIX = ".bin"
@@ -114,12 +114,13 @@ class NcnnRunner(Runner):
         # block time is a no-op (set_kmp_blocktime(7) leaves get_kmp_blocktime() at 0); idle
         # workers follow libgomp's OMP_WAIT_POLICY / GOMP_SPINCOUNT, recorded below.
         if net.load_param(str(param)) != 0:
-            raise VanillaNetEdgeError(f"ncnn cannot read the graph {param}",
-                                      hint="the .param is not an ncnn graph this ncnn version knows "
-                                           "(its own message is printed above)")
+            raise ArtifactDamagedError(f"artifact {param.parent} is damaged: ncnn cannot read the graph {param}",
+                                       hint="the .param is not an ncnn graph this ncnn version knows (its own "
+                                            "message is printed above); re-convert it with `vanillanet-edge convert`")
         if net.load_model(str(weights)) != 0:
-            raise VanillaNetEdgeError(f"ncnn cannot read the weights {weights}",
-                                      hint="the .bin does not match its .param (cut or from another model)")
+            raise ArtifactDamagedError(f"artifact {param.parent} is damaged: ncnn cannot read the weights {weights}",
+                                       hint="the .bin does not match its .param (cut or from another model); "
+                                            "re-convert it with `vanillanet-edge convert`")
         settings = {"threads": threads, "fp16_storage": fp16, "fp16_arithmetic": arithmetic,
                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "ncnn": ncnn.__version__}
         return _NcnnSession(ncnn, net, manifest, settings)

@@ -9,8 +9,10 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import VanillaNetEdgeError
 from .artifacts import resolve
 from .latency import BenchSettings, measure_in_process
+from .machine import describe_machine
 
 
 def main(argv: list[str]) -> int:
@@ -19,8 +21,13 @@ def main(argv: list[str]) -> int:
         return 2
     job = json.loads(sys.stdin.read())
     settings = BenchSettings(**job["settings"])
-    [ref] = resolve([Path(job["artifact"])], batch=1)
-    result = measure_in_process(ref, job["runtime"], settings)
+    try:
+        [ref] = resolve([Path(job["artifact"])], batch=1)
+        result = measure_in_process(ref, job["runtime"], settings)
+    except VanillaNetEdgeError as exc:
+        # Our errors (a damaged artifact, a refused manifest) are the round's result, as one
+        # clean message: bench records it instead of the end of a traceback.
+        result = {"status": "failed", "error": str(exc), "machine": describe_machine()}
     print(json.dumps(result))
     return 0
 

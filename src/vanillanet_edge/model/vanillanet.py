@@ -8,9 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputSizeError
+from ..manifest import MAX_INPUT_SIZE
 from .layers import Activation, Block, conv_bn
 
-MAX_INPUT_SIZE = 2048      # the largest input side any command takes (and metadata may record)
+# MAX_INPUT_SIZE (2048, from manifest.py): the largest input side any command takes, and a
+# manifest or our metadata may record.
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ import tarfile
 import time
 from pathlib import Path
 
+from ..errors import VanillaNetEdgeError
+
 PROTOCOL = 1
 COMPLETE = ".complete"       # written last into a received artifact: the content digest's sha256
 
@@ -186,6 +188,8 @@ def serve() -> None:
                 return
             else:
                 raise ValueError(f"unknown op {header['op']!r}")
+        except VanillaNetEdgeError as exc:      # ours (a refused manifest, a damaged artifact): as it reads
+            write_frame(out, {"ok": False, "error": str(exc)})
         except Exception as exc:
             write_frame(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
@@ -224,7 +228,11 @@ def main(argv: list[str]) -> int:
         seconds = float(argv[1]) if len(argv) > 1 else 1.0
         print(json.dumps(measure_peaks(seconds_per_probe=seconds)))
     elif command == "profile":
-        print(json.dumps(profile(json.loads(sys.stdin.read())), default=str))
+        try:
+            print(json.dumps(profile(json.loads(sys.stdin.read())), default=str))
+        except VanillaNetEdgeError as exc:      # a refused manifest or damaged artifact: its message alone
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     else:
         print(__doc__, file=sys.stderr)
         return 2
