@@ -332,6 +332,8 @@ def claim_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
     except OSError as exc:
         raise ForeignPathError(f"cannot use {what} {path}: {exc.strerror or exc}",
                                hint="choose another folder, or fix its permissions") from None
+    if inside and read_mark(path) is not None:     # marked meanwhile by a process claiming it too
+        return path
     if inside:
         shown = ", ".join(inside[:3]) + (f" and {len(inside) - 3} more" if len(inside) > 3 else "")
         raise ForeignPathError(f"{what} {path} is not empty and was not made by vanillanet-edge "

@@ -7,6 +7,7 @@ import torch
 from vanillanet_edge.calibration.sensitivity import sensitivity_ranking
 from vanillanet_edge.converters.convert import Int8Options, convert_checkpoint
 from vanillanet_edge.errors import VanillaNetEdgeError
+from vanillanet_edge.fileio import OWNED_MARK
 from vanillanet_edge.model.checkpoint import load_checkpoint, save_checkpoint
 from vanillanet_edge.model.fuse import fuse_model
 
@@ -74,7 +75,7 @@ def test_empty_calibration_folder_fails_and_leaves_nothing(tiny_checkpoint, tmp_
     with pytest.raises(VanillaNetEdgeError, match="no images found"):
         convert_checkpoint(tiny_checkpoint, ["onnx"], ["int8"], tmp_path / "out",
                            int8=Int8Options(calib_data=empty))
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists() or [p.name for p in (tmp_path / "out").iterdir()] == [OWNED_MARK]
 
 
 def test_too_few_usable_calibration_images(tiny_checkpoint, digits_data, tmp_path):

@@ -19,6 +19,7 @@ from vanillanet_edge.converters.litert import (  # noqa: E402
     window_runs,
 )
 from vanillanet_edge.devices.registry import get_runner  # noqa: E402
+from vanillanet_edge.fileio import OWNED_MARK
 from vanillanet_edge.model.adapool import replace_adaptive_max_pools  # noqa: E402
 from vanillanet_edge.model.checkpoint import save_checkpoint  # noqa: E402
 from vanillanet_edge.model.fuse import fuse_model  # noqa: E402
@@ -52,7 +53,7 @@ def test_manifest_nhwc_float_io_and_verified(converted, digits_data, precision, 
     assert m["input"]["layout"] == "NHWC"
     assert m["input"]["shape"] == [1, 32, 32, 3] and m["input"]["dtype"] == "float32"
     assert m["output"]["shape"] == [1, 10] and m["output"]["dtype"] == "float32"
-    assert {p.name for p in outcome.folder.iterdir()} == {"model.tflite", "manifest.json"}
+    assert {p.name for p in outcome.folder.iterdir()} == {"model.tflite", "manifest.json", OWNED_MARK}
     v = m["verification"]
     assert v["passed"] and v["rel_err"] < limit and v["top1_agree"] >= 0.95
     assert str(digits_data / "val") in v["inputs"]
