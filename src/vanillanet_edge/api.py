@@ -7,9 +7,15 @@ from __future__ import annotations
 from contextlib import closing
 from pathlib import Path
 
+from . import limits as L
 from .converters.convert import ConvertOutcome, Int8Options  # noqa: F401  (public names)
 from .model.train import TrainConfig  # noqa: F401  (public name)
 from .steps import FuseResult, calibrate, convert, fuse_checkpoint, make_digits, model_info, train_model  # noqa: F401
+
+
+def _check_settings(settings: dict | None) -> None:
+    """Runner settings that are numbers (threads) are range-checked like the options."""
+    L.check("threads", (settings or {}).get("threads"), L.THREADS)
 
 
 def run_pipeline(config=None, out: str | Path = "runs/demo", only=(), force=(), log=print) -> dict:
@@ -28,6 +34,11 @@ def resolve_devices(names=None, devices_file: str | Path | None = None):
 def bench(refs, settings, devices=None, accept_new_host_key: bool = False, progress=None) -> list[dict]:
     """Latency records of artifacts (devices.artifacts.resolve) on each device (default: local)."""
     from .remote.fleet import bench_on_devices
+
+    for name, rng in (("threads", L.THREADS), ("warmup", L.WARMUP), ("runs", L.RUNS), ("seconds", L.SECONDS),
+                      ("rounds", L.ROUNDS)):
+        L.check(name, getattr(settings, name), rng)
+    _check_settings(settings.options)
     return bench_on_devices(refs, settings, devices or resolve_devices(), accept_new_host_key, progress)
 
 
@@ -35,6 +46,9 @@ def evaluate(refs, data: str | Path, devices=None, limit: int | None = None, run
              settings: dict | None = None, accept_new_host_key: bool = False, progress_for=None) -> list[dict]:
     """Accuracy records of artifacts on labelled images, run on each device (default: local)."""
     from .remote.fleet import eval_on_devices
+
+    L.check("limit", limit, L.LIMIT)
+    _check_settings(settings)
     return eval_on_devices(refs, data, devices or resolve_devices(), limit, runtime, settings,
                            accept_new_host_key, progress_for)
 
@@ -44,6 +58,11 @@ def profile(refs, devices=None, accept_new_host_key: bool = False, on_record=Non
     own profiler, or the op probe with the device's matmul peak (devices/layer_profile.py).
     `settings`: runs, warmup, threads, options, op_probe, peak, probe_seconds (Device.profile)."""
     from .remote.fleet import profile_on_devices
+
+    for name, rng in (("runs", L.RUNS), ("warmup", L.WARMUP), ("threads", L.THREADS),
+                      ("probe_seconds", L.PROBE_SECONDS)):
+        L.check(name, settings.get(name), rng)
+    _check_settings(settings.get("options"))
     return profile_on_devices(refs, devices or resolve_devices(), accept_new_host_key, on_record, **settings)
 
 
@@ -54,6 +73,8 @@ def classify(artifact: str | Path, images, top: int = 5, runtime: str | None = N
     from .classify import classify as _classify
     from .devices.artifacts import resolve
 
+    L.check("top", top, L.LABELS)
+    _check_settings(settings)
     refs = resolve([artifact])
     if len(refs) != 1:
         from .errors import VanillaNetEdgeError
@@ -91,6 +112,7 @@ def tune(model: str, out: str | Path, device: str = "local", devices_file: str |
     from .remote.device import open_device
     from .tune.search import tune as _tune
 
+    _check_tune_options(options)
     [spec] = resolve_devices([device], devices_file)
     with closing(open_device(spec, accept_new_host_key)) as handle:
         return _tune(model, out, handle, options, log)
@@ -102,9 +124,23 @@ def recommend(models, out: str | Path, budget_ms: float, device: str = "local",
     from .remote.device import open_device
     from .tune.recommend import recommend as _recommend
 
+    L.check("budget_ms", budget_ms, L.BUDGET_MS)
+    _check_tune_options(options)
     [spec] = resolve_devices([device], devices_file)
     with closing(open_device(spec)) as handle:
         return _recommend(list(models), out, handle, budget_ms, options, log)
+
+
+def _check_tune_options(options) -> None:
+    if options is None:
+        return
+    for name, rng in (("budget_ms", L.BUDGET_MS), ("max_drop", L.MAX_DROP), ("calib_samples", L.SAMPLES),
+                      ("eval_limit", L.LIMIT), ("warmup", L.WARMUP), ("runs", L.RUNS), ("rounds", L.ROUNDS)):
+        L.check(name, getattr(options, name, None), rng)
+    for batch in options.batches:
+        L.check("batches", batch, L.BATCH)
+    for size in options.input_sizes:
+        L.check("input_sizes", size, L.INPUT_SIZE)
 
 
 def __getattr__(name: str):

@@ -14,12 +14,16 @@ Child processes inherit descriptor 2, so their native chatter lands in the log t
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import stat
 import sys
 import warnings
 from pathlib import Path
+
+from .errors import VanillaNetEdgeError
 
 _state: dict = {}
 
@@ -56,18 +60,51 @@ def quiet(log_path: str | Path | None = None) -> None:
 
 
 def log_to(log_path: str | Path | None) -> None:
-    """Send the chatter to `log_path` (appending; its folder is created) from now on."""
+    """Send the chatter to `log_path` (appended to) from now on; None: nowhere.
+
+    The log's folder must exist (the caller owns it: `run` opens OUT/toolchain.log only once the
+    pipeline file is valid and the run folder is claimed). The file is opened without following
+    a symbolic link and must be a regular file: a link planted at that name would send our
+    writes to whatever it points at."""
     if "terminal" not in _state:
         return
-    if log_path is not None:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    target = os.open(str(log_path) if log_path else os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    target = _open_log(Path(log_path)) if log_path is not None else os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     if sys.__stderr__ is not None:
         sys.__stderr__.flush()        # what Python buffered for descriptor 2 goes where it was meant
     os.dup2(target, 2)
     os.close(target)
     _state["path"] = log_path
     _sweep_handlers()
+
+
+def _open_log(path: Path) -> int:
+    # O_NONBLOCK: a fifo planted there must not hang the open (it is refused below).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        kind = "a symbolic link" if os.path.islink(path) else None
+        raise VanillaNetEdgeError(
+            f"cannot open the log {path}: " + (f"it is {kind}, and we never write through links"
+                                              if kind else exc.strerror or str(exc)),
+            hint=f"remove {path} (it must be a plain file of ours) and run again") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise VanillaNetEdgeError(f"cannot open the log {path}: it is not a regular file",
+                                  hint=f"remove {path} (it must be a plain file of ours) and run again")
+    os.set_blocking(fd, True)
+    return fd
+
+
+@contextlib.contextmanager
+def logging_to(log_path: str | Path):
+    """`log_to(log_path)` for the block, then the chatter goes where it went before."""
+    before = _state.get("path")
+    log_to(log_path)
+    try:
+        yield
+    finally:
+        log_to(before)
 
 
 def _sweep_handlers() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import limits as L
 from .calibration.digits import write_digits
 from .calibration.inputs import input_size_of, preprocessing_of, real_inputs_for
 from .converters.convert import ConvertOutcome, Int8Options, convert_checkpoint
@@ -20,6 +21,8 @@ from .model.variants import PUBLISHED, VARIANTS, create_model, variant_config
 
 def make_digits(out: str | Path, size: int = 32, seed: int = 0) -> dict:
     """Write scikit-learn's bundled digits as train/ and val/ ImageFolders of RGB PNGs."""
+    L.check("size", size, L.IMAGE_SIZE)
+    L.check("seed", seed, L.SEED)
     return write_digits(out, size=size, seed=seed)
 
 
@@ -31,6 +34,10 @@ def train_model(data: str | Path, out: str | Path, config: TrainConfig | None = 
     ImageNet statistics; the checkpoint records this so every later step feeds the same input.
     """
     cfg = config or TrainConfig()
+    for name, rng in (("width", L.WIDTH), ("epochs", L.EPOCHS), ("decay_epochs", L.DECAY_EPOCHS),
+                      ("batch_size", L.TRAIN_BATCH), ("lr", L.LR), ("seed", L.SEED), ("threads", L.THREADS)):
+        L.check(name, getattr(cfg, name), rng)
+    L.check("input_size", input_size, L.INPUT_SIZE)
     create_model(cfg.variant, cfg.width).config.check_input_size(input_size)
     return train(data, out, cfg, Preprocessing(resize=input_size, crop=input_size), progress=progress)
 
@@ -47,6 +54,7 @@ def fuse_checkpoint(ckpt_path: str | Path, out: str | Path, data: str | Path | N
                     allow_inexact: bool = False, variant: str | None = None,
                     key: str | None = None, input_size: int | None = None) -> FuseResult:
     """Load, fuse, verify against the unfused net, write the deploy checkpoint and a report."""
+    L.check("input_size", input_size, L.INPUT_SIZE)
     ckpt = load_checkpoint(ckpt_path, variant=variant, key=key)
     size = input_size_of(ckpt, input_size)
     fused = fuse_model(ckpt.model, allow_inexact=allow_inexact)
@@ -96,6 +104,13 @@ def convert(checkpoint: str | Path, targets, precisions=("fp32",), out: str | Pa
     """
     from contextlib import ExitStack
 
+    L.check("input_size", input_size, L.INPUT_SIZE)
+    L.check("batch", batch, L.BATCH)
+    if int8 is not None:
+        L.check("samples", int8.samples, L.SAMPLES)
+        L.check("seed", int8.seed, L.SEED)
+        L.check("max_drop", int8.max_drop, L.MAX_DROP)
+        L.check("eval_limit", int8.eval_limit, L.LIMIT)
     measure = None
     with ExitStack() as stack:
         if ray:
@@ -125,6 +140,9 @@ def calibrate(checkpoint: str | Path, data: str | Path, out: str | Path, samples
     from .calibration.report import calibration_report
     from .cluster.stats import DEFAULT_BINS, REPORT_BINS, calibration_statistics, report_layers
 
+    L.check("samples", samples, L.SAMPLES)
+    L.check("seed", seed, L.SEED)
+    L.check("input_size", input_size, L.INPUT_SIZE)
     claim_folder(out, "calibration folder")     # before the work: a folder not ours is refused
     ckpt = load_checkpoint(checkpoint, variant=variant, key=key)
     size = input_size_of(ckpt, input_size)
@@ -149,6 +167,9 @@ def calibrate(checkpoint: str | Path, data: str | Path, out: str | Path, samples
 def model_info(target: str, input_size: int | None = None, width: float = 1.0,
                num_classes: int | None = None) -> dict:
     """Parameters (both forms), MACs, depth and a per-layer table for a variant name or a file."""
+    L.check("input_size", input_size, L.INPUT_SIZE)
+    L.check("width", width, L.WIDTH)
+    L.check("num_classes", num_classes, L.NUM_CLASSES)
     if target in VARIANTS:
         classes = num_classes or 1000
         train_form = create_model(target, width, classes)

@@ -7,28 +7,41 @@ from pathlib import Path
 
 import click
 
-from .. import api
-from .options import device_line, device_options, echo_skipped, parse_options, runtime_choice
+from .. import api, limits
+from .options import (
+    OUT_FILE,
+    device_line,
+    device_options,
+    echo_skipped,
+    force_option,
+    number,
+    parse_options,
+    refuse_existing,
+    runtime_choice,
+)
 
 
 @click.command("bench")
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--runtime", type=runtime_choice(), default=None,
               help="Override the artifact's own runtime (e.g. torch for a checkpoint).")
-@click.option("--threads", type=int, default=None, help="Intra-op threads for every runtime (default: one per physical core, the same for all).")
-@click.option("--warmup", type=int, default=10, show_default=True)
-@click.option("--runs", type=int, default=100, show_default=True, help="Timed runs in total, over all rounds.")
-@click.option("--seconds", type=float, default=None, help="Time budget instead of --runs.")
-@click.option("--rounds", type=int, default=3, show_default=True,
+@click.option("--threads", type=number(limits.THREADS), default=None,
+              help="Intra-op threads for every runtime (default: one per physical core, the same for all).")
+@click.option("--warmup", type=number(limits.WARMUP), default=10, show_default=True)
+@click.option("--runs", type=number(limits.RUNS), default=100, show_default=True,
+              help="Timed runs in total, over all rounds.")
+@click.option("--seconds", type=number(limits.SECONDS), default=None, help="Time budget instead of --runs.")
+@click.option("--rounds", type=number(limits.ROUNDS), default=3, show_default=True,
               help="Interleaved repeats, each in a fresh process per artifact.")
 @click.option("--set", "options", multiple=True, metavar="KEY=VALUE",
               help="Runner setting, e.g. kernels=builtin (LiteRT), precision_hint=f32 (OpenVINO), "
                    "compute_units=CPU_ONLY (Core ML on macOS).")
 @device_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result records as JSON.")
-@click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write the records to this JSON file.")
+@click.option("--save", type=OUT_FILE, default=None, help="Also write the records to this JSON file.")
+@force_option("the --save file")
 def bench_cmd(artifacts, runtime, threads, warmup, runs, seconds, rounds, options, device_names, devices_file,
-              accept_new_host_key, as_json, save):
+              accept_new_host_key, as_json, save, force):
     """Latency of artifacts (folders from `convert`, a folder of them, or a checkpoint for PyTorch).
 
     \b
@@ -49,9 +62,11 @@ def bench_cmd(artifacts, runtime, threads, warmup, runs, seconds, rounds, option
     from ..devices import artifacts as art
     from ..devices.latency import BenchSettings
 
+    if save:
+        refuse_existing(force, save)
+    settings = BenchSettings(runtime, threads, warmup, runs, seconds, rounds, parse_options(options))
     refs = art.resolve(artifacts)
     specs = api.resolve_devices(device_names, devices_file)
-    settings = BenchSettings(runtime, threads, warmup, runs, seconds, rounds, parse_options(options))
     bar = tqdm(total=rounds * len(refs) * len(specs), desc="bench", unit="run", disable=as_json)
     records = api.bench(refs, settings, specs, accept_new_host_key,
                         progress=lambda spec, r, i, ref: bar.update(1))
@@ -63,7 +78,7 @@ def bench_cmd(artifacts, runtime, threads, warmup, runs, seconds, rounds, option
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
               help="ImageFolder with one sub-folder per class (the ImageNet val layout works).")
-@click.option("--limit", type=int, default=None, help="Evaluate a seeded sample of this many images.")
+@click.option("--limit", type=number(limits.LIMIT), default=None, help="Evaluate a seeded sample of this many images.")
 @click.option("--runtime", type=runtime_choice(), default=None, help="Override the artifact's runtime.")
 @click.option("--set", "options", multiple=True, metavar="KEY=VALUE", help="Runner setting (see bench).")
 @device_options
@@ -79,12 +94,13 @@ def bench_cmd(artifacts, runtime, threads, warmup, runs, seconds, rounds, option
 @click.option("--ray-shared-artifacts", is_flag=True,
               help="With --ray: the artifacts' paths are seen by every node; nothing is shipped (each "
                    "worker checks the sha256 before loading).")
-@click.option("--ray-workers", type=int, default=None, metavar="N",
+@click.option("--ray-workers", type=number(limits.WORKERS), default=None, metavar="N",
               help="With --ray: workers in the pool (default: the cluster's CPUs / threads).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result records as JSON.")
-@click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write the records to this JSON file.")
+@click.option("--save", type=OUT_FILE, default=None, help="Also write the records to this JSON file.")
+@force_option("the --save file")
 def eval_cmd(artifacts, data_dir, limit, runtime, options, device_names, devices_file, accept_new_host_key,
-             ray_address, ray_ship_data, ray_shared_artifacts, ray_workers, as_json, save):
+             ray_address, ray_ship_data, ray_shared_artifacts, ray_workers, as_json, save, force):
     """Top-1 / top-5 of artifacts on labelled images, and agreement with the fp32 reference.
 
     Each artifact is fed through its own manifest's preprocessing. Core ML off macOS runs
@@ -96,6 +112,9 @@ def eval_cmd(artifacts, data_dir, limit, runtime, options, device_names, devices
 
     from ..devices import artifacts as art
 
+    if save:
+        refuse_existing(force, save)
+    settings = parse_options(options)
     refs = art.resolve(artifacts)
     specs = api.resolve_devices(device_names, devices_file)
     bars = []
@@ -110,12 +129,12 @@ def eval_cmd(artifacts, data_dir, limit, runtime, options, device_names, devices
 
         if device_names:
             raise click.UsageError("--ray and --device are exclusive")
-        records = evaluate_on_ray(refs, data_dir, ray_address, limit, runtime, parse_options(options),
+        records = evaluate_on_ray(refs, data_dir, ray_address, limit, runtime, settings,
                                   workers=ray_workers, ship_data=ray_ship_data,
                                   shared_artifacts=ray_shared_artifacts,
                                   progress_for=lambda ref: progress_for(specs[0], ref))
     else:
-        records = api.evaluate(refs, data_dir, specs, limit, runtime, parse_options(options),
+        records = api.evaluate(refs, data_dir, specs, limit, runtime, settings,
                                accept_new_host_key, progress_for)
     for bar in bars:
         bar.close()
@@ -125,7 +144,7 @@ def eval_cmd(artifacts, data_dir, limit, runtime, options, device_names, devices
 @click.command("classify")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--top", type=click.IntRange(1, 20), default=5, show_default=True, help="Labels per image.")
+@click.option("--top", type=number(limits.LABELS), default=5, show_default=True, help="Labels per image.")
 @click.option("--runtime", type=runtime_choice(), default=None, help="Override the artifact's runtime.")
 @click.option("--set", "options", multiple=True, metavar="KEY=VALUE", help="Runner setting (see bench).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -170,6 +189,12 @@ def _emit(records, as_json, save, printer):
         sys.exit(1)
 
 
+def failure_reason(record: dict) -> str:
+    """Why a record failed: its error, else its reason; never an empty string."""
+    text = str(record.get("error") or record.get("reason") or "").strip()
+    return text or "no reason recorded (see the record's JSON: --json or --save)"
+
+
 def _by_device(records):
     """Records grouped by the device they ran on, with a header line for each device."""
     groups: dict[str, list] = {}
@@ -197,7 +222,7 @@ def _print_latency_rows(records):
             click.secho(f"{r['name']:<36}{r['runtime']:<13} unavailable here: {r['reason']}", fg="yellow")
             continue
         if not r["ok"]:
-            click.secho(f"{r['name']:<36}{r['runtime']:<13} FAILED: {r.get('error', '')}", fg="red")
+            click.secho(f"{r['name']:<36}{r['runtime']:<13} FAILED: {failure_reason(r)}", fg="red")
             continue
         lat, ss = r["latency"], r["session_settings"]
         extra = ", ".join(f"{k}={v}" for k, v in ss.items() if k in
@@ -224,7 +249,7 @@ def _print_accuracy_rows(records):
     click.echo(f"{'artifact':<36}{'engine':<24}{'top-1':>8}{'top-5':>8}{'agree fp32':>12}{'img/s':>9}")
     for r in records:
         if not r["ok"]:
-            click.secho(f"{r['name']:<36} FAILED: {r.get('error', '')}", fg="red")
+            click.secho(f"{r['name']:<36} FAILED: {failure_reason(r)}", fg="red")
             continue
         agree = f"{100 * r['agreement_with_fp32']:.2f}%" if r["agreement_with_fp32"] is not None else "-"
         engine = r["engine"] if len(r["engine"]) < 23 else r["engine"][:20] + "..."

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from .. import api
+from .. import api, limits
 from ..model.train import TrainConfig
 from ..model.variants import VARIANTS
-from .options import echo_skipped
+from .options import OUT_FILE, OUT_FOLDER, echo_skipped, force_option, number, refuse_existing
 
 VARIANT_CHOICE = click.Choice(list(VARIANTS))
 
@@ -21,9 +21,10 @@ def data():
 
 
 @data.command("digits")
-@click.argument("out", type=click.Path(path_type=Path))
-@click.option("--size", default=32, show_default=True, help="Side of the written PNGs in pixels.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the train/val split.")
+@click.argument("out", type=OUT_FOLDER)
+@click.option("--size", type=number(limits.IMAGE_SIZE), default=32, show_default=True,
+              help="Side of the written PNGs in pixels.")
+@click.option("--seed", type=number(limits.SEED), default=0, show_default=True, help="Seed of the train/val split.")
 def data_digits(out, size, seed):
     """Write scikit-learn's 1,797 handwritten digits as OUT/train and OUT/val ImageFolders."""
     info = api.make_digits(out, size=size, seed=seed)
@@ -33,23 +34,25 @@ def data_digits(out, size, seed):
 @click.command("train")
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder with train/ and val/ ImageFolders (e.g. from `data digits`).")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Checkpoint to write (.pth).")
+@click.option("--out", required=True, type=OUT_FILE, help="Checkpoint to write (.pth).")
 @click.option("--variant", type=VARIANT_CHOICE, default="vanillanet_5", show_default=True)
-@click.option("--width", type=float, default=1 / 32, show_default=True,
+@click.option("--width", type=number(limits.WIDTH), default=1 / 32, show_default=True,
               help="Channel multiplier; 1 is the official size, 1/32 trains in seconds on 2 cores.")
-@click.option("--epochs", type=int, default=30, show_default=True)
-@click.option("--decay-epochs", type=int, default=None,
+@click.option("--epochs", type=number(limits.EPOCHS), default=30, show_default=True)
+@click.option("--decay-epochs", type=number(limits.DECAY_EPOCHS), default=None,
               help="Epochs over which act_learn rises from 0 to 1 (default: half of --epochs).")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=4e-3, show_default=True)
-@click.option("--input-size", type=int, default=32, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-def train_cmd(data_dir, out, variant, width, epochs, decay_epochs, batch_size, lr, input_size, seed):
+@click.option("--batch-size", type=number(limits.TRAIN_BATCH), default=64, show_default=True)
+@click.option("--lr", type=number(limits.LR), default=4e-3, show_default=True)
+@click.option("--input-size", type=number(limits.INPUT_SIZE), default=32, show_default=True)
+@click.option("--seed", type=number(limits.SEED), default=0, show_default=True)
+@force_option("OUT")
+def train_cmd(data_dir, out, variant, width, epochs, decay_epochs, batch_size, lr, input_size, seed, force):
     """Deep-train a VanillaNet with the paper's act_learn schedule.
 
     act_learn is annealed from 0 (ReLU) to 1 (identity) over --decay-epochs, then held at 1,
     so the result can be fused exactly. The checkpoint uses the official training-form layout.
     """
+    refuse_existing(force, out)
     cfg = TrainConfig(variant=variant, width=width, epochs=epochs,
                       decay_epochs=epochs // 2 if decay_epochs is None else decay_epochs,
                       batch_size=batch_size, lr=lr, seed=seed)
@@ -60,21 +63,24 @@ def train_cmd(data_dir, out, variant, width, epochs, decay_epochs, batch_size, l
 
 @click.command("fuse")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Deploy-form checkpoint to write.")
+@click.option("--out", required=True, type=OUT_FILE, help="Deploy-form checkpoint to write (and OUT.json).")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
               help="Images to verify on (default: the val split the net was trained on, if known).")
 @click.option("--variant", type=VARIANT_CHOICE, default=None, help="Check the file against this variant.")
 @click.option("--key", default=None, help="Entry of the checkpoint dict holding the weights "
                                           "(default: model_ema, then model, then state_dict).")
-@click.option("--input-size", type=int, default=None, help="Verification input size (default: recorded, else 224).")
+@click.option("--input-size", type=number(limits.INPUT_SIZE), default=None,
+              help="Verification input size (default: recorded, else 224).")
 @click.option("--allow-inexact", is_flag=True,
               help="Fuse even when act_learn < 1 (not exact); the report shows the error it causes.")
-def fuse_cmd(checkpoint, out, data_dir, variant, key, input_size, allow_inexact):
+@force_option("OUT and OUT.json")
+def fuse_cmd(checkpoint, out, data_dir, variant, key, input_size, allow_inexact, force):
     """Apply the deploy switch: fold every BN, merge the paired 1x1 convs, verify.
 
     Writes OUT in the authors' deploy layout ({'model': state_dict}) and OUT.json with the
     verification: max abs error, relative error and top-1 agreement against the unfused net.
     """
+    refuse_existing(force, out, out.with_suffix(out.suffix + ".json"))
     r = api.fuse_checkpoint(checkpoint, out, data=data_dir, allow_inexact=allow_inexact,
                             variant=variant, key=key, input_size=input_size)
     rep = r.report
@@ -120,9 +126,11 @@ class TargetListCommand(click.Command):
               help="onnx, openvino, tflite, coreml or all; repeat or comma-separate for several.")
 @click.option("--precision", "precisions", multiple=True, default=("fp32",), show_default=True,
               type=click.Choice(["fp32", "fp16", "int8"]), help="Repeat for several.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the artifacts.")
-@click.option("--input-size", type=int, default=None, help="Default: recorded in the checkpoint, else 224.")
-@click.option("--batch", type=int, default=1, show_default=True, help="Fixed batch size of the artifact.")
+@click.option("--out", required=True, type=OUT_FOLDER, help="Folder for the artifacts.")
+@click.option("--input-size", type=number(limits.INPUT_SIZE), default=None,
+              help="Default: recorded in the checkpoint, else 224.")
+@click.option("--batch", type=number(limits.BATCH), default=1, show_default=True,
+              help="Fixed batch size of the artifact.")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
               help="Images to verify on (default: the val split the net was trained on, if known).")
 @click.option("--variant", type=VARIANT_CHOICE, default=None, help="Check the file against this variant.")
@@ -130,12 +138,13 @@ class TargetListCommand(click.Command):
 @click.option("--allow-inexact", is_flag=True, help="Fuse even when act_learn < 1 (not exact).")
 @click.option("--calib-data", type=click.Path(path_type=Path), default=None,
               help="INT8: folder of real images (ImageFolder or flat) to calibrate on.")
-@click.option("--calib-samples", type=int, default=128, show_default=True, help="INT8: images to sample.")
+@click.option("--calib-samples", type=number(limits.SAMPLES), default=128, show_default=True,
+              help="INT8: images to sample.")
 @click.option("--calib-method", default="auto", show_default=True,
               help="INT8: range method; auto = each target's own default (listed below with the "
                    "methods each target supports).")
-@click.option("--seed", type=int, default=0, show_default=True, help="INT8: sampling seed.")
-@click.option("--max-drop", type=float, default=None,
+@click.option("--seed", type=number(limits.SEED), default=0, show_default=True, help="INT8: sampling seed.")
+@click.option("--max-drop", type=number(limits.MAX_DROP), default=None,
               help="INT8: top-1 points the artifact may lose against fp32 (needs --eval-data); the "
                    "most sensitive layers are kept in float, one at a time, until it fits.")
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None,
@@ -219,10 +228,10 @@ def _advance(bar, total: int) -> None:
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
               help="Folder of real images (ImageFolder or flat).")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the report.")
-@click.option("--samples", type=int, default=128, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--input-size", type=int, default=None)
+@click.option("--out", required=True, type=OUT_FOLDER, help="Folder for the report.")
+@click.option("--samples", type=number(limits.SAMPLES), default=128, show_default=True)
+@click.option("--seed", type=number(limits.SEED), default=0, show_default=True)
+@click.option("--input-size", type=number(limits.INPUT_SIZE), default=None)
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Compute the per-layer statistics on a Ray cluster (the `ray` extra): auto, HOST:PORT "
                    "(its GCS) or local (start one here); --data must be a path every node sees. They are "
@@ -266,9 +275,11 @@ def calibrate_cmd(checkpoint, data_dir, out, samples, seed, input_size, ray_addr
 
 @click.command("info")
 @click.argument("target")
-@click.option("--input-size", type=int, default=None, help="Default: recorded in the checkpoint, else 224.")
-@click.option("--width", type=float, default=1.0, show_default=True, help="For a variant name only.")
-@click.option("--num-classes", type=int, default=None, help="For a variant name only (default 1000).")
+@click.option("--input-size", type=number(limits.INPUT_SIZE), default=None,
+              help="Default: recorded in the checkpoint, else 224.")
+@click.option("--width", type=number(limits.WIDTH), default=1.0, show_default=True, help="For a variant name only.")
+@click.option("--num-classes", type=number(limits.NUM_CLASSES), default=None,
+              help="For a variant name only (default 1000).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def info_cmd(target, input_size, width, num_classes, as_json):
     """Parameters, MACs, depth and per-layer table of a VARIANT name or a CHECKPOINT file."""

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
+from .. import limits
 from .friendly import FriendlyCommand
-from .options import device_line, device_options, parse_options
+from .options import OUT_FILE, device_line, device_options, force_option, number, parse_options, refuse_existing
 
 # Standalone commands cache their help option on first use: give them -h themselves (as report_cli does).
 HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -20,14 +21,14 @@ NAME_WIDTH = 56
 
 @click.command("profile", cls=FriendlyCommand, context_settings=HELP)
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--runs", type=int, default=20, show_default=True,
+@click.option("--runs", type=number(limits.RUNS), default=20, show_default=True,
               help="Profiled inferences after warm-up; layer times are their mean. As many plain "
                    "(unprofiled) runs are timed for comparison.")
-@click.option("--warmup", type=int, default=5, show_default=True, help="Untimed inferences first.")
-@click.option("--threads", type=int, default=None, help="Intra-op threads (default: the runtime's).")
+@click.option("--warmup", type=number(limits.WARMUP), default=5, show_default=True, help="Untimed inferences first.")
+@click.option("--threads", type=number(limits.THREADS), default=None, help="Intra-op threads (default: the runtime's).")
 @click.option("--set", "options", multiple=True, metavar="KEY=VALUE",
               help="Runner setting, as for `bench`: precision_hint=f32 (OpenVINO), provider=... (ONNX Runtime).")
-@click.option("--top", type=int, default=15, show_default=True, help="Layers listed per artifact (0: all).")
+@click.option("--top", type=number(limits.TOP), default=15, show_default=True, help="Layers listed per artifact (0: all).")
 @click.option("--ops/--no-ops", "op_probe", default=True, show_default=True,
               help="LiteRT (.tflite): time each distinct layer as a one-op model in the same runtime and "
                    "settings (the op probe), since LiteRT's Python API has no profiler.")
@@ -36,9 +37,10 @@ NAME_WIDTH = 56
                    "(a few seconds, by its runtimes) and give each layer's GMAC/s as a share of it.")
 @device_options
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON instead of tables.")
-@click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write the records to this JSON file.")
+@click.option("--save", type=OUT_FILE, default=None, help="Also write the records to this JSON file.")
+@force_option("the --save file")
 def profile_cmd(artifacts, runs, warmup, threads, options, top, op_probe, peak, device_names, devices_file,
-                accept_new_host_key, as_json, save):
+                accept_new_host_key, as_json, save, force):
     """Where the time goes, layer by layer, per artifact, from each runtime's OWN profiler.
 
     \b
@@ -84,8 +86,8 @@ def profile_cmd(artifacts, runs, warmup, threads, options, top, op_probe, peak, 
     from .. import api
     from ..devices.artifacts import resolve
 
-    if runs < 1 or warmup < 0:
-        raise click.BadParameter("--runs must be at least 1 and --warmup at least 0")
+    if save:
+        refuse_existing(force, save)
     settings = parse_options(options)
     refs = resolve(artifacts)
     specs = api.resolve_devices(device_names, devices_file)

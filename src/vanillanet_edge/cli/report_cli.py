@@ -9,7 +9,9 @@ from pathlib import Path
 
 import click
 
+from .. import limits
 from .friendly import FriendlyCommand
+from .options import OUT_FOLDER, number
 
 # Standalone commands cache their help option on first use: give them -h themselves, so it
 # works however they were first invoked (alone, or under the main group).
@@ -32,9 +34,9 @@ class _BaselineCommand(FriendlyCommand):
 
 @click.command("report", cls=FriendlyCommand, context_settings=HELP)
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
+@click.option("--out", required=True, type=OUT_FOLDER,
               help="Folder for report.md, report.html, report.json and plots/.")
-@click.option("--peak-seconds", type=float, default=1.0, show_default=True,
+@click.option("--peak-seconds", type=number(limits.PROBE_SECONDS), default=1.0, show_default=True,
               help="Seconds per matmul peak probe, when RUN_DIR holds no peaks measured by `run`.")
 def report_cmd(run_dir, out, peak_seconds):
     """Turn saved benchmark and accuracy records into one report.
@@ -82,17 +84,17 @@ def report_cmd(run_dir, out, peak_seconds):
               help="onnx, openvino, tflite, coreml or all; repeat or comma-separate for several.")
 @click.option("--precision", "precisions", multiple=True, default=("fp32",), show_default=True,
               type=click.Choice(["fp32", "fp16", "int8"]), help="Repeat for several.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the artifacts.")
-@click.option("--input-size", type=int, default=224, show_default=True)
-@click.option("--batch", type=int, default=1, show_default=True, help="Fixed batch size of the artifact.")
+@click.option("--out", required=True, type=OUT_FOLDER, help="Folder for the artifacts.")
+@click.option("--input-size", type=number(limits.INPUT_SIZE), default=224, show_default=True)
+@click.option("--batch", type=number(limits.BATCH), default=1, show_default=True, help="Fixed batch size of the artifact.")
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Images to verify on (default: deterministic random normal inputs).")
 @click.option("--calib-data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="INT8: folder of real images (ImageFolder or flat) to calibrate on.")
-@click.option("--calib-samples", type=int, default=128, show_default=True, help="INT8: images to sample.")
+@click.option("--calib-samples", type=number(limits.SAMPLES), default=128, show_default=True, help="INT8: images to sample.")
 @click.option("--calib-method", default="auto", show_default=True,
               help="INT8: range method; auto = the target's own default (see `convert --help`).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and inputs.")
+@click.option("--seed", type=number(limits.SEED), default=0, show_default=True, help="Seed of the random weights and inputs.")
 def baseline_cmd(names, targets, precisions, out, input_size, batch, data_dir, calib_data, calib_samples,
                  calib_method, seed):
     """Convert deep baselines (and random-weight VanillaNets) for latency comparisons.

@@ -8,11 +8,12 @@ from pathlib import Path
 import click
 
 from .. import api
+from .options import OUT_FILE, OUT_FOLDER, refuse_existing
 
 
 @click.command("run")
 @click.argument("pipeline", required=False, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
+@click.option("--out", type=OUT_FOLDER, default=Path("runs/demo"), show_default=True,
               help="Run folder: every stage writes here, and a re-run resumes from it.")
 @click.option("--only", multiple=True, metavar="STAGE", help="Run only these stages (others must be done).")
 @click.option("--force", multiple=True, metavar="STAGE", help="Redo these stages even if unchanged.")
@@ -32,10 +33,8 @@ def run_cmd(pipeline, out, only, force, as_json):
     a changed setting redoes only what it affects, Ctrl-C or a kill leaves OUT consistent,
     and a second run on the same OUT is refused while the first holds its lock.
     """
-    from ..console import log_to
-    from ..fileio import claim_folder
-    claim_folder(out, "run folder")        # ours, or refused, before the log is opened in it
-    log_to(out / "toolchain.log")          # only in quiet mode (no -v): the chatter, kept with the run
+    # In quiet mode (no -v) the chatter is kept in OUT/toolchain.log, opened by the pipeline
+    # only once the pipeline file is valid and OUT is claimed: a refused run writes nothing.
     result = api.run_pipeline(pipeline, out, only, force, log=(lambda m: None) if as_json else click.echo)
     if as_json:
         click.echo(json.dumps({k: v for k, v in result.items()}, indent=2, default=str))
@@ -58,6 +57,10 @@ def _print_summary(result: dict) -> None:
         device = row.get("device", "local") if dw else ""
         click.echo(f"{row['artifact']:<{w}}{device:<{dw}}{row['runtime']:<13}{row['precision']:<6}"
                    f"{row['size_kb']:>9.0f}{top1:>9}{med:>12}{speed:>10}")
+    for row in result["summary"]:        # a failed measurement says why here, not only in the JSON
+        if row["status"] == "failed":
+            click.secho(f"bench failed: {row['artifact']} ({row['runtime']}"
+                        + (f", {row['device']}" if dw else "") + f"): {_one_line(row.get('note'))}", fg="red")
     if result.get("verdict"):
         click.echo("")
         for line in result["verdict"]:
@@ -71,16 +74,24 @@ def _print_summary(result: dict) -> None:
         click.echo(f"try an artifact: {result['try_it']}")
 
 
+def _one_line(text) -> str:
+    """A record's error in one line: a traceback's last line (the exception), else the first."""
+    lines = [line.strip() for line in str(text or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return "no reason recorded (see results/bench.json)"
+    return (lines[-1] if lines[0].startswith("Traceback") else lines[0]) + (
+        " (more in results/bench.json)" if len(lines) > 1 else "")
+
+
 @click.command("init")
-@click.argument("path", type=click.Path(path_type=Path), default=Path("pipeline.toml"))
-@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.argument("path", type=OUT_FILE, default=Path("pipeline.toml"))
+@click.option("--force", is_flag=True, help="Replace PATH if it exists (else refused).")
 def init_cmd(path, force):
     """Write a commented example pipeline file (every key, at the built-in demo's values)."""
     from ..fileio import atomic_path
     from ..pipeline.config import example_toml
 
-    if path.exists() and not force:
-        raise click.UsageError(f"{path} exists; pass --force to overwrite it")
+    refuse_existing(force, path)
     with atomic_path(path) as tmp:
         tmp.write_text(example_toml())
     click.echo(f"wrote {path}; edit it, then: vanillanet-edge run {path} --out runs/mine")

@@ -7,18 +7,20 @@ from pathlib import Path
 
 import click
 
-from .. import api
+from .. import api, limits
 from ..converters.registry import default_targets
+from .options import OUT_FOLDER, number
 
 
 @click.command("tune")
 @click.argument("model")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for artifacts, tune.json, recommended/.")
+@click.option("--out", type=OUT_FOLDER, required=True, help="Folder for artifacts, tune.json, recommended/.")
 @click.option("--device", "device_name", default="local", show_default=True, help="Device (devices.toml name) to tune for.")
 @click.option("--devices", "devices_file", type=click.Path(path_type=Path), default=None, help="Devices file (default ./devices.toml).")
-@click.option("--budget-ms", type=float, default=None,
+@click.option("--budget-ms", type=number(limits.BUDGET_MS), default=None,
               help="Latency budget per call: pick the most accurate candidate within it (else the fastest).")
-@click.option("--max-drop", type=float, default=None, help="Top-1 points a candidate may lose against fp32 (needs --eval-data).")
+@click.option("--max-drop", type=number(limits.MAX_DROP), default=None,
+              help="Top-1 points a candidate may lose against fp32 (needs --eval-data).")
 @click.option("--target", "targets", multiple=True, default=tuple(default_targets()), show_default=True,
               help="Targets to try (repeat).")
 @click.option("--precision", "precisions", multiple=True, default=("fp32", "int8"), show_default=True,
@@ -33,15 +35,17 @@ from ..converters.registry import default_targets
 @click.option("--layout", "layouts", multiple=True, default=("native",), show_default=True,
               help="Input layouts to try (repeat): native (each target's own), NHWC (OpenVINO can take "
                    "camera frames as they come; LiteRT is NHWC natively).")
-@click.option("--batch", "batches", multiple=True, type=int, default=(1,), show_default=True,
+@click.option("--batch", "batches", multiple=True, type=number(limits.BATCH), default=(1,), show_default=True,
               help="Batch sizes the app can use (repeat); ranking is by time per image.")
-@click.option("--input-size", "input_sizes", multiple=True, type=int,
+@click.option("--input-size", "input_sizes", multiple=True, type=number(limits.INPUT_SIZE),
               help="Input sides to try (repeat; default: the checkpoint's, 224 for variant names). "
                    "Accuracy at each comes from --eval-data.")
 @click.option("--calib-data", type=click.Path(path_type=Path), default=None, help="Images to calibrate int8 on.")
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None, help="Labelled ImageFolder for top-1.")
-@click.option("--runs", type=int, default=60, show_default=True, help="Timed runs per candidate (over all rounds).")
-@click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved rounds, a fresh process each.")
+@click.option("--runs", type=number(limits.RUNS), default=60, show_default=True,
+              help="Timed runs per candidate (over all rounds).")
+@click.option("--rounds", type=number(limits.ROUNDS), default=3, show_default=True,
+              help="Interleaved rounds, a fresh process each.")
 @click.option("--accept-new-host-key", is_flag=True, help="Trust an SSH device's host key on first contact.")
 @click.option("--json", "as_json", is_flag=True, help="Print tune.json.")
 def tune_cmd(model, out, device_name, devices_file, budget_ms, max_drop, targets, precisions, rewrites, layouts, batches,
@@ -125,24 +129,24 @@ def print_tune(result: dict) -> None:
 
 
 @click.command("recommend")
-@click.option("--budget-ms", type=float, required=True, help="Latency budget per call on the device.")
+@click.option("--budget-ms", type=number(limits.BUDGET_MS), required=True, help="Latency budget per call on the device.")
 @click.option("--variant", "variants", multiple=True,
               help="Official variant to consider (repeat): published accuracy, random weights for timing.")
 @click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Your own trained checkpoint to consider (repeat; any variant/width): accuracy from --eval-data.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for each model's tune run.")
+@click.option("--out", type=OUT_FOLDER, required=True, help="Folder for each model's tune run.")
 @click.option("--device", "device_name", default="local", show_default=True, help="Device to choose for.")
 @click.option("--devices", "devices_file", type=click.Path(path_type=Path), default=None, help="Devices file.")
 @click.option("--target", "targets", multiple=True, default=tuple(default_targets()), show_default=True)
 @click.option("--precision", "precisions", multiple=True, default=("fp32", "int8"), show_default=True)
-@click.option("--input-size", "input_sizes", multiple=True, type=int,
+@click.option("--input-size", "input_sizes", multiple=True, type=number(limits.INPUT_SIZE),
               help="Input sides allowed (repeat; default: each model's own). Accuracy at other sizes "
                    "needs --eval-data: published figures are for 224.")
 @click.option("--calib-data", type=click.Path(path_type=Path), default=None, help="Images to calibrate int8 on.")
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None,
               help="Labelled ImageFolder: rank by accuracy measured on it (else by published accuracy).")
-@click.option("--runs", type=int, default=30, show_default=True)
-@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--runs", type=number(limits.RUNS), default=30, show_default=True)
+@click.option("--rounds", type=number(limits.ROUNDS), default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def recommend_cmd(budget_ms, variants, checkpoints, out, device_name, devices_file, targets, precisions,
                   input_sizes, calib_data, eval_data, runs, rounds, as_json):

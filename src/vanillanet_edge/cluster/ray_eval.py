@@ -242,7 +242,8 @@ def materialize(spec: dict, cache_dir: str | None) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     folder = cache / sha
     target = folder if spec["is_dir"] else folder / spec["name"]
-    with open(cache / f".{sha}.lock", "a") as lock:
+    # the lock file is opened without following a link planted at its name
+    with open(cache / f".{sha}.lock", "a", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW, 0o644)) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)          # one unpacker per node; the others wait
         if folder.is_dir() and target.exists() and sha256_path(target) == sha:
             return target

@@ -1,8 +1,9 @@
 """The pipeline file: a TOML file users edit by hand, validated before anything runs.
 
-Every key has a type, a default and a one-line meaning (SCHEMA); `vanillanet-edge init` writes
-the commented example from the same table, so the docs cannot drift from the validator.
-Errors name the key's path (`calibration.samples`) and a hint.
+Every key has a type, a default and a one-line meaning (SCHEMA), and every number its range
+(limits.py, the table the command-line options use too; nan and inf are never accepted);
+`vanillanet-edge init` writes the commented example from the same table, so the docs cannot
+drift from the validator. Errors name the key's path (`calibration.samples`) and a hint.
 """
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import tomllib
 
+from .. import limits as L
 from ..converters.registry import REWRITE_TARGETS, default_targets, target_names
 from ..errors import VanillaNetEdgeError, did_you_mean
+from ..limits import Range
 
 ALL_TARGETS = target_names()
 
@@ -28,30 +31,32 @@ class Key:
     help: str
     choices: tuple = ()
     is_path: bool = False
+    range: Range | None = None        # every int and float key has one
 
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
         "checkpoint": Key(str, "", "trained checkpoint to ship; empty = train the tiny net on [data]", is_path=True),
         "variant": Key(str, "", "variant to train (empty: vanillanet_5) or to check a checkpoint against (empty: inferred)"),
-        "width": Key(float, 1 / 32, "channel multiplier for training (1 = official size)"),
-        "input_size": Key(int, 0, "input side in pixels; 0 = what the checkpoint records (32 for the demo)"),
+        "width": Key(float, 1 / 32, "channel multiplier for training (1 = official size)", range=L.WIDTH),
+        "input_size": Key(int, 0, "input side in pixels; 0 = what the checkpoint records (32 for the demo)",
+                          range=L.INPUT_SIZE.or_(0)),
         "key": Key(str, "", "checkpoint entry holding the weights; empty = model_ema, then model"),
     },
     "data": {
         "root": Key(str, "", "ImageFolder root with train/ and val/; empty = the built-in digits", is_path=True),
     },
     "train": {
-        "epochs": Key(int, 30, "training epochs (only when no checkpoint is given)"),
-        "decay_epochs": Key(int, 15, "epochs over which act_learn rises from 0 to 1"),
-        "batch_size": Key(int, 64, "training batch size"),
-        "lr": Key(float, 4e-3, "peak learning rate"),
-        "seed": Key(int, 0, "training seed"),
+        "epochs": Key(int, 30, "training epochs (only when no checkpoint is given)", range=L.EPOCHS),
+        "decay_epochs": Key(int, 15, "epochs over which act_learn rises from 0 to 1", range=L.DECAY_EPOCHS),
+        "batch_size": Key(int, 64, "training batch size", range=L.TRAIN_BATCH),
+        "lr": Key(float, 4e-3, "peak learning rate", range=L.LR),
+        "seed": Key(int, 0, "training seed", range=L.SEED),
     },
     "convert": {
         "targets": Key(list, list(ALL_TARGETS), "targets to write", choices=tuple(ALL_TARGETS)),
         "precisions": Key(list, ["fp32", "int8"], "precisions to write", choices=("fp32", "fp16", "int8")),
-        "batch": Key(int, 1, "fixed batch size of the artifacts"),
+        "batch": Key(int, 1, "fixed batch size of the artifacts", range=L.BATCH),
         "input": Key(str, "", "what the artifacts' input takes: raw (RGB 0-255, normalization inside the "
                               "model) or normalized; empty = each target's default (raw for tflite)",
                      choices=("", "raw", "normalized")),
@@ -60,23 +65,25 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "calibration": {
         "data": Key(str, "", "images to calibrate INT8 on; empty = the train split", is_path=True),
-        "samples": Key(int, 128, "calibration images, sampled by seed"),
+        "samples": Key(int, 128, "calibration images, sampled by seed", range=L.SAMPLES),
         "method": Key(str, "auto", "range method; auto = each target's own default "
                                    "(see `vanillanet-edge convert --help`)"),
-        "seed": Key(int, 0, "sampling seed"),
-        "max_drop": Key(float, -1.0, "top-1 points INT8 may lose (keeps layers in float); -1 = no budget"),
+        "seed": Key(int, 0, "sampling seed", range=L.SEED),
+        "max_drop": Key(float, -1.0, "top-1 points INT8 may lose (keeps layers in float); -1 = no budget",
+                        range=L.MAX_DROP.or_(-1.0)),
     },
     "eval": {
         "data": Key(str, "", "labelled ImageFolder; empty = the val split", is_path=True),
-        "limit": Key(int, 0, "images to evaluate (seeded sample); 0 = all"),
+        "limit": Key(int, 0, "images to evaluate (seeded sample); 0 = all", range=L.LIMIT.or_(0)),
         "ray": Key(str, "", "Ray cluster to evaluate on (the ray extra): auto, HOST:PORT or local; "
                             "empty = here. data must be a path every node sees"),
     },
     "bench": {
-        "runs": Key(int, 60, "timed runs per artifact (over all rounds)"),
-        "warmup": Key(int, 5, "warm-up runs per process"),
-        "rounds": Key(int, 3, "interleaved rounds, a fresh process each"),
-        "threads": Key(int, 0, "intra-op threads for every runtime; 0 = one per physical core (the same for all)"),
+        "runs": Key(int, 60, "timed runs per artifact (over all rounds)", range=L.RUNS),
+        "warmup": Key(int, 5, "warm-up runs per process", range=L.WARMUP),
+        "rounds": Key(int, 3, "interleaved rounds, a fresh process each", range=L.ROUNDS),
+        "threads": Key(int, 0, "intra-op threads for every runtime; 0 = one per physical core (the same for all)",
+                       range=L.THREADS.or_(0)),
         "devices": Key(list, ["local"], "devices to benchmark on (names in devices_file; local = this machine)"),
         "devices_file": Key(str, "", "devices.toml naming the devices (see `vanillanet-edge devices --help`)",
                             is_path=True),
@@ -88,13 +95,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                "vanillanet_10", "vanillanet_11", "vanillanet_12", "vanillanet_13")),
         "baseline": Key(str, "resnet50", "the deep network they are compared with (random weights)",
                         choices=("resnet50", "resnet18", "mobilenetv3_large_100", "convnext_tiny")),
-        "input_size": Key(int, 224, "input side (the paper's claim: 224, batch 1)"),
+        "input_size": Key(int, 224, "input side (the paper's claim: 224, batch 1)", range=L.INPUT_SIZE),
         "targets": Key(list, default_targets(), "runtimes the verdict is measured on "
                                                              "(plus PyTorch eager)", choices=tuple(ALL_TARGETS)),
         "precisions": Key(list, ["fp32", "int8"], "precisions compared", choices=("fp32", "fp16", "int8")),
-        "calib_samples": Key(int, 16, "calibration images for the int8 ranges (latency only: few suffice)"),
-        "runs": Key(int, 15, "timed runs per artifact and setting (over all rounds)"),
-        "warmup": Key(int, 2, "warm-up runs per process"),
+        "calib_samples": Key(int, 16, "calibration images for the int8 ranges (latency only: few suffice)",
+                             range=L.SAMPLES),
+        "runs": Key(int, 15, "timed runs per artifact and setting (over all rounds)", range=L.RUNS),
+        "warmup": Key(int, 2, "warm-up runs per process", range=L.WARMUP),
         "rewrites": Key(list, ["dw_dilated"], "exact rewrites of the VanillaNets also timed (in the 'best' rows "
                                             "only; `vanillanet-edge tune --help` lists them)"),
         "rewrite_targets": Key(list, list(REWRITE_TARGETS), "targets the rewritten VanillaNets are converted to",
@@ -104,7 +112,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "models": Key(list, [], "deep baselines (timm, random weights: latency only) converted at fp32 and "
                                  "benched beside your model at its input size (the full-size verdict is [verdict])",
                       choices=("resnet50", "resnet18", "mobilenetv3_large_100", "convnext_tiny")),
-        "input_size": Key(int, 0, "baseline input side; 0 = the VanillaNet's"),
+        "input_size": Key(int, 0, "baseline input side; 0 = the VanillaNet's", range=L.INPUT_SIZE.or_(0)),
     },
 }
 
@@ -136,6 +144,9 @@ def validate(raw: dict, base: Path) -> dict:
             if not isinstance(value, key.type) or isinstance(value, bool) != (key.type is bool):
                 raise ConfigError(f"{section}.{name} must be {_type_name(key.type)}, got {value!r}",
                                   hint=key.help)
+            problem = key.range.problem(value) if key.range else None
+            if problem:
+                raise ConfigError(f"{section}.{name} {problem}, got {value!r}", hint=key.help)
             if key.choices:
                 bad = [v for v in (value if isinstance(value, list) else [value]) if v not in key.choices]
                 if bad:
@@ -159,13 +170,6 @@ def _check_combinations(cfg: dict) -> None:
     if cfg["train"]["decay_epochs"] > cfg["train"]["epochs"]:
         raise ConfigError("train.decay_epochs exceeds train.epochs",
                           hint="act_learn must reach 1 before training ends, or the net cannot be fused")
-    for name in ("epochs", "batch_size"):
-        if cfg["train"][name] < 1:
-            raise ConfigError(f"train.{name} must be at least 1")
-    for section, name in (("convert", "batch"), ("calibration", "samples"), ("bench", "rounds"), ("bench", "runs"),
-                          ("verdict", "calib_samples"), ("verdict", "runs")):
-        if cfg[section][name] < 1:
-            raise ConfigError(f"{section}.{name} must be at least 1")
     missing = [t for t in cfg["convert"]["required"] if t not in cfg["convert"]["targets"]]
     if missing:
         raise ConfigError(f"convert.required names {missing[0]!r}, which convert.targets does not include")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from ..console import logging_to
 from ..devices.registry import EAGER_RUNTIME
 from ..errors import VanillaNetEdgeError
 from .config import load_config, validate
@@ -17,13 +18,16 @@ def run_pipeline(config: str | Path | dict | None = None, out: str | Path = "run
     """Run every stage into `out`; skip steps whose inputs and settings are unchanged.
 
     `config` is a pipeline TOML path, an already-parsed dict, or None for the built-in demo.
+    Nothing is written before the config and the stage names are valid: in quiet mode (the CLI
+    without -v) the toolchains' chatter goes to OUT/toolchain.log only once the run folder is
+    claimed, and goes back where it went when the run ends.
     Returns {"summary": rows, "failures": [...], "skipped": [...], "out": path}.
     """
     cfg = validate(config, Path.cwd()) if isinstance(config, dict) else load_config(config)
     for name in (*only, *force):
         if name not in STAGES:
             raise VanillaNetEdgeError(f"unknown stage '{name}'", hint=f"stages: {', '.join(STAGES)}")
-    with RunDir(out) as run:
+    with RunDir(out) as run, logging_to(run.path / "toolchain.log"):
         ctx = Context(cfg, run, log, set(force), set(only))
         for stage in STAGES:
             try:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import tomllib
 
+from .. import limits
 from ..errors import VanillaNetEdgeError, did_you_mean
 
 DEFAULT_FILE = "devices.toml"
@@ -85,6 +86,10 @@ KEYS = {  # key -> (type, meaning); the dataclass defaults are the defaults
 }
 
 
+# The numbers among KEYS and their ranges (limits.py, the table every option and key uses).
+NUMBERS = {"connect_timeout_s": limits.TIMEOUT_S, "run_timeout_s": limits.TIMEOUT_S}
+
+
 def _check_url(name: str, url: str) -> None:
     """A URL whose scheme a transport serves (transport.TRANSPORTS) and that its class accepts."""
     from .transport import transport_class, url_forms
@@ -93,6 +98,13 @@ def _check_url(name: str, url: str) -> None:
     if cls is None:
         raise DeviceConfigError(f"devices.{name}.url: {url!r} is neither {url_forms()}",
                                 hint="e.g. url = \"ssh://pi@192.168.1.20:22\"")
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        port = None                        # the transport's own check names a bad port
+    if port is not None and limits.PORT.problem(port):
+        raise DeviceConfigError(f"devices.{name}.url: port {port} in {url!r} {limits.PORT.problem(port)}",
+                                hint="leave the port out for 22, e.g. url = \"ssh://pi@192.168.1.20\"")
     problem = cls.check_url(name, url)
     if problem:
         raise DeviceConfigError(problem[0], hint=problem[1])
@@ -138,6 +150,14 @@ def parse_devices(raw: dict, source: str = DEFAULT_FILE, base: Path | None = Non
             if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
                 raise DeviceConfigError(f"{source}: devices.{name}.{key} holds a control character "
                                         f"({value!r})", hint=meaning)
+            rng = NUMBERS.get(key)
+            problem = rng.problem(value) if rng else None
+            if problem:
+                raise DeviceConfigError(f"{source}: devices.{name}.{key} {problem}, got {value!r}", hint=meaning)
+        threads = table.get("options", {}).get("threads")
+        if threads is not None and limits.THREADS.problem(threads):
+            raise DeviceConfigError(f"{source}: devices.{name}.options.threads {limits.THREADS.problem(threads)}, "
+                                    f"got {threads!r}", hint=KEYS["options"][1])
         url = table.get("url", LOCAL if name == LOCAL else "")
         if not url:
             raise DeviceConfigError(f"{source}: devices.{name} has no url", hint=KEYS["url"][1])
