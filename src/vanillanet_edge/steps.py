@@ -143,11 +143,11 @@ def calibrate(checkpoint: str | Path, data: str | Path, out: str | Path, samples
     L.check("samples", samples, L.SAMPLES)
     L.check("seed", seed, L.SEED)
     L.check("input_size", input_size, L.INPUT_SIZE)
-    claim_folder(out, "calibration folder")     # before the work: a folder not ours is refused
     ckpt = load_checkpoint(checkpoint, variant=variant, key=key)
     size = input_size_of(ckpt, input_size)
     fused = fuse_model(ckpt.model)
     calib = load_calibration(data, preprocessing_of(ckpt, size), samples, seed)
+    claim_folder(out, "calibration folder")     # before the long work: a folder not ours is refused
     stats = calibration_statistics(ckpt.path, data, samples, seed, address=ray, input_size=input_size,
                                    variant=variant, key=key)
     if stats.images != len(calib.inputs):
