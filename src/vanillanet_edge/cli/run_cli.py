@@ -1,13 +1,13 @@
 """`run` (the whole pipeline, resumable) and `init` (a commented pipeline file)."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from .. import api
+from ..fileio import json_text
 
 
 @click.command("run")
@@ -36,7 +36,7 @@ def run_cmd(pipeline, out, only, force, as_json):
     log_to(out / "toolchain.log")          # only in quiet mode (no -v): the chatter, kept with the run
     result = api.run_pipeline(pipeline, out, only, force, log=(lambda m: None) if as_json else click.echo)
     if as_json:
-        click.echo(json.dumps({k: v for k, v in result.items()}, indent=2, default=str))
+        click.echo(json_text({k: v for k, v in result.items()}, indent=2))
     else:
         _print_summary(result)
     if result["failures"]:
