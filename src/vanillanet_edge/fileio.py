@@ -22,6 +22,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -428,8 +429,29 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     atomic_write_bytes(path, text.encode(encoding))
 
 
+def json_safe(data):
+    """`data` as strict JSON can hold it: NaN and +-inf become None (null: not a number, not
+    measured; json.dumps would write the bare tokens NaN/Infinity, which no strict parser reads),
+    numpy scalars their Python numbers (default=str would write them as strings)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(v) for v in data]
+    if getattr(data, "ndim", None) == 0 and callable(getattr(data, "item", None)):
+        return json_safe(data.item())
+    return data
+
+
+def json_text(data, **kwargs) -> str:
+    """Strict JSON text (json_safe, then allow_nan=False); other objects (paths...) as str."""
+    return json.dumps(json_safe(data), allow_nan=False, default=str, **kwargs)
+
+
 def write_json(path: str | os.PathLike, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    """Every JSON file we write: strict JSON (see json_safe), atomically."""
+    atomic_write_text(path, json_text(data, indent=2, sort_keys=False) + "\n")
 
 
 def sha256_path(path: str | os.PathLike) -> str:

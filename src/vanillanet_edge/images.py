@@ -29,6 +29,17 @@ MIN_PIXEL_LIMIT = 50_000_000
 PIXELS_PER_TARGET_PIXEL = 16
 SKIPPED_LISTED = 100   # skipped files named in a run's JSON (the count is always complete)
 
+# High-depth pixels. PIL's convert("RGB") clips 16-bit grey (modes I;16*) at 255 instead of
+# scaling it: a '7' became a mostly white picture and was classified, calibrated on and
+# converted silently. Unsigned 16-bit is scaled by its real range, round(v / 257): 65535 / 255
+# is exactly 257, so 0 -> 0 and 65535 -> 255, and an 8-bit picture saved as 16-bit (v = 257 x,
+# how PIL, libpng and ImageMagick widen it) decodes to the very same 8-bit values. 16-bit RGB(A)
+# and LA PNGs and TIFFs already reach us as RGB(A)/LA, PIL keeping the high byte
+# (floor(v / 256), the same x for v = 257 x). 32-bit integer (I) and float (F) pixels and
+# signed modes record no range (0-1? 0-255? 0-65535? a camera's 12 bits?): guessing one from
+# the content would feed a differently scaled picture, so they are skipped with the reason.
+UNSIGNED_16 = {"I;16", "I;16L", "I;16B", "I;16N"}
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -89,7 +100,7 @@ class Preprocessing:
         problem = self.size_problem(*image.size)
         if problem:
             raise ValueError(problem)
-        image = image.convert("RGB")
+        image = to_rgb(image)
         w, h = image.size
         scale = self.resize / min(w, h)
         if (w, h) != (round(w * scale), round(h * scale)):
@@ -100,6 +111,20 @@ class Preprocessing:
         x = np.asarray(image, dtype=np.float32) / 255.0
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB, high-depth modes scaled by their real range; ValueError (a skip, with the
+    reason) for pixels whose range the file does not say. See UNSIGNED_16."""
+    mode = image.mode
+    if mode in UNSIGNED_16:
+        v = np.asarray(image).astype(np.uint32)            # byte order handled by numpy (>u2)
+        return Image.fromarray(((v + 128) // 257).astype(np.uint8)).convert("RGB")   # 2-D uint8: L
+    if mode in ("I", "F") or mode.startswith(("I;", "F;")):
+        kind = "floating-point" if mode.startswith("F") else "32-bit or signed integer"
+        raise ValueError(f"{kind} pixels (PIL mode {mode}) have no defined 0-255 range: not decoded; "
+                         "save the image as 8-bit or 16-bit PNG/JPEG")
+    return image.convert("RGB")
 
 
 @dataclass(frozen=True)

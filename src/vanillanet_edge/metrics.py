@@ -1,9 +1,29 @@
 """How two sets of logits are compared, everywhere: fusion checks, artifact verification, INT8."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+
+# Every check of a measured error against a limit goes through these two. A comparison with NaN
+# is always False, so `err > limit: fail` passes a NaN error (a net with NaN weights "verified"
+# with rel err nan); these are False for anything that is not a finite number.
+def finite(value) -> bool:
+    """A real, finite number (bools, None, strings, NaN and +-inf are not)."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def within(value, limit) -> bool:
+    """value <= limit, with both finite numbers; NaN, inf, None or a string is never within."""
+    return finite(value) and finite(limit) and value <= limit
+
+
+def at_least(value, floor) -> bool:
+    """value >= floor, with both finite numbers; NaN, inf, None or a string never is."""
+    return finite(value) and finite(floor) and value >= floor
 
 
 @dataclass(frozen=True)

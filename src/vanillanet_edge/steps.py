@@ -13,7 +13,7 @@ from .errors import FusionError, VanillaNetEdgeError
 from .fileio import claim_folder, write_json
 from .images import Preprocessing, skipped_record
 from .model.checkpoint import load_checkpoint, save_checkpoint
-from .model.fuse import FUSION_REL_TOL, FusionCheck, fuse_model, verify_fusion
+from .model.fuse import FUSION_REL_TOL, FusionCheck, fuse_model, fusion_finite, fusion_ok, verify_fusion
 from .model.profile import summarize
 from .model.train import TrainConfig, train
 from .model.variants import PUBLISHED, VARIANTS, create_model, variant_config
@@ -61,10 +61,12 @@ def fuse_checkpoint(ckpt_path: str | Path, out: str | Path, data: str | Path | N
     skipped = []
     real, real_source = real_inputs_for(ckpt, data, size, skipped=skipped)
     check = verify_fusion(ckpt.model, fused, size, real_inputs=real)
-    worst = max(check.random.rel_err, check.real.rel_err if check.real else 0.0)
     exact = ckpt.model.act_learn == 1.0 or ckpt.form == "deploy"
-    if worst > FUSION_REL_TOL and not (allow_inexact and not exact):
-        raise FusionError(f"fused net differs from the unfused one: relative error {worst:.3g} "
+    if not fusion_finite(check):       # never allowed, inexact or not: NaN passes no limit
+        raise FusionError(f"the nets' outputs are not finite numbers ({check.random}); nothing was written",
+                          hint="the weights overflow float32 on these inputs: check the checkpoint")
+    if not fusion_ok(check) and not (allow_inexact and not exact):
+        raise FusionError(f"fused net differs from the unfused one: relative error {check.worst_rel_err:.3g} "
                           f"> {FUSION_REL_TOL:g}; nothing was written",
                           hint="this should not happen for an exact fusion: please report it")
     out = Path(out)

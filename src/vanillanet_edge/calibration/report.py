@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path, claim_folder, write_json
+from ..metrics import at_least, finite, within
 from .dataset import CalibrationSet
 from .sensitivity import activation_statistics, layer_sensitivity
 
@@ -16,9 +17,12 @@ KEEP_FLOAT_AGREEMENT = 0.99
 
 
 def keep_in_float(rows: list[dict]) -> list[str]:
-    median = float(np.median([r["rel_err"] for r in rows])) if rows else 0.0
+    # a layer whose error is NaN or inf is flagged (never within a limit) and left out of the median
+    errs = [r["rel_err"] for r in rows if finite(r["rel_err"])]
+    median = float(np.median(errs)) if errs else 0.0
     return [r["layer"] for r in rows
-            if r["rel_err"] > KEEP_FLOAT_FACTOR * median or r["top1_agree"] < KEEP_FLOAT_AGREEMENT]
+            if not within(r["rel_err"], KEEP_FLOAT_FACTOR * median)
+            or not at_least(r["top1_agree"], KEEP_FLOAT_AGREEMENT)]
 
 
 def plot_sensitivity(rows: list[dict], path: Path, title: str) -> None:

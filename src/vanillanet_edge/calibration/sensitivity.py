@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..metrics import compare_logits
+from ..metrics import compare_logits, finite
 from ..model.layers import Activation
 from .layers import quantizable_layers
 
@@ -104,7 +104,8 @@ def layer_sensitivity(model: nn.Module, inputs: np.ndarray, stats: dict | None =
                      "max_abs": agreement.max_abs})
         if progress:
             progress(i + 1, len(names), name)
-    return sorted(rows, key=lambda r: (-r["rel_err"], r["top1_agree"]))
+    # NaN/inf first (most sensitive): NaN in a sort key would leave the order arbitrary
+    return sorted(rows, key=lambda r: (-r["rel_err"] if finite(r["rel_err"]) else -float("inf"), r["top1_agree"]))
 
 
 def sensitivity_ranking(model: nn.Module, inputs: np.ndarray) -> list[str]:

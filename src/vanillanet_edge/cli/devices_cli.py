@@ -1,13 +1,13 @@
 """`vanillanet-edge devices ...`: the machines bench and eval can run on (devices.toml)."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from .. import api
+from ..fileio import json_text
 
 EXAMPLE = '''# devices.toml: where `bench --device NAME` and `eval --device NAME` run.
 # A device named "local" (this machine) always exists.
@@ -63,7 +63,7 @@ def check_cmd(names, devices_file, accept_new_host_key, as_json):
     """
     reports = api.check_devices(list(names), devices_file, accept_new_host_key)
     if as_json:
-        click.echo(json.dumps(reports, indent=2))
+        click.echo(json_text(reports, indent=2))
     else:
         for r in reports:
             _print_report(r)

@@ -1,13 +1,13 @@
 """`bench` and `eval`: latency and accuracy of artifacts, here or on devices."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from .. import api, limits
+from ..fileio import json_text
 from .options import (
     OUT_FILE,
     device_line,
@@ -164,7 +164,7 @@ def classify_cmd(artifact, images, top, runtime, options, as_json):
     """
     result = api.classify(artifact, images, top, runtime, parse_options(options))
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(json_text(result, indent=2))
         return
     threads = result["session_settings"].get("threads")
     click.echo(f"{result['name']} ({result['runtime']}" + (f", {threads} threads)" if threads else ")"))
@@ -180,7 +180,7 @@ def _emit(records, as_json, save, printer):
         from ..fileio import write_json
         write_json(save, records)
     if as_json:
-        click.echo(json.dumps(records, indent=2, default=str))
+        click.echo(json_text(records, indent=2))
     else:
         printer(records)
         if save:

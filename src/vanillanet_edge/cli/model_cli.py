@@ -1,13 +1,13 @@
 """`data`, `train`, `fuse`, `convert`, `calibrate` and `info`: the model's side of the command line."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from .. import api, limits
+from ..fileio import json_text
 from ..model.train import TrainConfig
 from ..model.variants import VARIANTS
 from .options import OUT_FILE, OUT_FOLDER, echo_skipped, force_option, number, refuse_existing
@@ -206,7 +206,7 @@ def convert_cmd(checkpoint, targets, precisions, out, input_size, batch, data_di
                            app_info={"author": author, "license": license_},
                            options={"metadata": False} if no_metadata else None, ray=ray_address)
     if as_json:
-        click.echo(json.dumps([{"target": o.target, "precision": o.precision, "ok": o.ok,
+        click.echo(json_text([{"target": o.target, "precision": o.precision, "ok": o.ok,
                                 "folder": str(o.folder) if o.folder else None, "error": o.error,
                                 "stage": o.stage, "verification": o.manifest.get("verification")}
                                for o in outcomes], indent=2))
@@ -285,7 +285,7 @@ def info_cmd(target, input_size, width, num_classes, as_json):
     """Parameters, MACs, depth and per-layer table of a VARIANT name or a CHECKPOINT file."""
     info = api.model_info(target, input_size=input_size, width=width, num_classes=num_classes)
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        click.echo(json_text(info, indent=2))
         return
     pub = info.get("published")
     click.echo(f"{info['variant']} (width {info['width']:g}, {info['num_classes']} classes) at "

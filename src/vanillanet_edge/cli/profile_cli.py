@@ -4,13 +4,13 @@ Registered in cli.py with `main.add_command(profile_cmd)`.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from .. import limits
+from ..fileio import json_text
 from .friendly import FriendlyCommand
 from .options import OUT_FILE, device_line, device_options, force_option, number, parse_options, refuse_existing
 
@@ -103,7 +103,7 @@ def profile_cmd(artifacts, runs, warmup, threads, options, top, op_probe, peak, 
     records = api.profile(refs, specs, accept_new_host_key, on_record=None if as_json else show,
                           runs=runs, warmup=warmup, threads=threads, options=settings, op_probe=op_probe, peak=peak)
     if as_json:
-        click.echo(json.dumps(records, indent=2, default=str))
+        click.echo(json_text(records, indent=2))
     if save:
         from ..fileio import write_json
         write_json(save, records)

@@ -1,13 +1,13 @@
 """`run` (the whole pipeline, resumable) and `init` (a commented pipeline file)."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from .. import api
+from ..fileio import json_text
 from .options import OUT_FILE, OUT_FOLDER, refuse_existing
 
 
@@ -37,7 +37,7 @@ def run_cmd(pipeline, out, only, force, as_json):
     # only once the pipeline file is valid and OUT is claimed: a refused run writes nothing.
     result = api.run_pipeline(pipeline, out, only, force, log=(lambda m: None) if as_json else click.echo)
     if as_json:
-        click.echo(json.dumps({k: v for k, v in result.items()}, indent=2, default=str))
+        click.echo(json_text({k: v for k, v in result.items()}, indent=2))
     else:
         _print_summary(result)
     if result["failures"]:

@@ -1,7 +1,6 @@
 """`vanillanet-edge tune` and `recommend`: the fastest verified artifact for a device."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import click
 
 from .. import api, limits
 from ..converters.registry import default_targets
+from ..fileio import json_text
 from .options import OUT_FOLDER, number
 
 
@@ -83,7 +83,7 @@ def tune_cmd(model, out, device_name, devices_file, budget_ms, max_drop, targets
     result = api.tune(model, out, device_name, devices_file, opts, accept_new_host_key,
                       log=(lambda m: None) if as_json else click.echo)
     if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
+        click.echo(json_text(result, indent=2))
     else:
         print_tune(result)
     if not result.get("recommendation"):
@@ -171,7 +171,7 @@ def recommend_cmd(budget_ms, variants, checkpoints, out, device_name, devices_fi
     result = api.recommend(list(variants) + list(checkpoints), out, budget_ms, device_name, devices_file, opts,
                            log=(lambda m: None) if as_json else click.echo)
     if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
+        click.echo(json_text(result, indent=2))
     else:
         click.echo(f"\n{'model':<32}{'best config':<60}{'ms':>9}{'fits':>6}  accuracy")
         for r in result["models"]:

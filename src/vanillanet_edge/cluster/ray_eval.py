@@ -291,7 +291,8 @@ class Predictor:
 
         ctx = ray.get_runtime_context()
         self.worker = {"node": ctx.get_node_id(), "pid": os.getpid(), "host": socket.gethostname(),
-                       "session_settings": self.session.settings, "machine": describe_machine()}
+                       "session_settings": self.session.settings, "machine": describe_machine(),
+                       "restarted": bool(ctx.was_current_actor_reconstructed)}   # Ray's own count (GCS)
         self.announced = False
 
     def _reference(self, payload: dict, checkpoint: Path):
@@ -564,6 +565,7 @@ def _run_one(ray, ref, data, records, run_settings, runtime, address, size, work
                           "nodes": size["nodes"], "cpus": size["cpus"], "workers": pool,
                           "threads_per_worker": threads,
                           "worker_processes": len(workers_seen),          # > workers when one was restarted
+                          "restarted_workers": sum(bool(w.get("restarted")) for w in described),
                           "worker_nodes": len({k.split(":")[0] for k in workers_seen}),
                           "wall_s": round(wall, 3),
                           "images_per_s": round((seen + len(skipped)) / wall, 1) if wall else None,

@@ -20,9 +20,10 @@ from ..calibration.inputs import input_size_of, preprocessing_of, real_inputs_fo
 from ..errors import ConversionError, FusionError, VanillaNetEdgeError
 from ..fileio import atomic_path, claim_folder, clean_partials, sha256_path, size_bytes, write_json
 from ..images import Preprocessing
+from ..metrics import finite, within
 from ..model.adapool import replace_adaptive_max_pools
 from ..model.checkpoint import load_checkpoint
-from ..model.fuse import FUSION_REL_TOL, fuse_model, verify_fusion
+from ..model.fuse import fuse_model, fusion_finite, fusion_ok, verify_fusion
 from ..model.labels import labels_for
 from ..model.profile import summarize
 from .base import PIXELS, PRECISIONS, ConvertRequest
@@ -79,8 +80,10 @@ def prepare(checkpoint: str | Path, input_size: int | None = None, data: str | P
     real, source = real_inputs_for(ckpt, data, size, limit=n_verify)
     if ckpt.form == "train":
         check = verify_fusion(ckpt.model, fused, size, real_inputs=real)
-        if check.random.rel_err > FUSION_REL_TOL and not allow_inexact:
-            raise FusionError(f"fusion check failed before conversion: {check.random}")
+        if not fusion_finite(check) or (not fusion_ok(check) and not allow_inexact):
+            raise FusionError(f"fusion check failed before conversion: {check.random}"
+                              + ("" if fusion_finite(check) else " (outputs are not finite numbers)"),
+                              hint="check the checkpoint with `vanillanet-edge fuse` first")
     if real is None:
         # No images known: deterministic noise still checks the numerics, and says so.
         gen = torch.Generator().manual_seed(0)
@@ -299,13 +302,14 @@ def convert_one(prep: PreparedModel, target: str, precision: str, out: Path, bat
                     manifest["accuracy"]["kept_in_float"] = list(request.calibration.excluded_layers
                                                                  if request.calibration else ())
                 passed = manifest["verification"]["passed"]
-                if max_drop is not None and (drop > max_drop or not passed):
+                if max_drop is not None and (not within(drop, max_drop) or not passed):
                     why = "" if passed else " and fails verification"
+                    rank = drop if finite(drop) else float("inf")     # how the budget loop orders tries
                     raise BudgetExceeded(
                         f"{target} {precision} loses {drop:.2f} points of top-1 "
                         f"(fp32 {100 * evaluation.fp32_top1:.2f}% -> "
                         f"{100 * manifest['accuracy']['top1']:.2f}%){why}, over the {max_drop:g}-point budget",
-                        drop if passed else max(drop, max_drop + 1e-9), manifest["accuracy"]["top1"])
+                        rank if passed else max(rank, max_drop + 1e-9), manifest["accuracy"]["top1"])
             stage = "manifest"
             write_json(tmp / MANIFEST_NAME, manifest)
         return ConvertOutcome(target, precision, True, final, manifest)

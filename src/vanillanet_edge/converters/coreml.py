@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import ConversionError
+from ..metrics import within
 from .base import Converter, ConvertRequest, ExportResult, package_versions, quiet_output
 from .coreml_package import save_deterministic, set_app_metadata
 
@@ -374,7 +375,7 @@ def map_layers_to_conv_ops(model: torch.nn.Module, program, x: torch.Tensor,
                                   f"to Core ML conv '{op.name}' (weight {w_shape})")
         got, ref = mil_out[op.outputs[0].name], torch_out[name]
         err = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12)) if got.shape == ref.shape else np.inf
-        if err > rel_tol:
+        if not within(err, rel_tol):
             raise ConversionError(f"cannot map torch layer {name} to Core ML conv '{op.name}': "
                                   f"outputs differ (rel err {err:.3g})")
         mapping[name] = op.name

@@ -17,7 +17,7 @@ import torch
 
 from ..devices.registry import get_runner
 from ..errors import VerificationError
-from ..metrics import Agreement, compare_logits
+from ..metrics import Agreement, at_least, compare_logits, finite, within
 
 LIMITS = {
     "fp32": {"rel_err": 1e-4, "top1_agree": 0.99},
@@ -43,8 +43,8 @@ def check_limits(agreement: Agreement, precision: str, require_agreement: bool =
     """Within the precision's limits? `require_agreement=False` (random-weight nets, whose
     near-tied logits flip top-1 at the slightest change) judges the relative error alone."""
     limits = LIMITS[precision]
-    passed = agreement.rel_err <= limits["rel_err"] and (
-        agreement.top1_agree >= limits["top1_agree"] or not require_agreement)
+    passed = within(agreement.rel_err, limits["rel_err"]) and finite(agreement.max_abs) and (
+        at_least(agreement.top1_agree, limits["top1_agree"]) or not require_agreement)
     out = {**agreement.as_dict(), "limits": limits, "passed": bool(passed)}
     if not require_agreement:
         out["agreement_required"] = False
@@ -87,8 +87,10 @@ def verify_artifact(runtime: str, artifact: Path, manifest: dict, inputs: np.nda
 
 def verification_error(target: str, precision: str, result: dict) -> VerificationError:
     lim = result["limits"]
+    broken = "" if finite(result["rel_err"]) and finite(result["max_abs"]) else \
+        " (NaN or inf in the outputs: not finite numbers)"
     return VerificationError(
-        f"{target} {precision} artifact differs from the fused PyTorch model: "
+        f"{target} {precision} artifact differs from the fused PyTorch model{broken}: "
         f"rel err {result['rel_err']:.3g} (limit {lim['rel_err']:g}), top-1 agreement "
         f"{100 * result['top1_agree']:.1f}% (limit {100 * lim['top1_agree']:.0f}%); nothing was written",
         hint="report this with the checkpoint; try another precision or target meanwhile"

@@ -221,6 +221,19 @@ def _check_tensors(sd: dict) -> None:
                                   hint="re-save the weights with torch.save(state_dict)")
 
 
+def _check_finite(sd: dict, path: Path) -> None:
+    """Every float weight and BatchNorm statistic a finite number: a NaN weight makes every output
+    NaN, and a NaN error passes any `err > limit` check (fuse once "verified" such a net)."""
+    bad = [k for k, t in sd.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        count = sum(int((~torch.isfinite(sd[k])).sum()) for k in bad)
+        more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise CheckpointError(f"{path} holds {count:,} NaN or inf values in {len(bad)} tensors: "
+                              f"{', '.join(bad[:5])}{more}",
+                              hint="the weights are broken (a diverged training run, or a damaged file): "
+                                   "use an earlier checkpoint")
+
+
 def detect_form(sd: dict) -> str:
     if "stem1.0.weight" in sd:
         return "train"
@@ -490,6 +503,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None, key: str | Non
     obj = read_checkpoint_file(path, variant)
     sd, used_key = select_state_dict(obj, key)
     _check_tensors(sd)
+    _check_finite(sd, path)
     form = detect_form(sd)
     meta = validate_meta(obj.get(META_KEY), path) if isinstance(obj, dict) else {}
     args = obj.get("args") if isinstance(obj, dict) else None

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import FusionError
-from ..metrics import Agreement, compare_logits
+from ..metrics import Agreement, compare_logits, finite, within
 from .vanillanet import VanillaNet
 
 Tensor = torch.Tensor
@@ -75,6 +75,7 @@ def check_fusable(model: VanillaNet, allow_inexact: bool = False) -> None:
 @torch.no_grad()
 def fuse_model(model: VanillaNet, allow_inexact: bool = False) -> VanillaNet:
     """Return the deploy-form equivalent of `model` (a deep copy if it is deploy form already)."""
+    check_finite(model, "the net to fuse")
     if model.deploy:
         return copy.deepcopy(model).eval()
     check_fusable(model, allow_inexact)
@@ -97,13 +98,46 @@ def fuse_model(model: VanillaNet, allow_inexact: bool = False) -> VanillaNet:
     # Head: pool, dropout, 1x1 conv + BN, (leaky), 1x1 conv -> pool, dropout, one 1x1 conv.
     w1, b1 = fold_bn(model.cls1[2].weight, model.cls1[2].bias, model.cls1[3])
     _set_conv(fused.cls[2], *merge_1x1_after(w1, b1, model.cls2[0].weight, model.cls2[0].bias))
+    check_finite(fused, "the fused net")      # e.g. a running_var below -eps folds to NaN
     return fused
+
+
+def check_finite(model: nn.Module, what: str) -> None:
+    """Refuse a net with NaN or inf in any weight or buffer (e.g. a BatchNorm whose running_var
+    is below -eps folds to NaN): every output would be NaN, and NaN passes any `err > limit`."""
+    bad = [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise FusionError(f"{what} holds NaN or inf values in {', '.join(bad[:5])}{more}; nothing was written",
+                          hint="the checkpoint's weights or BatchNorm statistics are broken (a diverged "
+                               "training run?): use an earlier checkpoint")
+
+
+def fusion_finite(check: "FusionCheck") -> bool:
+    """Every comparison is of finite numbers (a NaN or inf output never passes, inexact or not)."""
+    return all(finite(a.rel_err) and finite(a.max_abs) for a in check.agreements)
+
+
+def fusion_ok(check: "FusionCheck", tol: float = FUSION_REL_TOL) -> bool:
+    """Every comparison finite and within `tol`."""
+    return fusion_finite(check) and all(within(a.rel_err, tol) for a in check.agreements)
 
 
 @dataclass(frozen=True)
 class FusionCheck:
     random: Agreement
     real: Agreement | None
+
+    @property
+    def agreements(self) -> list[Agreement]:
+        return [self.random] + ([self.real] if self.real else [])
+
+    @property
+    def worst_rel_err(self) -> float:
+        """The larger relative error (NaN when either is NaN: max() would depend on the order)."""
+        errs = [a.rel_err for a in self.agreements]
+        return float("nan") if not all(finite(e) for e in errs) else max(errs)
 
     def as_dict(self) -> dict:
         return {"random_inputs": self.random.as_dict(),

@@ -26,7 +26,12 @@ import tarfile
 import time
 from pathlib import Path
 
+from ..devices.telemetry_off import turn_off_runtime_telemetry
 from ..errors import VanillaNetEdgeError
+
+# The bundle's vanillanet_edge/__init__.py is a stub: the device side turns the runtimes'
+# telemetry off here, before any command can load one.
+turn_off_runtime_telemetry()
 
 PROTOCOL = 1
 COMPLETE = ".complete"       # written last into a received artifact: the content digest's sha256

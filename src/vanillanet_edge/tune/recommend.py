@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import VanillaNetEdgeError
 from ..fileio import claim_folder
+from ..metrics import within
 from ..model.variants import PUBLISHED, VARIANTS
 from .search import TuneOptions, tune
 
@@ -54,7 +55,7 @@ def recommend(models: list[str], out: str | Path, device, budget_ms: float, opts
         rows.append({"model": name, "source": model, "best": best, "error": error,
                      "ms_per_image": best["ms_per_image"] if best else None,
                      "median_ms": best["median_ms"] if best else None,
-                     "fits": bool(best and best["median_ms"] <= budget_ms),
+                     "fits": bool(best and within(best["median_ms"], budget_ms)),
                      "accuracy": top1, "accuracy_kind": kind,
                      "tune": str(out / name / "tune.json") if result else None})
     kind_wanted = "measured" if opts.eval_data else "published"

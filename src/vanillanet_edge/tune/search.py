@@ -32,7 +32,7 @@ from ..devices.registry import get_runner
 from ..errors import VanillaNetEdgeError
 from ..fileio import atomic_path, claim_folder, clean_partials, write_json
 from ..manifest import MANIFEST_NAME, read_manifest
-from ..metrics import compare_logits
+from ..metrics import compare_logits, finite, within
 from ..model.rewrites import apply_rewrites
 from ..records import LatencyRecord, MedianInterval
 
@@ -257,7 +257,7 @@ def tune(model: str, out: str | Path, device=None, opts: TuneOptions | None = No
             failed.append({"candidate": c.label, "stage": "check", "error": f"{type(exc).__name__}: {exc}"})
             continue
         v = c.checks["verification"]
-        over = opts.max_drop is not None and c.checks.get("drop_points", 0) > opts.max_drop
+        over = opts.max_drop is not None and not within(c.checks.get("drop_points", 0), opts.max_drop)
         if not v["passed"] or over:
             why = (f"verification failed (rel err {v['rel_err']:.3g}, agreement {100 * v['top1_agree']:.1f}%)"
                    if not v["passed"] else f"loses {c.checks['drop_points']:.2f} top-1 points > {opts.max_drop:g}")
@@ -310,6 +310,8 @@ def _row(c: Candidate, peaks: dict | None, opts: TuneOptions) -> dict:
     rec: LatencyRecord = c.record or {}
     ok = bool(rec.get("ok"))
     median = rec["latency"]["median_ms"] if ok and "latency" in rec else None   # ok: measured, so it is there
+    if median is None or not finite(median) or median <= 0:    # a NaN or missing median was not measured: never the fastest
+        ok, median = False, None
     iv: MedianInterval | dict = rec.get("median_interval_ms") or {}
     gmacs = rec.get("gmacs_per_s") if ok else None
     # the runtime's own matmul peak; a runtime without a probe (LiteRT) is set against the best
@@ -317,7 +319,7 @@ def _row(c: Candidate, peaks: dict | None, opts: TuneOptions) -> dict:
     peak, peak_runtime = (peak_for(peaks, c.runtime, c.compute), c.runtime) if peaks else (None, None)
     if peaks and peak is None and (best := best_peak(peaks, c.compute)):
         peak, peak_runtime = best
-    within = ok and (opts.budget_ms is None or (median is not None and median <= opts.budget_ms))
+    fits = ok and (opts.budget_ms is None or within(median, opts.budget_ms))
     return {"label": c.label, "artifact": str(c.artifact), "target": c.manifest["target"],
             "input_size": c.input_size,
             "precision": c.precision, "compute": c.compute, "runtime": c.runtime, "settings": c.settings,
@@ -331,8 +333,8 @@ def _row(c: Candidate, peaks: dict | None, opts: TuneOptions) -> dict:
             "rel_err": c.checks.get("verification", {}).get("rel_err"),
             "top1": c.checks.get("top1"), "drop_points": c.checks.get("drop_points"),
             "passed_checks": c.checks.get("verification", {}).get("passed", False)
-            and (opts.max_drop is None or c.checks.get("drop_points", 0) <= opts.max_drop),
-            "within_budget": bool(within), "anchor": _is_anchor(c, opts.anchor),
+            and (opts.max_drop is None or within(c.checks.get("drop_points", 0), opts.max_drop)),
+            "within_budget": bool(fits), "anchor": _is_anchor(c, opts.anchor),
             "session_settings": rec.get("session_settings")}
 
 

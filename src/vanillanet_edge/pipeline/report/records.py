@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from ...devices.registry import get_runner, reported_packages, runtime_names
 from ...records import PEAKS_SCHEMA, AccuracyRecord, LatencyRecord, Manifest, PeaksRecord, ProfileRecord
+from .validate import record_problem
 
 NOT_MEASURED = "not measured"
 RESULT_KINDS = ("latency", "accuracy", "layer_profile", "peaks")
@@ -45,8 +46,10 @@ def _peak_gmacs(peaks: list[Row], row: Row) -> tuple[float | None, str]:
 def load_records(run_dir: str | Path) -> tuple[list[dict], list[str], list[dict]]:
     """Every latency/accuracy record in JSON files under run_dir (recursively).
 
-    Returns (records, files read, files skipped with why). Each record gets `_source` (the file,
-    relative to run_dir) and `_index` (its position there), used to pair rounds of one run.
+    Returns (records, files read, files or records skipped with why). Each record gets `_source`
+    (the file, relative to run_dir) and `_index` (its position there), used to pair rounds of one
+    run. A record whose fields the report cannot use (validate.py: a string or NaN median, a
+    missing summary...) is skipped with its reason, the file's other records kept.
     """
     root = Path(run_dir)
     records, sources, skipped = [], [], []
@@ -64,9 +67,16 @@ def load_records(run_dir: str | Path) -> tuple[list[dict], list[str], list[dict]
         if not found:
             skipped.append({"file": rel, "why": "holds no latency or accuracy records"})
             continue
+        kept = 0
         for i, rec in enumerate(found):
+            why = record_problem(rec)
+            if why:
+                skipped.append({"file": rel, "why": f"record {i} ({rec['kind']}) skipped: {why}"})
+                continue
             records.append({**rec, "_source": rel, "_index": i})
-        sources.append(rel)
+            kept += 1
+        if kept:
+            sources.append(rel)
     return records, sources, skipped
 
 

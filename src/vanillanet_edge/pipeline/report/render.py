@@ -87,6 +87,10 @@ def summary_text(report: dict) -> str:
         lines.append(f"{r['model']:<30}{r['input'] or '':>5} {config:<34}{r['median ms']:>10.2f}"
                      f"{r['95% low ms']:>10.2f}{r['95% high ms']:>10.2f}{(r['GMAC/s'] or 0):>8.1f}")
     lines += verdict_lines(report)
+    skipped = report.get("skipped_files", [])
+    lines += [f"warning: skipped {s['file']}: {s['why']}" for s in skipped[:10]]
+    if len(skipped) > 10:
+        lines.append(f"warning: ... and {len(skipped) - 10} more skipped (report.json skipped_files)")
     return "\n".join(lines)
 
 

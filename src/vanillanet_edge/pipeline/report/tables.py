@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ...metrics import finite
 from ...model.published import A100_EAGER_MS, A100_TENSORRT_MS, BASELINE_MODEL, CLAIM_MODEL, OFFICIAL_SOURCE
 from .records import (
     NOT_MEASURED,
@@ -264,7 +265,9 @@ def _ratio_interval(a: Row, b: Row) -> tuple[float, float]:
 
 
 def _fastest(rows: list[Row]) -> Row | None:
-    return min(rows, key=lambda r: r.median_ms) if rows else None
+    """The lowest median; a record without a finite median (validate.py skips those) never is."""
+    measured = [r for r in rows if finite(r.median_ms)]
+    return min(measured, key=lambda r: r.median_ms) if measured else None
 
 
 def verdict_table(lat: list[Row]) -> Table:
@@ -345,7 +348,8 @@ def fastest_table(lat: list[Row], acc: list[Row]) -> Table:
     keys = sorted({(r.device, r.model, r.input_size or 0) for r in lat}, key=lambda k: (k[0], k[2] != 224, k[1]))
     for device, model, size in keys:
         best = _fastest([r for r in lat if (r.device, r.model, r.input_size or 0) == (device, model, size)])
-        assert best is not None          # each key came from a row of `lat`
+        if best is None:                 # no finite median for this model: nothing is the fastest
+            continue
         acc_top1 = top1.get(best.latency.get("artifact"))
         source = (_read_manifest(best.latency.get("artifact")) or {}).get("source", {})   # weights: baselines only
         random = "random" in str(source.get("weights", ""))
