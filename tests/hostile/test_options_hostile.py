@@ -300,7 +300,8 @@ def test_toolchain_log_planted_as_a_link_is_not_followed(tmp_path):
     outside = tmp_path / "outside.txt"
     outside.write_text("someone else's file\n")
     out = tmp_path / "run"
-    out.mkdir()
+    from vanillanet_edge.fileio import claim_folder
+    claim_folder(out, "run folder")                   # our run folder, with a link planted in it
     (out / "toolchain.log").symlink_to(outside)
     pipeline = tmp_path / "p.toml"
     pipeline.write_text('[convert]\ntargets = ["onnx"]\nprecisions = ["fp32"]\n[train]\nepochs = 1\n'
