@@ -16,6 +16,7 @@ import torch
 from vanillanet_edge.converters.convert import convert_checkpoint
 from vanillanet_edge.converters.verify import run_artifact
 from vanillanet_edge.errors import InputSizeError, VanillaNetEdgeError
+from vanillanet_edge.fileio import OWNED_MARK
 from vanillanet_edge.manifest import ManifestError, read_manifest
 from vanillanet_edge.model.checkpoint import save_checkpoint
 from vanillanet_edge.model.variants import create_model
@@ -45,7 +46,7 @@ def test_openvino_verified_at_f32_and_default_precision_recorded(tiny_checkpoint
     m = outcome.manifest
     assert m["verification"]["runtime_settings"]["inference_precision"] == "f32"
     assert m["conversion"]["default_inference_precision"]["CPU"] in {"f32", "bf16", "f16"}
-    assert {p.name for p in outcome.folder.iterdir()} == {"model.xml", "model.bin", "manifest.json"}
+    assert {p.name for p in outcome.folder.iterdir()} == {"model.xml", "model.bin", "manifest.json", OWNED_MARK}
     files = m["artifact"]["files"]
     assert set(files) == {"model.xml", "model.bin"}
     assert m["artifact"]["size_bytes"] == sum(f["size_bytes"] for f in files.values())
@@ -95,8 +96,11 @@ def test_input_size_the_net_cannot_take(tiny_checkpoint, tmp_path):
 def test_output_path_that_is_a_file(tiny_checkpoint, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(VanillaNetEdgeError, match="cannot write"):
+    with pytest.raises(VanillaNetEdgeError, match="cannot use output folder"):
         convert_checkpoint(tiny_checkpoint, ["onnx"], ["fp32"], blocker / "out")
+    with pytest.raises(VanillaNetEdgeError, match="exists and is not a folder"):
+        convert_checkpoint(tiny_checkpoint, ["onnx"], ["fp32"], blocker)
+    assert blocker.read_text() == "not a folder"
 
 
 def test_bad_checkpoint_is_reported(tmp_path):

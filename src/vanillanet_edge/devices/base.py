@@ -50,9 +50,9 @@ def _guard_run(run):
     """A session's run whose runtime failures are ArtifactDamagedError: the harness feeds exactly
     the manifest's input shape, so a runtime refusing it means model and manifest disagree."""
     @functools.wraps(run)
-    def guarded(self, x_nchw):
+    def guarded(self, x_nchw, *args, **kwargs):
         try:
-            return run(self, x_nchw)
+            return run(self, x_nchw, *args, **kwargs)
         except VanillaNetEdgeError:
             raise
         except MemoryError:
