@@ -19,6 +19,12 @@ class VanillaNetEdgeError(Exception):
 class CheckpointError(VanillaNetEdgeError):
     """A checkpoint file is missing, unreadable, unsafe or does not fit the model."""
 
+    DEFAULT_HINT = ("check that the file is complete and is a VanillaNet checkpoint (copy or save it again); "
+                    "if its name does not say which variant it is, pass --variant")
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message, hint or self.DEFAULT_HINT)   # every checkpoint error says what to do
+
 
 class FusionError(VanillaNetEdgeError):
     """The deploy switch cannot be applied exactly."""

@@ -230,3 +230,14 @@ def test_wrong_dtype_weights_are_refused(tmp_path, net):
     torch.save(sd, path)
     with pytest.raises(CheckpointError, match="not a plain weight tensor"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short", b"not a checkpoint at all" * 10])
+def test_every_checkpoint_error_says_what_to_do(tmp_path, content):
+    from vanillanet_edge.errors import CheckpointError
+    from vanillanet_edge.model.checkpoint import load_checkpoint
+    bad = tmp_path / "vanillanet_5.pth"
+    bad.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(bad)
+    assert info.value.hint and "hint:" in str(info.value)
