@@ -285,6 +285,10 @@ def read_mark(folder: str | os.PathLike | int) -> dict | None:
     return data if ok and (data.get("entries") is None or isinstance(data.get("entries"), list)) else None
 
 
+def _first_few(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
 def _mark_text(entries: list[str] | None) -> str:
     return json.dumps({"tool": MARK_TOOL, "entries": entries,
                        "why": "written by vanillanet-edge, which replaces or cleans only what it wrote"},
@@ -336,9 +340,8 @@ def claim_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
     if inside and read_mark(path) is not None:     # marked meanwhile by a process claiming it too
         return path
     if inside:
-        shown = ", ".join(inside[:3]) + (f" and {len(inside) - 3} more" if len(inside) > 3 else "")
         raise ForeignPathError(f"{what} {path} is not empty and was not made by vanillanet-edge "
-                               f"(it holds {shown})", hint=hint)
+                               f"(it holds {_first_few(inside)})", hint=hint)
     try:
         _write_mark(path, None)
     except OSError as exc:
@@ -377,8 +380,7 @@ def check_replaceable(final: str | os.PathLike, is_dir: bool) -> None:
         raise ForeignPathError(f"{final} exists and was not written by vanillanet-edge", hint=hint)
     foreign = sorted(set(entries) - set(mark["entries"]))
     if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise ForeignPathError(f"{final} holds files vanillanet-edge did not write ({shown}); "
+        raise ForeignPathError(f"{final} holds files vanillanet-edge did not write ({_first_few(foreign)}); "
                                "it is left as it is", hint=hint)
 
 

@@ -13,9 +13,11 @@ from dataclasses import dataclass, replace
 
 from .errors import VanillaNetEdgeError
 
-# The largest input side any command takes: equal to model/vanillanet.MAX_INPUT_SIZE (the model
-# layer is above this module; tests/hostile/test_options_hostile.py checks the two agree).
+# The largest input side any command takes, and an artifact's largest fixed batch: the one
+# definition (manifest.py bounds a manifest by them, model/vanillanet.py a net; this module ships
+# in the device bundle).
 MAX_INPUT_SIZE = 2048
+MAX_BATCH = 1024
 
 
 class RangeError(VanillaNetEdgeError):
@@ -78,7 +80,7 @@ def check(name: str, value, rng: Range) -> None:
 SEED = Range(int, 0, 2 ** 32 - 1)                 # numpy's and random's seed range
 INPUT_SIZE = Range(int, 1, MAX_INPUT_SIZE)        # each variant's own minimum is checked by the model
 IMAGE_SIZE = Range(int, 1, MAX_INPUT_SIZE)        # `data digits --size`
-BATCH = Range(int, 1, 1024)                       # the fixed batch of an artifact
+BATCH = Range(int, 1, MAX_BATCH)                  # the fixed batch of an artifact
 TRAIN_BATCH = Range(int, 1, 65536)
 EPOCHS = Range(int, 1, 100_000)
 DECAY_EPOCHS = Range(int, 0, 100_000)

@@ -1,7 +1,7 @@
 """manifest.json: the artifact's contract (input, layout, preprocessing), provenance and checks.
 
 Versioned (`schema_version`) and validated when read, so harnesses on any device can trust it.
-The reader needs the standard library only: it ships in the device runner bundle. The writer
+The reader needs the standard library and our fileio/limits only: it ships in the device runner bundle. The writer
 side (environment_versions, the manifest's contents) is converters/.
 
 Reading validates the whole contract once (`contract`: a typed view, every bound below) and
@@ -12,7 +12,6 @@ ArtifactDamagedError (a VanillaNetEdgeError with a hint), never a KeyError furth
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import ArtifactDamagedError, VanillaNetEdgeError
+from .fileio import sha256_path, size_bytes
+from .limits import MAX_BATCH, MAX_INPUT_SIZE
 from .records import MANIFEST_SCHEMA
 
 SCHEMA_VERSION = MANIFEST_SCHEMA
@@ -31,12 +32,10 @@ REQUIRED = {
     "tools": dict, "conversion": dict, "verification": dict,
 }
 
-# Bounds of the input contract. MAX_INPUT_SIZE is the largest input side any command takes
-# (model/vanillanet.py uses this one); the rest keep a hostile manifest from making the harness
-# allocate what no artifact needs (one input batch is at most 1 GiB of float32).
-MAX_INPUT_SIZE = 2048
-MAX_RESIZE = 2 * MAX_INPUT_SIZE             # as model/checkpoint.py allows for a checkpoint's own
-MAX_BATCH = 1024
+# Bounds of the input contract. MAX_INPUT_SIZE and MAX_BATCH (limits.py) bound every command;
+# the rest keep a hostile manifest from making the harness allocate what no artifact needs (one
+# input batch is at most 1 GiB of float32).
+MAX_RESIZE = 2 * MAX_INPUT_SIZE             # model/checkpoint.py allows the same for a checkpoint's own
 MAX_INPUT_VALUES = 1 << 28
 MAX_CLASSES = 1_000_000                     # as model/checkpoint.py's META_CHECKS
 MAX_MANIFEST_BYTES = 64 << 20               # a million labels fit many times over
@@ -338,25 +337,10 @@ def _stamp(path: Path) -> tuple:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def digest(path: Path) -> tuple[int, str]:
-    """(bytes, sha256) as the manifest's writer records them: fileio.sha256_path and size_bytes
-    (a folder, e.g. an .mlpackage: the JSON listing of [name, size, sha256] of its files). The
-    same algorithm as fileio's, which the device bundle does not carry; a test holds them equal."""
-    if path.is_file():
-        return path.stat().st_size, _file_sha256(path)
-    entries: list[tuple[str, int, str]] = [(p.relative_to(path).as_posix(), p.stat().st_size, _file_sha256(p))
-                                           for p in path.rglob("*") if p.is_file()]
-    entries.sort()
-    encoded = json.dumps(["vanillanet-edge folder v1", entries], separators=(",", ":"))
-    return sum(e[1] for e in entries), hashlib.sha256(encoded.encode("ascii")).hexdigest()
+    """(bytes, sha256) as the manifest's writer records them: fileio's size_bytes and sha256_path
+    (a folder, e.g. an .mlpackage: the JSON listing of [name, size, sha256] of its files)."""
+    return size_bytes(path), sha256_path(path)
 
 
 def verified_artifact(folder: str | Path, manifest: dict) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import math
 import pickle
 import re
@@ -20,7 +19,8 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, sha256_path
+from ..manifest import MAX_RESIZE
 from .vanillanet import MAX_INPUT_SIZE, VanillaNet, VanillaNetConfig
 from .variants import VARIANTS, variant_config
 
@@ -42,7 +42,6 @@ WEIGHT_COPIES = 5
 SIZE_SLACK = 64 << 20
 MAX_INFLATION = 4
 INFLATION_SLACK = 1 << 20
-MAX_RESIZE = 2 * MAX_INPUT_SIZE
 
 
 @dataclass
@@ -66,14 +65,6 @@ class LoadedCheckpoint:
         act = f", act_learn {self.model.act_learn:g} ({self.act_learn_source})" if self.form == "train" else ""
         return (f"{self.path.name}: {c.name} width {c.width:g}, {c.num_classes} classes, "
                 f"{self.form} form, weights from {where} ({self.variant_source}){act}")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=None)
@@ -521,7 +512,7 @@ def load_checkpoint(path: str | Path, variant: str | None = None, key: str | Non
         model.act_learn = float(act)
     elif form == "train":
         act_source = "assumed 1: the file does not record its training schedule"
-    loaded = LoadedCheckpoint(model, path, file_sha256(path), form, used_key, source, meta)
+    loaded = LoadedCheckpoint(model, path, sha256_path(path), form, used_key, source, meta)
     loaded.act_learn_source = act_source if form == "train" else "deploy form"
     return loaded
 

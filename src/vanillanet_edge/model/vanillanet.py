@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputSizeError
-from ..manifest import MAX_INPUT_SIZE
+from ..limits import MAX_INPUT_SIZE
 from .layers import Activation, Block, conv_bn
 
-# MAX_INPUT_SIZE (2048, from manifest.py): the largest input side any command takes, and a
+# MAX_INPUT_SIZE (2048, from limits.py): the largest input side any command takes, and a
 # manifest or our metadata may record.
 
 

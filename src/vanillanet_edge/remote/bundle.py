@@ -13,7 +13,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent          # .../vanillanet_edge
 # What the device needs: the runners and harness (devices/), the manifest reader, errors,
 # and this package's runner. accuracy.py stays home: the host decodes images and scores.
-FILES = ["errors.py", "manifest.py", "records.py", "remote/__init__.py", "remote/runner.py"]
+FILES = ["errors.py", "fileio.py", "limits.py", "manifest.py", "records.py", "remote/__init__.py", "remote/runner.py"]
 DEVICE_MODULES = "devices"
 SKIP = {"devices/accuracy.py"}
 STUB_INIT = '"""vanillanet-edge device runner (a subset of the package; see remote/bundle.py)."""\n'
