@@ -13,6 +13,12 @@ from .model.train import TrainConfig  # noqa: F401  (public name)
 from .steps import FuseResult, calibrate, convert, fuse_checkpoint, make_digits, model_info, train_model  # noqa: F401
 
 
+def _check_fields(source, pairs) -> None:
+    """Range-check each (name, limits range) read from `source`, a dict or an options object."""
+    for name, rng in pairs:
+        L.check(name, source.get(name) if isinstance(source, dict) else getattr(source, name, None), rng)
+
+
 def _check_settings(settings: dict | None) -> None:
     """Runner settings that are numbers (threads) are range-checked like the options."""
     L.check("threads", (settings or {}).get("threads"), L.THREADS)
@@ -35,9 +41,8 @@ def bench(refs, settings, devices=None, accept_new_host_key: bool = False, progr
     """Latency records of artifacts (devices.artifacts.resolve) on each device (default: local)."""
     from .remote.fleet import bench_on_devices
 
-    for name, rng in (("threads", L.THREADS), ("warmup", L.WARMUP), ("runs", L.RUNS), ("seconds", L.SECONDS),
-                      ("rounds", L.ROUNDS)):
-        L.check(name, getattr(settings, name), rng)
+    _check_fields(settings, (("threads", L.THREADS), ("warmup", L.WARMUP), ("runs", L.RUNS),
+                             ("seconds", L.SECONDS), ("rounds", L.ROUNDS)))
     _check_settings(settings.options)
     return bench_on_devices(refs, settings, devices or resolve_devices(), accept_new_host_key, progress)
 
@@ -59,9 +64,8 @@ def profile(refs, devices=None, accept_new_host_key: bool = False, on_record=Non
     `settings`: runs, warmup, threads, options, op_probe, peak, probe_seconds (Device.profile)."""
     from .remote.fleet import profile_on_devices
 
-    for name, rng in (("runs", L.RUNS), ("warmup", L.WARMUP), ("threads", L.THREADS),
-                      ("probe_seconds", L.PROBE_SECONDS)):
-        L.check(name, settings.get(name), rng)
+    _check_fields(settings, (("runs", L.RUNS), ("warmup", L.WARMUP), ("threads", L.THREADS),
+                             ("probe_seconds", L.PROBE_SECONDS)))
     _check_settings(settings.get("options"))
     return profile_on_devices(refs, devices or resolve_devices(), accept_new_host_key, on_record, **settings)
 
@@ -134,9 +138,8 @@ def recommend(models, out: str | Path, budget_ms: float, device: str = "local",
 def _check_tune_options(options) -> None:
     if options is None:
         return
-    for name, rng in (("budget_ms", L.BUDGET_MS), ("max_drop", L.MAX_DROP), ("calib_samples", L.SAMPLES),
-                      ("eval_limit", L.LIMIT), ("warmup", L.WARMUP), ("runs", L.RUNS), ("rounds", L.ROUNDS)):
-        L.check(name, getattr(options, name, None), rng)
+    _check_fields(options, (("budget_ms", L.BUDGET_MS), ("max_drop", L.MAX_DROP), ("calib_samples", L.SAMPLES),
+                            ("eval_limit", L.LIMIT), ("warmup", L.WARMUP), ("runs", L.RUNS), ("rounds", L.ROUNDS)))
     for batch in options.batches:
         L.check("batches", batch, L.BATCH)
     for size in options.input_sizes:
