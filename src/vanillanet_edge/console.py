@@ -140,3 +140,21 @@ class _LogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         _write(self.format(record) + "\n")
+
+
+def on_terminal() -> bool:
+    """Whether our own stderr is a terminal (quiet() keeps a descriptor onto it)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):      # closed or replaced by something without a descriptor
+        return False
+
+
+def progress_bar(iterable=None, **kwargs):
+    """A tqdm bar drawn on a terminal only. Redirected to a log, a bar's carriage-return redraws
+    pile up into one long line (a 69-step bar made a 12 KB line), and the stage lines the
+    pipeline logs already say what is being done."""
+    from tqdm import tqdm
+
+    kwargs["disable"] = bool(kwargs.get("disable")) or not on_terminal()
+    return tqdm(iterable, **kwargs)

@@ -94,6 +94,9 @@ class LatencyRecord(ResultRecord, total=False):
     first_inference_ms: float
     peak_rss_mib: float
     gmacs_per_s: float | None
+    cpu_ms: dict[str, Any]            # process CPU time per inference: median_ms, share_of_wall, is_latency
+    load_average_max: float | None    # the highest 1-minute load average seen around the timed runs
+    load_warning: str                 # present when the machine was loaded during the run
 
 
 class AccuracyRecord(ResultRecord, total=False):

@@ -103,3 +103,40 @@ def test_cli_bench_and_eval_json(tiny_artifacts, tiny_checkpoint, tmp_path):
                                "--limit", "40"])
     assert res.exit_code == 0, res.output
     assert "top-1" in res.output and "onnxruntime" in res.output
+
+
+def test_bench_at_one_thread_records_cpu_time_beside_wall_time(tiny_artifacts):
+    """CPU time per inference is recorded beside wall time (issue 24): a latency at 1 thread."""
+    refs = resolve([tiny_artifacts])
+    records = bench(refs, BenchSettings(threads=1, warmup=2, runs=10, rounds=2))
+    for r in records:
+        assert r["ok"], r.get("error")
+        cpu = r["cpu_ms"]
+        assert cpu["is_latency"] and len(cpu["round_medians_ms"]) == 2
+        # At 1 thread the process cannot spend much more CPU than wall time on a call, and on
+        # this quiet-or-not machine it spends some: a share of (0, 1.5] (helper threads allowed).
+        assert 0 < cpu["median_ms"] and 0 < cpu["share_of_wall"] <= 1.5
+        assert r["load_average_max"] is None or r["load_average_max"] >= 0
+
+
+def test_cpu_share_and_load_average_warn_of_a_loaded_machine():
+    from vanillanet_edge.devices.latency import _cpu_and_load
+
+    def rounds(cpu, load):
+        return [{"cpu_times_ms": cpu, "load_average": load, "logical_cpus": 2,
+                 "session_settings": {"threads": 1}}] * 2
+    quiet = _cpu_and_load(rounds([9.5, 9.8, 9.9], [0.3, 0.9]), 10.0)
+    assert "load_warning" not in quiet and quiet["cpu_ms"]["median_ms"] == 9.8
+    preempted = _cpu_and_load(rounds([4.0, 4.1, 4.2], [0.3, 0.9]), 10.0)
+    assert "41% of its wall time" in preempted["load_warning"]
+    busy = _cpu_and_load(rounds([9.5, 9.8, 9.9], [3.2, 3.6]), 10.0)
+    assert "load average reached 3.6 on 2 logical CPUs" in busy["load_warning"]
+    assert _cpu_and_load([{"times_ms": [1.0]}], 1.0) == {}       # an older worker: nothing claimed
+
+
+def test_cli_bench_table_shows_cpu_time(tiny_artifacts):
+    res = CliRunner().invoke(main, ["bench", str(tiny_artifacts), "--threads", "1", "--runs", "4",
+                                    "--rounds", "1", "--warmup", "1"])
+    assert res.exit_code == 0, res.output
+    header = next(line for line in res.output.splitlines() if line.startswith("artifact"))
+    assert "CPU" in header.split() and "CPU: process CPU time per inference" in res.output

@@ -57,7 +57,7 @@ def bench_cmd(artifacts, runtime, threads, warmup, runs, seconds, rounds, option
       vanillanet-edge bench tiny-deploy.pth             # PyTorch eager baseline
       vanillanet-edge bench artifacts/ --device local --device pi5   # here and on a board (devices.toml)
     """
-    from tqdm import tqdm
+    from ..console import progress_bar
 
     from ..devices import artifacts as art
     from ..devices.latency import BenchSettings
@@ -67,7 +67,7 @@ def bench_cmd(artifacts, runtime, threads, warmup, runs, seconds, rounds, option
     settings = BenchSettings(runtime, threads, warmup, runs, seconds, rounds, parse_options(options))
     refs = art.resolve(artifacts)
     specs = api.resolve_devices(device_names, devices_file)
-    bar = tqdm(total=rounds * len(refs) * len(specs), desc="bench", unit="run", disable=as_json)
+    bar = progress_bar(total=rounds * len(refs) * len(specs), desc="bench", unit="run", disable=as_json)
     records = api.bench(refs, settings, specs, accept_new_host_key,
                         progress=lambda spec, r, i, ref: bar.update(1))
     bar.close()
@@ -108,7 +108,7 @@ def eval_cmd(artifacts, data_dir, limit, runtime, options, device_names, devices
     --device, images are decoded here and only the input tensors travel; img/s is the
     device's own compute time.
     """
-    from tqdm import tqdm
+    from ..console import progress_bar
 
     from ..devices import artifacts as art
 
@@ -120,7 +120,7 @@ def eval_cmd(artifacts, data_dir, limit, runtime, options, device_names, devices
     bars = []
 
     def progress_for(spec, ref):
-        bars.append(tqdm(desc=f"eval {ref.name}" + ("" if spec.is_local else f" on {spec.name}"),
+        bars.append(progress_bar(desc=f"eval {ref.name}" + ("" if spec.is_local else f" on {spec.name}"),
                          unit="img", disable=as_json))
         return bars[-1].update
 
@@ -211,12 +211,14 @@ def _print_latency(records):
     for group in _by_device(records):
         _print_latency_rows(group)
     click.echo("(ms; medians over all rounds, each artifact in its own process; 95% interval: where "
-               "another call's median is expected to fall)")
+               "another call's median is expected to fall; CPU: process CPU time per inference, a "
+               "latency at 1 thread that holds on a busy machine, the sum over threads otherwise)")
 
 
 def _print_latency_rows(records):
-    click.echo(f"{'artifact':<36}{'runtime':<13}{'median':>9}{'95% interval':>18}{'p90':>9}{'p99':>9}"
+    click.echo(f"{'artifact':<36}{'runtime':<13}{'median':>9}{'95% interval':>18}{'CPU':>9}{'p90':>9}{'p99':>9}"
                f"{'load':>9}{'RSS MiB':>9}{'GMAC/s':>8}  settings")
+    warned = []
     for r in records:
         if r["status"] == "unavailable":
             click.secho(f"{r['name']:<36}{r['runtime']:<13} unavailable here: {r['reason']}", fg="yellow")
@@ -229,9 +231,15 @@ def _print_latency_rows(records):
                           ("inference_precision", "kernels", "threads", "engine", "providers"))
         iv = r["median_interval_ms"]
         interval = f"{iv['low_ms']:.2f}-{iv['high_ms']:.2f}"
-        click.echo(f"{r['name']:<36}{r['runtime']:<13}{lat['median_ms']:>8.2f}m{interval:>18}{lat['p90_ms']:>8.2f}m"
-                   f"{lat['p99_ms']:>8.2f}m{r['load_ms']:>8.0f}m{r['peak_rss_mib']:>9.0f}"
+        cpu = r.get("cpu_ms") or {}
+        cpu_text = f"{cpu['median_ms']:>8.2f}m" if cpu.get("median_ms") is not None else f"{'-':>9}"
+        click.echo(f"{r['name']:<36}{r['runtime']:<13}{lat['median_ms']:>8.2f}m{interval:>18}{cpu_text}"
+                   f"{lat['p90_ms']:>8.2f}m{lat['p99_ms']:>8.2f}m{r['load_ms']:>8.0f}m{r['peak_rss_mib']:>9.0f}"
                    f"{(r['gmacs_per_s'] or 0):>8.1f}  {extra}")
+        if r.get("load_warning"):
+            warned.append(f"warning: {r['name']}: {r['load_warning']}")
+    for line in warned:
+        click.secho(line, fg="yellow", err=True)
 
 
 def _print_accuracy(records):

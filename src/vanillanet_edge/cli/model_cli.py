@@ -247,12 +247,12 @@ def calibrate_cmd(checkpoint, data_dir, out, samples, seed, input_size, ray_addr
     OUT/sensitivity.png (bar chart, layers worth keeping in float in red).
     The ranking is what `convert --max-drop` uses on every target.
     """
-    from tqdm import tqdm
+    from ..console import progress_bar
     bars: list = []                  # made on the first layer: no bar before the statistics are in
 
     def advance(done, total, name):
         if not bars:
-            bars.append(tqdm(desc="sensitivity", unit="layer"))
+            bars.append(progress_bar(desc="sensitivity", unit="layer"))
         _advance(bars[0], total)
     try:
         report = api.calibrate(checkpoint, data_dir, out, samples=samples, seed=seed,

@@ -10,6 +10,7 @@ either way the worker reports the machine it ran on.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -69,6 +70,14 @@ def peak_rss_mib() -> float:
     return rss / 1024 ** 2 if sys.platform == "darwin" else rss / 1024
 
 
+def load_average() -> float | None:
+    """The 1-minute load average, where the system keeps one (not on Windows)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def measure_in_process(ref: ArtifactRef, runtime: str, settings: BenchSettings) -> dict:
     """Load, first inference, warm-up, timed runs. Runs inside the worker process, so the
     availability check and the machine description are those of the machine that times."""
@@ -93,13 +102,18 @@ def measure_in_process(ref: ArtifactRef, runtime: str, settings: BenchSettings) 
     for _ in range(settings.warmup):
         session.run(x)
     times: list[float] = []
+    cpu_times: list[float] = []
+    load_before = load_average()
     deadline = time.perf_counter() + settings.seconds if settings.seconds else None
     while (len(times) < settings.runs) if deadline is None else (time.perf_counter() < deadline):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         session.run(x)
         times.append(1000 * (time.perf_counter() - t0))
+        cpu_times.append(1000 * (time.process_time() - c0))
     peak_rss = peak_rss_mib()
     return {"load_ms": load_ms, "first_inference_ms": first_ms, "times_ms": times,
+            "cpu_times_ms": cpu_times, "load_average": [load_before, load_average()],
+            "logical_cpus": os.cpu_count(),
             "peak_rss_mib": peak_rss, "rss_before_load_mib": rss_before,
             "session_settings": session.settings, "machine": describe_machine(), "status": "ok"}
 
@@ -230,4 +244,44 @@ def _record(ref: ArtifactRef, settings: BenchSettings, rounds: list[dict], error
         "gmacs_per_s": (macs * batch / (summary["median_ms"] / 1000) / 1e9) if macs else None,
         "session_settings": rounds[-1]["session_settings"],
     })
+    record.update(_cpu_and_load(rounds, summary["median_ms"]))
     return record
+
+
+# Below this share of the wall time on the CPU, a 1-thread run was waiting for a core: the
+# machine was busy. (Its own wait for memory still counts as CPU time, so a quiet run sits near 1.)
+BUSY_CPU_SHARE = 0.8
+
+
+def _cpu_and_load(rounds: list[dict], wall_median_ms: float) -> dict:
+    """Process CPU time per inference beside the wall time, and whether the machine was loaded.
+
+    CPU time (time.process_time around each call) skips the time the process was preempted, so
+    at 1 thread it is a latency that holds on a busy machine (docs/backend-notes.md: two loaded
+    runs read 114 and 139 ms wall, 58.2 and 56.0 ms CPU). At N threads it sums the threads: a
+    cost, not a latency. Workers of older bundles send no CPU times: then nothing is added.
+    """
+    if not all(r.get("cpu_times_ms") for r in rounds):
+        return {}
+    cpu = [t for r in rounds for t in r["cpu_times_ms"]]
+    cpu_median = statistics.median(cpu)
+    threads = (rounds[-1].get("session_settings") or {}).get("threads")
+    loads = [v for r in rounds for v in (r.get("load_average") or []) if isinstance(v, (int, float))]
+    cpus = rounds[-1].get("logical_cpus")
+    out: dict = {"cpu_ms": {"median_ms": cpu_median, "round_medians_ms":
+                            [statistics.median(r["cpu_times_ms"]) for r in rounds],
+                            "share_of_wall": cpu_median / wall_median_ms if wall_median_ms > 0 else None,
+                            "is_latency": threads == 1,
+                            "how": "process CPU time around each timed call (time.process_time); a latency "
+                                   "at 1 thread, the sum over threads otherwise"},
+                 "load_average_max": max(loads) if loads else None}
+    warnings = []
+    if loads and cpus and max(loads) > cpus:
+        warnings.append(f"load average reached {max(loads):.1f} on {cpus} logical CPUs")
+    share = out["cpu_ms"]["share_of_wall"]
+    if threads == 1 and share is not None and share < BUSY_CPU_SHARE:
+        warnings.append(f"the 1-thread run was on a CPU for only {100 * share:.0f}% of its wall time")
+    if warnings:
+        out["load_warning"] = ("the machine was loaded during this run (" + "; ".join(warnings)
+                               + "): wall times may read high; the CPU-time median holds at 1 thread")
+    return out

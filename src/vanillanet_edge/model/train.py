@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from ..console import progress_bar
 
 from ..errors import DataError
 from ..images import ImageFolder, Preprocessing, load_images
@@ -84,7 +84,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, prep: Preprocessi
                                                 pct_start=0.1)
     history = []
     start = time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress)
+    bar = progress_bar(range(cfg.epochs), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
         model.act_learn = act_learn_at(epoch, cfg.decay_epochs)
         model.train()

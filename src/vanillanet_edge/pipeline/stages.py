@@ -237,8 +237,8 @@ def stage_calibrate(ctx: Context) -> None:
     if ctx.step("calibrate", "calibrate", key):
         ctx.skipped.append("calibrate")
         return
-    from tqdm import tqdm
-    bar = tqdm(desc="calibrate: sensitivity", unit="layer")
+    from ..console import progress_bar
+    bar = progress_bar(desc="calibrate: sensitivity", unit="layer")
 
     def advance(done, total, name):
         bar.total = total
@@ -266,7 +266,7 @@ def stage_eval(ctx: Context) -> None:
     if eval_dir is None:
         ctx.log("eval: no labelled data (set eval.data); skipped")
         return
-    from tqdm import tqdm
+    from ..console import progress_bar
 
     from ..devices.accuracy import evaluate
 
@@ -283,7 +283,7 @@ def stage_eval(ctx: Context) -> None:
             records.append(done["result"])
             ctx.skipped.append(name)
             continue
-        bar = tqdm(desc=f"eval {ref.name}", unit="img")
+        bar = progress_bar(desc=f"eval {ref.name}", unit="img")
         if ctx.cfg["eval"].get("ray"):      # same record, computed on a Ray cluster
             from ..cluster.ray_eval import evaluate_on_ray
             [record] = evaluate_on_ray([ref], eval_dir, ctx.cfg["eval"]["ray"], limit,
@@ -298,7 +298,7 @@ def stage_eval(ctx: Context) -> None:
 
 
 def stage_bench(ctx: Context) -> None:
-    from tqdm import tqdm
+    from ..console import progress_bar
 
     from ..devices.latency import BenchSettings
     from ..remote.fleet import bench_on_devices, resolve_devices
@@ -315,7 +315,7 @@ def stage_bench(ctx: Context) -> None:
         ctx.skipped.append("bench")
         return
     settings = BenchSettings(threads=b["threads"] or None, warmup=b["warmup"], runs=b["runs"], rounds=b["rounds"])
-    bar = tqdm(total=len(refs) * b["rounds"] * len(specs), desc="bench", unit="run")
+    bar = progress_bar(total=len(refs) * b["rounds"] * len(specs), desc="bench", unit="run")
     records = bench_on_devices(refs, settings, specs, progress=lambda spec, r, i, ref: bar.update(1))
     bar.close()
     write_json(out, records)

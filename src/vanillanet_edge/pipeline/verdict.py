@@ -152,7 +152,7 @@ def _convert(ctx: Context, prep, target: str, precision: str, out: Path, calibra
 
 def _bench(ctx: Context, made: list[tuple[Path, list[dict]]], v: dict) -> None:
     """One interleaved bench run per device over every (artifact, verified setting)."""
-    from tqdm import tqdm
+    from ..console import progress_bar
 
     from ..devices.artifacts import resolve
     from ..devices.latency import BenchSettings
@@ -175,7 +175,7 @@ def _bench(ctx: Context, made: list[tuple[Path, list[dict]]], v: dict) -> None:
         ctx.skipped.append("verdict:bench")
         return
     records = []
-    bar = tqdm(total=len(jobs) * b["rounds"] * len(specs), desc="verdict bench", unit="run")
+    bar = progress_bar(total=len(jobs) * b["rounds"] * len(specs), desc="verdict bench", unit="run")
     for spec in specs:
         try:
             device = open_device(spec)

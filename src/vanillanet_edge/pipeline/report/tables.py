@@ -96,7 +96,7 @@ def latency_table(lat: list[Row], peaks: list[Row]) -> Table:
               [("model", "text"), ("family", "text"), ("input", "num"), ("batch", "num"), ("device", "text"),
                ("runtime", "text"), ("precision", "text"), ("computed in", "text"),
                ("median ms", "num"), ("p90 ms", "num"), ("95% low ms", "num"), ("95% high ms", "num"),
-               ("spread %", "num"), ("runs", "num"), ("GMACs", "num"), ("GMAC/s", "num"),
+               ("spread %", "num"), ("CPU ms", "num"), ("load", "text"), ("runs", "num"), ("GMACs", "num"), ("GMAC/s", "num"),
                ("% of peak", "num"), ("peak of", "text"), ("size MB", "num"), ("bytes/param", "num"),
                ("file", "text")],
               digits={"GMACs": 3, "size MB": 1, "spread %": 1, "% of peak": 1, "GMAC/s": 1})
@@ -110,12 +110,16 @@ def latency_table(lat: list[Row], peaks: list[Row]) -> Table:
         bpp = size / r.params if size and r.params else None
         t.rows.append([r.model, r.family, r.input_size, r.batch, r.device, r.runtime, r.precision, r.compute,
                        L["median_ms"], L["p90_ms"], low, high,
-                       100 * (high - low) / L["median_ms"], L["runs"],
+                       100 * (high - low) / L["median_ms"], (r.latency.get("cpu_ms") or {}).get("median_ms"),
+                       "loaded" if r.latency.get("load_warning") else "", L["runs"],
                        r.macs / 1e9 if r.macs else None, g, eff, peak_of,
                        size / 1e6 if size else None, bpp, r.source])
     t.note = ("95% low/high: where another bench call's median is expected to fall (from the scatter "
               "of the per-round medians and the within-round error; always covering every round); "
-              "spread = (high - low) / median. % of peak: achieved GMAC/s against the matmul peak of the "
+              "spread = (high - low) / median. CPU ms: process CPU time per inference, a latency at "
+              "1 thread that holds on a busy machine (the sum over threads otherwise); load 'loaded': the "
+              "load average passed the CPU count, or a 1-thread run was on a CPU for under 80% of its "
+              "wall time (its wall times may read high). % of peak: achieved GMAC/s against the matmul peak of the "
               "precision the artifact computes in, measured through the runtimes' own kernels on the same "
               "machine (devices/peak.py; 'peak of' names the probe). Each round ran in a fresh process, interleaved with "
               "the other artifacts of its run. bytes/param near 4 "

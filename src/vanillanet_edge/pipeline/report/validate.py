@@ -86,7 +86,9 @@ _MEASURED: Fields = {"latency": (_dict, False, "an object"),     # ok without it
              "round_medians_ms": (_numbers, False, "a list of positive finite numbers"),
              "median_interval_ms": (_dict, False, "an object"),
              "gmacs_per_s": (_positive, False, "a positive finite number"),
-             "artifact_size_bytes": (_positive, False, "a positive number")}
+             "artifact_size_bytes": (_positive, False, "a positive number"),
+             "cpu_ms": (_dict, False, "an object"), "load_warning": (_text, False, "a string")}
+_CPU: Fields = {"median_ms": (_non_negative, True, "a finite number of ms")}
 _INTERVAL: Fields = {"low_ms": (_positive, True, "a positive finite number"), "high_ms": (_positive, True, "a positive finite number")}
 _ACCURACY: Fields = {"top1": (_fraction, True, "a fraction between 0 and 1"), "top5": (_fraction, False, "a fraction"),
              "agreement_with_fp32": (_fraction, False, "a fraction"), "images": (_count, False, "a whole number"),
@@ -134,6 +136,8 @@ def record_problem(rec: dict) -> str | None:
             why = _problems(rec["latency"], "latency.", _LATENCY)
         if why is None and rec.get("median_interval_ms") is not None:
             why = _problems(rec["median_interval_ms"], "median_interval_ms.", _INTERVAL)
+        if why is None and rec.get("cpu_ms") is not None:
+            why = _problems(rec["cpu_ms"], "cpu_ms.", _CPU)
         return why
     if kind == "accuracy" and rec.get("ok", True):
         return _problems(rec, "", _ACCURACY)
