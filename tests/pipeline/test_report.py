@@ -126,7 +126,9 @@ def test_verdict_says_not_measured_without_resnet50(run_dir, tmp_path, peak):
     assert all(r["VanillaNet ms"] is None for r in verdict)
     html = (tmp_path / "r" / "report.html").read_text()
     verdict_html = re.search(r'<table id="verdict">(.*?)</table>', html, re.S).group(1)
-    assert NOT_MEASURED in verdict_html and "2.91" in verdict_html and "7.64" in verdict_html
+    assert NOT_MEASURED in verdict_html and "2.91" not in verdict_html     # published: one line, not columns
+    published = re.search(r'</table><p class="published">(.*?)</p>', html[html.index('<table id="verdict">'):]).group(1)
+    assert published.startswith("Published, not measured here") and "2.91 ms" in published and "7.64 ms" in published
 
 
 def test_empty_run_dir_gives_not_measured_report(tmp_path, peak):

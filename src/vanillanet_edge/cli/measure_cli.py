@@ -58,7 +58,6 @@ def bench_cmd(artifacts, runtime, threads, warmup, runs, seconds, rounds, option
       vanillanet-edge bench artifacts/ --device local --device pi5   # here and on a board (devices.toml)
     """
     from ..console import progress_bar
-
     from ..devices import artifacts as art
     from ..devices.latency import BenchSettings
 
@@ -109,7 +108,6 @@ def eval_cmd(artifacts, data_dir, limit, runtime, options, device_names, devices
     device's own compute time.
     """
     from ..console import progress_bar
-
     from ..devices import artifacts as art
 
     if save:

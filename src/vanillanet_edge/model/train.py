@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from ..console import progress_bar
 
+from ..console import progress_bar
 from ..errors import DataError
 from ..images import ImageFolder, Preprocessing, load_images
 from .checkpoint import save_checkpoint

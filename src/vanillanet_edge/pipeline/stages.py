@@ -267,7 +267,6 @@ def stage_eval(ctx: Context) -> None:
         ctx.log("eval: no labelled data (set eval.data); skipped")
         return
     from ..console import progress_bar
-
     from ..devices.accuracy import evaluate
 
     limit = ctx.cfg["eval"]["limit"] or None
@@ -299,7 +298,6 @@ def stage_eval(ctx: Context) -> None:
 
 def stage_bench(ctx: Context) -> None:
     from ..console import progress_bar
-
     from ..devices.latency import BenchSettings
     from ..remote.fleet import bench_on_devices, resolve_devices
 

@@ -153,7 +153,6 @@ def _convert(ctx: Context, prep, target: str, precision: str, out: Path, calibra
 def _bench(ctx: Context, made: list[tuple[Path, list[dict]]], v: dict) -> None:
     """One interleaved bench run per device over every (artifact, verified setting)."""
     from ..console import progress_bar
-
     from ..devices.artifacts import resolve
     from ..devices.latency import BenchSettings
     from ..fileio import sha256_path, write_json

@@ -23,6 +23,7 @@ from .tables import (
     devices_table,
     failures_table,
     fastest_table,
+    headline_lines,
     int8_table,
     latency_table,
     official_table,
@@ -97,7 +98,8 @@ def summary_text(report: dict) -> str:
 def verdict_lines(report: dict) -> list[str]:
     """The verdict for a terminal: one line per comparison row, then the sentences."""
     tables = {t["key"]: t for t in report["tables"]}
-    lines = ["The verdict, VanillaNet / ResNet-50 latency (< 1: VanillaNet faster; 95% interval):"]
+    lines = [*report.get("headlines", []),
+             "The verdict, VanillaNet / ResNet-50 latency (< 1: VanillaNet faster; 95% interval):"]
     for r in tables["verdict"]["rows"]:
         where = f"  {r['device']} {r['runtime']} {r['precision']} {r['comparison']} ({r['settings']})"
         if r["ratio"] is None:
@@ -139,6 +141,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peaks: dict | None = 
             machines.setdefault(r.mkey, machine_line(r.machine))
     verdict = verdict_table(lat)
     sentences = verdict_sentences(verdict)
+    headlines = headline_lines(verdict)
     # The answer first: the verdict and each model's fastest artifact, then the details.
     tables = [verdict, fastest_table(lat, acc), latency_table(lat, peak_rows), int8_table(lat, acc),
               accuracy_table(acc), official_table(), peak_table(peak_rows)]
@@ -166,7 +169,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peaks: dict | None = 
         "latency": "Median latency per model x runtime x precision; error bars: min and max round median.",
         "scaling": "Latency against depth and against MACs: VanillaNet family (blue) next to the deep baselines (red).",
         "roofline": "Achieved GMAC/s as % of the measured matmul peak of the precision each artifact computes in.",
-        "verdict": "VanillaNet / ResNet-50 latency ratio with its min/max over rounds; x: the published A100 ratio.",
+        "verdict": "VanillaNet / ResNet-50 latency ratio with its 95% interval; x: the published A100 eager ratio.",
         "int8": "INT8 speed-up over FP32 per runtime, with the top-1 change where it was measured.",
     }
     placement = {"latency": ["latency", "scaling", "roofline"], "verdict": ["verdict"], "int8": ["int8"]}
@@ -190,8 +193,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peaks: dict | None = 
              "real, their accuracy is not. Top-1 figures labelled 'published' come from papers and "
              "model cards, never from these runs."]
 
-    answer = sentences or [f"Verdict: {NOT_MEASURED} (no full-size VanillaNet and ResNet-50 timed together; "
-                           "see [verdict] in `vanillanet-edge init`)."]
+    # One headline line per device opens the report; the per-runtime sentences follow the table.
+    answer = headlines or [f"Verdict: {NOT_MEASURED} (no full-size VanillaNet and ResNet-50 timed together "
+                           "at 224x224, batch 1; see [verdict] in `vanillanet-edge init`)."]
     md = ["# vanillanet-edge report", "", *[md_text(a) for a in answer], "", *[md_text(h) for h in header], "",
           *[md_text(n) for n in notes], ""]
     body = ["<h1>vanillanet-edge report</h1>" + "".join(f'<p class="answer">{html.escape(a)}</p>' for a in answer)
@@ -201,6 +205,12 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peaks: dict | None = 
     for t in tables:
         md += [f"## {md_text(t.title)}", "", _md_table(t), ""]
         body.append(f"<h2>{html.escape(t.title)}</h2>{_html_table(t)}")
+        if t.published:
+            md += [md_text(t.published), ""]
+            body.append(f'<p class="published">{html.escape(t.published)}</p>')
+        if t.key == "verdict" and sentences:
+            md += [*[md_text(x) for x in sentences], ""]
+            body.append("".join(f'<p class="detail">{html.escape(x)}</p>' for x in sentences))
         if t.note:
             md += [f"_{md_text(t.note)}_", ""]
             body.append(f'<p class="note">{html.escape(t.note)}</p>')
@@ -218,7 +228,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path, peaks: dict | None = 
     report = {"schema_version": 1, "created_utc": created, "run_dir": str(run_dir),
               "sources": sources, "skipped_files": skipped, "records": len(records),
               "machines": list(machines.values()), "peaks": [p.rec for p in peak_rows],
-              "verdict_sentences": sentences,
+              "verdict_sentences": sentences, "headlines": headlines,
               "tables": [t.as_json() for t in tables], "plots": {k: f"plots/{k}.png" for k in plots},
               "official": {"a100_eager_ms": A100_EAGER_MS, "a100_tensorrt_fp32_fp16_ms": A100_TENSORRT_MS,
                            "source": OFFICIAL_SOURCE}}

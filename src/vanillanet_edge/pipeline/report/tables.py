@@ -24,6 +24,7 @@ class Table:
     rows: list[list] = field(default_factory=list)
     note: str = ""
     digits: dict = field(default_factory=dict)   # header -> decimals
+    published: str = ""     # one line of published (not measured) figures, shown under the table
 
     def cell(self, header: str, value) -> str:
         kind = dict(self.columns)[header]
@@ -41,7 +42,7 @@ class Table:
         return [[self.cell(h, v) for h, v in zip(heads, row)] for row in self.rows]
 
     def as_json(self) -> dict:
-        return {"key": self.key, "title": self.title, "note": self.note,
+        return {"key": self.key, "title": self.title, "note": self.note, "published": self.published,
                 "columns": [{"name": h, "type": k} for h, k in self.columns],
                 "rows": [dict(zip([h for h, _ in self.columns], r)) for r in self.rows]}
 
@@ -280,9 +281,8 @@ def verdict_table(lat: list[Row]) -> Table:
                ("settings", "text"), ("input", "num"), ("batch", "num"), ("VanillaNet", "text"),
                ("VanillaNet ms", "num"), ("ResNet-50 ms", "num"), ("ratio", "num"), ("95% low", "num"),
                ("95% high", "num"), ("ratio min", "num"), ("ratio max", "num"), ("rounds", "text"),
-               ("verdict here", "text"), ("A100 eager VanillaNet ms", "num"), ("A100 eager ResNet-50 ms", "num"),
-               ("A100 ratio", "num"), ("A100 TensorRT fp32 ms", "num"), ("A100 TensorRT fp16 ms", "num")],
-              digits={"ratio": 3, "ratio min": 3, "ratio max": 3, "95% low": 3, "95% high": 3, "A100 ratio": 3})
+               ("verdict here", "text")],
+              digits={"ratio": 3, "ratio min": 3, "ratio max": 3, "95% low": 3, "95% high": 3})
     full = [r for r in lat if r.full_size]
     vns = [r for r in full if r.family == "vanillanet"]
     r50 = [r for r in full if r.variant == BASELINE_MODEL]
@@ -315,9 +315,44 @@ def verdict_table(lat: list[Row]) -> Table:
               "setting, exact rewrites of VanillaNet included (named, e.g. dw_bands). "
               "95% low/high: from each median's 95% interval (both extremes); ratio min/max: per-round "
               "ratios of the interleaved rounds. Records with different thread counts are never paired. "
-              "Only full-size models (width 1) count. The A100 columns are the authors' PUBLISHED figures "
-              "(not measured): eager PyTorch FP32, batch 1, 224x224. The paper's setting is batch 1 at 224.")
+              "Only full-size models (width 1) count. The paper's setting is batch 1 at 224.")
+    t.published = published_line(sorted({row[7] for row in t.rows}))
     return t
+
+
+def published_line(variants: list[str]) -> str:
+    """The authors' A100 figures for these VanillaNets and ResNet-50, once, labelled published."""
+    base = A100_EAGER_MS[BASELINE_MODEL]
+    parts = []
+    for v in variants:
+        if v in A100_EAGER_MS:
+            trt = A100_TENSORRT_MS.get(v)
+            parts.append(f"{v} {A100_EAGER_MS[v]:.2f} ms (ratio {A100_EAGER_MS[v] / base:.2f})"
+                         + (f", TensorRT fp32 {trt[0]:.2f} / fp16 {trt[1]:.2f} ms" if trt else ""))
+    if not parts:
+        return ""
+    return (f"Published, not measured here (A100, eager PyTorch FP32, batch 1, 224x224): "
+            f"{'; '.join(parts)}; ResNet-50 {base:.2f} ms.")
+
+
+def headline_lines(table: Table) -> list[str]:
+    """One short line per device: who is faster at the paper's setting, over how many runtimes."""
+    rows = [dict(zip([h for h, _ in table.columns], r)) for r in table.rows]
+    out = []
+    for device in sorted({r["device"] for r in rows if r["ratio"] is not None}):
+        mine = [r for r in rows if r["device"] == device and r["ratio"] is not None and r["input"] == 224
+                and r["batch"] == 1 and r["comparison"] == "plain"]
+        if not mine:
+            continue
+        ratios = sorted(r["ratio"] for r in mine)
+        wins = sum(r["95% high"] < 1 for r in mine)
+        losses = sum(r["95% low"] > 1 for r in mine)
+        span = f"{ratios[0]:.2f}" if len(ratios) == 1 else f"{ratios[0]:.2f}-{ratios[-1]:.2f}"
+        who = (f"VanillaNet faster on {wins} of {len(mine)}" if wins > losses else
+               f"ResNet-50 faster on {losses} of {len(mine)}" if losses else f"no clear difference on {len(mine)}")
+        out.append(f"{device}: {mine[0]['VanillaNet']} / ResNet-50 at 224x224, batch 1: {who} runtime x "
+                   f"precision pairs (latency ratio {span}; < 1: VanillaNet faster).")
+    return out
 
 
 def _verdict_row(mk, runtime, prec, how_paired, label, size, batch, variant, a: Row | None, b: Row | None) -> list:
@@ -332,12 +367,9 @@ def _verdict_row(mk, runtime, prec, how_paired, label, size, batch, variant, a: 
         verdict = "ResNet-50 not measured with these settings"
     elif b:
         verdict = f"{variant} not measured with these settings"
-    trt = A100_TENSORRT_MS.get(variant, (None, None))
-    a_vn, a_r = A100_EAGER_MS.get(variant), A100_EAGER_MS[BASELINE_MODEL]
     return [mk.split("|")[0] if mk else NOT_MEASURED, runtime or NOT_MEASURED, prec or "-", how_paired, label,
             size or None, batch or None, variant, a.median_ms if a else None,
-            b.median_ms if b else None, ratio, lo95, hi95, lo, hi, how, verdict,
-            a_vn, a_r, a_vn / a_r if a_vn else None, trt[0], trt[1]]
+            b.median_ms if b else None, ratio, lo95, hi95, lo, hi, how, verdict]
 
 
 def fastest_table(lat: list[Row], acc: list[Row]) -> Table:
