@@ -244,7 +244,12 @@ def _record(ref: ArtifactRef, settings: BenchSettings, rounds: list[dict], error
         "gmacs_per_s": (macs * batch / (summary["median_ms"] / 1000) / 1e9) if macs else None,
         "session_settings": rounds[-1]["session_settings"],
     })
-    record.update(_cpu_and_load(rounds, summary["median_ms"]))
+    extra = _cpu_and_load(rounds, summary["median_ms"])
+    if extra:
+        record["cpu_ms"] = extra["cpu_ms"]
+        record["load_average_max"] = extra["load_average_max"]
+        if "load_warning" in extra:
+            record["load_warning"] = extra["load_warning"]
     return record
 
 
